@@ -1,0 +1,1 @@
+"""The ``masksearch`` console script."""

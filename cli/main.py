@@ -1,0 +1,50 @@
+"""``masksearch`` console script: one entry, one subcommand per job.
+
+Each subcommand lives next to the code it drives and exposes ``register(subparsers)``; this file
+only lists them, so ``masksearch --help`` stays fast (handlers import heavy modules lazily).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from masksearch.cli.errors import UserFacingError
+
+# Modules that add subcommands. A module listed here must define ``register(subparsers)``.
+COMMAND_MODULES = [
+    "masksearch.cli.model_cmd",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="masksearch",
+        description="MaskSearch on verl: data, retrieval, training, evaluation.",
+    )
+    parser.add_argument("--log-level", default="INFO", help="Python logging level (default: INFO).")
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(handler(args) or 0)
+    except UserFacingError as exc:
+        print(f"masksearch {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
