@@ -1,0 +1,50 @@
+"""Hydra overrides that make verl 0.9.1's default V1 trainer run on a small CPU-only machine.
+
+Each entry says why it is needed (measured on 2 cores; see ../shared/notes/verl-cpu-fix-points.md).
+The recipe's ``cpu`` profile and the end-to-end tests use this one list.
+"""
+
+from __future__ import annotations
+
+# Logical resources declared to Ray. verl's resource pools count only "GPU"/"NPU", so a CPU run
+# declares one logical GPU per trainer process (CPU torch ignores the CUDA_VISIBLE_DEVICES Ray sets);
+# CPUs are over-subscribed logically because TransferQueue, the rollout server and placement-group
+# bundles each reserve one, and Ray would otherwise wait forever for a free slot on 2 cores.
+RAY_LOGICAL_CPUS = 16
+
+
+def _fp32(fsdp_config_key: str) -> list[str]:
+    # `mixed_precision` is a dataclass field absent from verl's yaml, hence the `+`.
+    return [f"+{fsdp_config_key}.mixed_precision.{part}_dtype=fp32" for part in ("param", "reduce", "buffer")]
+
+
+def cpu_overrides(n_procs: int = 1, ray_cpus: int = RAY_LOGICAL_CPUS) -> list[str]:
+    """Overrides for ``python -m verl.trainer.main_ppo`` on CPU with ``n_procs`` trainer processes."""
+    return [
+        # our transformers-in-a-Ray-actor rollout (vLLM/SGLang are GPU-only)
+        "actor_rollout_ref.rollout.name=hf",
+        "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
+        # FSDP1 needs an accelerator device id; FSDP2 runs on CPU with gloo
+        "actor_rollout_ref.actor.strategy=fsdp2",
+        "actor_rollout_ref.ref.strategy=fsdp2",
+        "critic.strategy=fsdp2",
+        # fp32 compute in the trainer, like the rollout: bf16 autocast on CPU is slow and widens the
+        # rollout-vs-trainer log-prob gap ~10^4-fold (measured 1.8e-2 vs 1e-6 mean |log ppl| diff)
+        *_fp32("actor_rollout_ref.actor.fsdp_config"),
+        *_fp32("actor_rollout_ref.ref.fsdp_config"),
+        *_fp32("critic.fsdp"),
+        # verl defaults to flash-attention 2 (CUDA only)
+        "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
+        "+critic.model.override_config.attn_implementation=sdpa",
+        # TransferQueue reserves one Ray CPU per storage unit (8 by default) and hangs below that
+        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
+        f"ray_kwargs.ray_init.num_cpus={ray_cpus}",
+        f"+ray_kwargs.ray_init.num_gpus={n_procs}",
+        f"trainer.n_gpus_per_node={n_procs}",
+        "trainer.nnodes=1",
+        "trainer.device=cpu",
+        # worker pools sized for GPU nodes cost minutes of start-up and GBs of RAM on 2 cores
+        "actor_rollout_ref.rollout.agent.num_workers=1",
+        "reward.num_workers=1",
+        "data.dataloader_num_workers=0",
+    ]

@@ -1,0 +1,88 @@
+"""Checks that turn the usual set-up mistakes into one clear line before Ray starts.
+
+Without them a missing torch, a different verl or a typo in the model path surfaces minutes later
+as a traceback inside a Ray worker.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from masksearch.backends.plugin import REQUIRED_VERL_VERSION
+from masksearch.cli.errors import UserFacingError
+
+MODEL_PATH_KEYS = ("actor_rollout_ref.model.path", "critic.model.path")
+
+
+def check_torch() -> None:
+    if importlib.util.find_spec("torch") is None:
+        raise UserFacingError(
+            "PyTorch is not installed. Fix: pip install torch==2.13.0 (the CPU wheel; `make install` does this) "
+            "or the CUDA build that matches your cluster"
+        )
+
+
+def check_verl() -> None:
+    try:
+        found = importlib.metadata.version("verl")
+    except importlib.metadata.PackageNotFoundError:
+        raise UserFacingError(
+            f"verl is not installed. Fix: pip install verl=={REQUIRED_VERL_VERSION}"
+        ) from None
+    if found != REQUIRED_VERL_VERSION:
+        raise UserFacingError(
+            f"masksearch patches verl {REQUIRED_VERL_VERSION} internals but verl {found} is installed. "
+            f"Fix: pip install verl=={REQUIRED_VERL_VERSION}"
+        )
+
+
+def override_value(overrides: Sequence[str], key: str) -> str | None:
+    """The value of ``key=...`` (or ``+key=...``/``++key=...``) in Hydra overrides; last one wins."""
+    value = None
+    for item in overrides:
+        name, sep, rest = item.partition("=")
+        if sep and name.lstrip("+~") == key:
+            value = rest.strip().strip("'\"")
+    return value
+
+
+def _looks_local(path: str) -> bool:
+    """Hub ids look like ``org/name``; anything else (absolute, relative, bare) is a folder."""
+    return path.startswith(("/", ".", "~")) or path.count("/") != 1
+
+
+def check_model_path(path: str, key: str = "actor_rollout_ref.model.path") -> None:
+    """A local model folder must exist and hold ``config.json``; a hub id must be cached when offline."""
+    expanded = Path(path).expanduser()
+    if expanded.exists():
+        if expanded.is_dir() and not (expanded / "config.json").is_file():
+            raise UserFacingError(
+                f"{key}={path}: the folder has no config.json, so it is not a Hugging Face model"
+            )
+        return
+    if _looks_local(path):
+        raise UserFacingError(
+            f"{key}={path}: no such folder. Use `masksearch model path` for the embedded default model"
+        )
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
+    if offline:
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(path, "config.json"), str):
+            raise UserFacingError(
+                f"{key}={path}: not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                "download it first or pass a local folder"
+            )
+
+
+def run_preflight(overrides: Sequence[str]) -> None:
+    check_torch()
+    check_verl()
+    for key in MODEL_PATH_KEYS:
+        value = override_value(overrides, key)
+        if value:
+            check_model_path(value, key)

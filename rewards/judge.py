@@ -1,0 +1,366 @@
+"""LLM-as-judge answer reward over any OpenAI-compatible chat endpoint.
+
+MaskSearch found a model-based judge the best answer reward. This one asks
+``POST {url}/v1/chat/completions`` whether the prediction matches any gold answer and reads a
+``Yes``/``No`` verdict: ``score = 1.0`` for Yes, ``0.0`` for No.
+
+A training step must never stall or crash because of the judge, so:
+
+* every request has a timeout, retries (tenacity, exponential backoff) and an overall deadline;
+* at most ``max_concurrency`` requests are in flight per process (reward threads share it);
+* verdicts are cached on disk (sqlite, key = sha256 of ``(model, prompt)``), so repeated
+  predictions and restarts cost nothing;
+* when no endpoint is configured, the endpoint is down or slow, or the verdict cannot be read,
+  the score falls back to a rule reward (``recall`` by default); each fallback is counted and
+  logged.
+
+Counters are returned by :meth:`LLMJudge.stats` (``calls``, ``requests``, ``cache_hits``,
+``verdicts``, ``fallbacks``, ``fallback_reasons``). Configuration comes from arguments, else from
+the environment: ``MASKSEARCH_JUDGE_URL``, ``MASKSEARCH_JUDGE_MODEL``,
+``MASKSEARCH_JUDGE_API_KEY``, ``MASKSEARCH_JUDGE_CACHE`` (cache file; "" disables).
+
+>>> judge = LLMJudge(url="", cache_path="")  # no endpoint: every call falls back to recall
+>>> judge("Paris", ["Paris"]), judge.stats()["fallbacks"]
+(1.0, 1)
+>>> parse_verdict("Yes."), parse_verdict("no"), parse_verdict("maybe") is None
+(1.0, 0.0, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tenacity import (
+    Retrying as _Retrying,
+)
+from tenacity import (
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from masksearch.rewards.answer import as_gold_list, as_text, token_recall
+
+logger = logging.getLogger(__name__)
+logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+
+__all__ = ["DEFAULT_PROMPT_TEMPLATE", "LLMJudge", "make_llm_judge", "parse_verdict"]
+
+DEFAULT_PROMPT_TEMPLATE = (
+    "You are grading answers to open-domain questions. Decide whether the predicted answer "
+    "refers to the same thing as at least one of the gold answers. Ignore case, punctuation, "
+    "word order and extra words that do not change the meaning; a prediction that only lists "
+    "many guesses is wrong.\n\n"
+    "Gold answers: {golds}\n"
+    "Predicted answer: {prediction}\n\n"
+    "Reply with one word: Yes or No."
+)
+
+_DEFAULT_CACHE = Path(os.path.expanduser("~/.cache/masksearch/judge_cache.sqlite"))
+
+
+def parse_verdict(text: str) -> float | None:
+    """Read a Yes/No verdict: 1.0, 0.0, or ``None`` when it is neither.
+
+    The first word decides (``yes``/``correct``/``true`` vs ``no``/``incorrect``/``false``),
+    ignoring case and punctuation.
+
+    >>> parse_verdict("  **Yes**, it matches"), parse_verdict("Incorrect")
+    (1.0, 0.0)
+    """
+    words = "".join(c if c.isalnum() else " " for c in as_text(text).lower()).split()
+    if not words:
+        return None
+    if words[0] in {"yes", "correct", "true", "match", "matches"}:
+        return 1.0
+    if words[0] in {"no", "incorrect", "false", "wrong"}:
+        return 0.0
+    return None
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code == 429 or exc.response.status_code >= 500
+    return isinstance(exc, httpx.TransportError)
+
+
+class LLMJudge:
+    """Answer reward that asks an OpenAI-compatible chat model; see the module docstring.
+
+    Picklable (client, locks and the cache connection are rebuilt lazily after unpickling).
+
+    Args:
+        url: base URL of the server (``http://host:port`` or ``.../v1``); env
+            ``MASKSEARCH_JUDGE_URL``. Empty: no endpoint, always fall back.
+        model: model name sent in the request; env ``MASKSEARCH_JUDGE_MODEL``.
+        api_key: bearer token; env ``MASKSEARCH_JUDGE_API_KEY`` (never logged).
+        prompt_template: ``str.format`` template with ``{prediction}`` and ``{golds}``.
+        cache_path: sqlite file for verdicts; env ``MASKSEARCH_JUDGE_CACHE``; "" disables.
+        timeout_s: timeout of one HTTP request (> 0).
+        max_retries: retries after the first attempt (>= 0).
+        deadline_s: overall time budget of one judgement, retries included (> 0).
+        max_concurrency: requests in flight per process (>= 1).
+        fallback: rule reward used when the judge cannot answer (default token recall).
+        max_tokens: ``max_tokens`` of the request.
+
+    >>> LLMJudge(url="", cache_path="", timeout_s=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: timeout_s must be > 0, got 0
+    """
+
+    __name__ = "llm_judge"
+
+    def __init__(
+        self,
+        url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+        cache_path: str | os.PathLike[str] | None = None,
+        timeout_s: float = 30.0,
+        max_retries: int = 2,
+        deadline_s: float = 120.0,
+        max_concurrency: int = 8,
+        fallback: Callable[[str, list[str]], float] | None = None,
+        max_tokens: int = 8,
+    ) -> None:
+        if float(timeout_s) <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if float(deadline_s) <= 0:
+            raise ValueError(f"deadline_s must be > 0, got {deadline_s}")
+        if int(max_retries) < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if int(max_concurrency) < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        if "{prediction}" not in prompt_template or "{golds}" not in prompt_template:
+            raise ValueError("prompt_template must contain {prediction} and {golds}")
+        self.url = (os.getenv("MASKSEARCH_JUDGE_URL", "") if url is None else url).rstrip("/")
+        self.model = os.getenv("MASKSEARCH_JUDGE_MODEL", "judge") if model is None else model
+        self._api_key = os.getenv("MASKSEARCH_JUDGE_API_KEY", "") if api_key is None else api_key
+        self.prompt_template = prompt_template
+        if cache_path is None:
+            cache_path = os.getenv("MASKSEARCH_JUDGE_CACHE", str(_DEFAULT_CACHE))
+        self.cache_path = str(cache_path)
+        self.timeout_s = float(timeout_s)
+        self.max_retries = int(max_retries)
+        self.deadline_s = float(deadline_s)
+        self.max_concurrency = int(max_concurrency)
+        self.fallback = fallback if fallback is not None else token_recall
+        self.max_tokens = int(max_tokens)
+        self._counters: Counter[str] = Counter()
+        self._init_runtime()
+
+    # ---- runtime state (not pickled) ----
+    def _init_runtime(self) -> None:
+        self._lock = threading.Lock()
+        self._semaphore = threading.BoundedSemaphore(self.max_concurrency)
+        self._client: httpx.Client | None = None
+        self._db: sqlite3.Connection | None = None
+        self._db_failed = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for key in ("_lock", "_semaphore", "_client", "_db", "_db_failed"):
+            state.pop(key, None)
+        state["_counters"] = Counter(self._counters)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_runtime()
+
+    def __repr__(self) -> str:
+        return f"LLMJudge(url={self.url!r}, model={self.model!r}, cache_path={self.cache_path!r})"
+
+    # ---- public ----
+    def stats(self) -> dict[str, Any]:
+        """Counters since construction: calls, requests, cache_hits, verdicts, fallbacks, reasons."""
+        with self._lock:
+            c = Counter(self._counters)
+        reasons = {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("fallback:")}
+        return {
+            "calls": c["calls"],
+            "requests": c["requests"],
+            "cache_hits": c["cache_hits"],
+            "verdicts": c["verdicts"],
+            "fallbacks": c["fallbacks"],
+            "fallback_reasons": reasons,
+        }
+
+    def build_prompt(self, prediction: str, golds: list[str]) -> str:
+        """The user message sent to the judge."""
+        return self.prompt_template.format(
+            prediction=as_text(prediction), golds=json.dumps(golds, ensure_ascii=False)
+        )
+
+    def cache_key(self, prompt: str) -> str:
+        """sha256 of ``(model, prompt)``: a verdict is reused only for the same judge and question."""
+        return hashlib.sha256(
+            json.dumps([self.model, prompt], ensure_ascii=False).encode("utf-8")
+        ).hexdigest()
+
+    def __call__(self, prediction: str, golds: list[str]) -> float:
+        """Judge ``prediction`` against ``golds``: 1.0/0.0, or the fallback reward. Never raises."""
+        self._count("calls")
+        gold_list = as_gold_list(golds)
+        pred = as_text(prediction).strip()
+        if not pred or not gold_list:
+            return 0.0  # nothing to judge; no request, no fallback
+        if not self.url:
+            return self._fallback(pred, gold_list, "no_endpoint")
+        prompt = self.build_prompt(pred, gold_list)
+        key = self.cache_key(prompt)
+        cached = self._cache_get(key)
+        if cached is not None:
+            self._count("cache_hits")
+            return cached
+        try:
+            content = self._request(prompt)
+        except Exception as exc:
+            reason = "timeout" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
+            return self._fallback(pred, gold_list, reason, exc)
+        verdict = parse_verdict(content)
+        if verdict is None:
+            return self._fallback(pred, gold_list, "unparseable", content[:80])
+        self._count("verdicts")
+        self._cache_put(key, verdict, content)
+        return verdict
+
+    # ---- internals ----
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._counters[key] += n
+
+    def _fallback(self, pred: str, golds: list[str], reason: str, detail: object = "") -> float:
+        with self._lock:
+            self._counters["fallbacks"] += 1
+            self._counters[f"fallback:{reason}"] += 1
+            total = self._counters["fallbacks"]
+        # Log the 1st, 10th, 100th... fallback so a dead endpoint is visible but not spammy.
+        if total == 1 or (total & (total - 1) == 0 and total >= 8) or total % 1000 == 0:
+            logger.warning(
+                "llm_judge fallback #%d (%s) %s; using %s", total, reason, detail, _name(self.fallback)
+            )
+        try:
+            return min(1.0, max(0.0, float(self.fallback(pred, golds))))
+        except Exception:
+            logger.exception("llm_judge fallback reward raised; scoring 0")
+            return 0.0
+
+    def _endpoint(self) -> str:
+        base = self.url
+        return f"{base}/chat/completions" if base.endswith("/v1") else f"{base}/v1/chat/completions"
+
+    def _get_client(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+                self._client = httpx.Client(
+                    timeout=httpx.Timeout(self.timeout_s),
+                    headers=headers,
+                    limits=httpx.Limits(max_connections=self.max_concurrency),
+                )
+            return self._client
+
+    def _request(self, prompt: str) -> str:
+        """POST the prompt (with retries, timeout, deadline, concurrency cap); return the reply text."""
+        started = time.monotonic()
+        if not self._semaphore.acquire(timeout=self.deadline_s):
+            raise TimeoutError("judge concurrency slot not available before the deadline")
+        try:
+            client = self._get_client()
+            body = {
+                "model": self.model,
+                "messages": [{"role": "user", "content": prompt}],
+                "temperature": 0.0,
+                "max_tokens": self.max_tokens,
+            }
+            remaining = max(0.001, self.deadline_s - (time.monotonic() - started))
+            for attempt in _Retrying(
+                stop=stop_after_attempt(self.max_retries + 1) | stop_after_delay(remaining),
+                wait=wait_exponential(multiplier=0.1, max=2.0),
+                retry=retry_if_exception(_retryable),
+                reraise=True,
+            ):
+                with attempt:
+                    self._count("requests")
+                    response = client.post(self._endpoint(), json=body)
+                    response.raise_for_status()
+                    payload = response.json()
+            return as_text(payload["choices"][0]["message"]["content"])
+        finally:
+            self._semaphore.release()
+
+    def _get_db(self) -> sqlite3.Connection | None:
+        if not self.cache_path or self._db_failed:
+            return None
+        if self._db is None:
+            try:
+                Path(self.cache_path).parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.cache_path, timeout=5.0, check_same_thread=False)
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, verdict REAL, raw TEXT)"
+                )
+                db.commit()
+                self._db = db
+            except Exception as exc:
+                self._db_failed = True
+                logger.warning(
+                    "llm_judge cache %s unusable (%s); continuing without cache", self.cache_path, exc
+                )
+                return None
+        return self._db
+
+    def _cache_get(self, key: str) -> float | None:
+        with self._lock:
+            db = self._get_db()
+            if db is None:
+                return None
+            try:
+                row = db.execute("SELECT verdict FROM verdicts WHERE key = ?", (key,)).fetchone()
+            except Exception as exc:
+                logger.warning("llm_judge cache read failed: %s", exc)
+                return None
+        return None if row is None else float(row[0])
+
+    def _cache_put(self, key: str, verdict: float, raw: str) -> None:
+        with self._lock:
+            db = self._get_db()
+            if db is None:
+                return
+            try:
+                db.execute("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?)", (key, verdict, raw[:200]))
+                db.commit()
+            except Exception as exc:
+                logger.warning("llm_judge cache write failed: %s", exc)
+
+
+def _name(fn: object) -> str:
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def make_llm_judge(**options: Any) -> LLMJudge:
+    """Factory for :class:`LLMJudge`; ``fallback`` may be a registered reward name (e.g. ``"f1"``).
+
+    >>> make_llm_judge(url="", cache_path="", fallback="em").fallback.__name__
+    'exact_match'
+    """
+    fallback = options.pop("fallback", None)
+    if isinstance(fallback, str):
+        from masksearch.rewards.registry import get
+
+        fallback = get(fallback)
+    return LLMJudge(fallback=fallback, **options)

@@ -1,0 +1,121 @@
+"""Shared fixtures: offline models and a runner for verl's trainer on CPU.
+
+No ``tests/__init__.py`` on purpose: verl's wheel installs a top-level ``tests`` package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path() -> Path:
+    """A ~3M-parameter random Qwen2 with the SmolLM2 tokenizer, cached across sessions."""
+    from masksearch.backends.models import build_tiny_model, cache_root
+
+    return build_tiny_model(cache_root() / "test-models" / "tiny-qwen2-h64-l2")
+
+
+@pytest.fixture(scope="session")
+def embedded_tokenizer():
+    from masksearch.backends.models import load_embedded_tokenizer
+
+    return load_embedded_tokenizer()
+
+
+@dataclass
+class VerlRun:
+    """What one ``main_ppo`` subprocess left behind, read back for assertions."""
+
+    returncode: int
+    log: str
+    metrics_file: Path
+    tensorboard_dir: Path
+    checkpoint_dir: Path
+    wall_s: float
+    steps: list[dict] = field(default_factory=list)
+
+    def metric(self, name: str) -> list[float]:
+        return [row["data"][name] for row in self.steps if name in row["data"]]
+
+    def step_numbers(self) -> list[int]:
+        return [int(row["step"]) for row in self.steps]
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def run_verl():
+    """Run ``python -m <entry> <cpu overrides> <overrides>`` in a subprocess and collect its outputs.
+
+    The run logs to console, tensorboard and verl's ``file`` logger (JSONL), so tests assert on the
+    metrics verl itself computed.
+    """
+    from masksearch.backends.cpu_profile import cpu_overrides
+
+    def run(
+        workdir: Path,
+        overrides: list[str],
+        *,
+        name: str = "run",
+        entry: str = "verl.trainer.main_ppo",
+        timeout: int = 900,
+        env: dict[str, str] | None = None,
+    ) -> VerlRun:
+        workdir.mkdir(parents=True, exist_ok=True)
+        metrics_file = workdir / f"{name}.metrics.jsonl"
+        tensorboard_dir = workdir / "tensorboard"
+        checkpoint_dir = workdir / "checkpoints"
+        run_env = {
+            **os.environ,
+            "TENSORBOARD_DIR": str(tensorboard_dir),
+            "VERL_FILE_LOGGER_PATH": str(metrics_file),
+            "RAY_DEDUP_LOGS": "0",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        command = [
+            sys.executable,
+            "-m",
+            entry,
+            *cpu_overrides(),
+            "trainer.logger=[console,tensorboard,file]",
+            f"trainer.default_local_dir={checkpoint_dir}",
+            "trainer.project_name=masksearch-tests",
+            f"trainer.experiment_name={name}",
+            *overrides,
+        ]
+        started = time.perf_counter()
+        proc = subprocess.run(
+            command, cwd=workdir, env=run_env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        log = proc.stdout + proc.stderr
+        (workdir / f"{name}.log").write_text(log)
+        return VerlRun(
+            returncode=proc.returncode,
+            log=log,
+            metrics_file=metrics_file,
+            tensorboard_dir=tensorboard_dir,
+            checkpoint_dir=checkpoint_dir,
+            wall_s=time.perf_counter() - started,
+            steps=_read_jsonl(metrics_file),
+        )
+
+    return run

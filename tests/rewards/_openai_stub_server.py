@@ -1,0 +1,66 @@
+"""A small OpenAI-compatible chat server for the judge tests (run as a subprocess by conftest).
+
+``POST /v1/chat/completions`` answers like OpenAI: the verdict is "Yes" when the predicted answer
+(lowercased, stripped) equals one of the gold answers in the prompt, else "No". Model ``slow``
+sleeps before answering (timeout tests); model ``garbage`` answers an unreadable verdict.
+``GET /count`` returns how many completions were requested; ``GET /health`` is for start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+
+import uvicorn
+from fastapi import FastAPI, Request
+
+
+def create_app() -> FastAPI:
+    app = FastAPI()
+    state = {"count": 0, "auth": []}
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"ok": True}
+
+    @app.get("/count")
+    async def count() -> dict:
+        return {"count": state["count"], "auth": state["auth"][-1:]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> dict:
+        state["count"] += 1
+        state["auth"].append(request.headers.get("authorization", ""))
+        body = await request.json()
+        prompt = body["messages"][-1]["content"]
+        model = body.get("model", "")
+        if model == "slow":
+            await asyncio.sleep(5)
+        golds_m = re.search(r"Gold answers: (.*)", prompt)
+        pred_m = re.search(r"Predicted answer: (.*)", prompt)
+        golds = [g.lower().strip() for g in json.loads(golds_m.group(1))] if golds_m else []
+        pred = pred_m.group(1).lower().strip() if pred_m else ""
+        verdict = "Yes" if pred in golds else "No"
+        if model == "garbage":
+            verdict = "I cannot decide"
+        return {
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": verdict}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+
+    return app
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(create_app(), host="127.0.0.1", port=args.port, log_level="warning")
