@@ -108,7 +108,7 @@ class HFRolloutServer:
 
     @torch.no_grad()
     def _generate(self, prompt_ids: list[int], params: dict[str, Any]) -> tuple[list[int], list[float]]:
-        max_tokens = params.get("max_tokens") or params.get("max_new_tokens")
+        max_tokens = params.get("max_tokens", params.get("max_new_tokens"))
         if max_tokens is None:
             max_tokens = default_max_tokens(len(prompt_ids), self.prompt_length, self.response_length)
         max_tokens = int(max_tokens)
