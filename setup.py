@@ -70,6 +70,9 @@ INSTALL_REQUIRES = [
     "cachetools",
     "fastapi",
     "uvicorn",
+    # uvicorn's fast paths for the retrieval server (without them it falls back to pure-Python h11).
+    "httptools",
+    "uvloop; sys_platform != 'win32'",
     "pyzmq",
     "msgspec",
     # Loading the embedded default model (GGUF) with transformers.
@@ -107,7 +110,9 @@ setup(
     name="masksearch",
     version="0.1.0",
     description="MaskSearch on verl: RAMP pre-training, DAPO RL with a hybrid reward, mask-count curriculum.",
-    long_description=(ROOT / "README.md").read_text(encoding="utf-8") if (ROOT / "README.md").exists() else "",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8")
+    if (ROOT / "README.md").exists()
+    else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=PACKAGES,

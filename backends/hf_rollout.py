@@ -14,6 +14,12 @@ servers; this module provides the same three pieces on top of transformers:
 
 Requests are served one at a time per server: exact per-sequence numerics (no padding) matter more
 for the log-prob check than throughput on a 2-core machine.
+
+A *scripted policy* (``actor_rollout_ref.rollout.engine_kwargs.hf.scripted_policy=pkg.mod:fn``) replaces
+sampling with forced decoding: ``fn(context: str) -> str`` writes the next turn's text, and the server
+scores those tokens under the current weights exactly as it scores sampled ones. Environment and
+training plumbing (masks, observations, log-prob agreement, rewards) can then be tested with a policy
+that really searches, even when the model is a random tiny one.
 """
 
 from __future__ import annotations
@@ -47,7 +53,12 @@ class HFRolloutServer:
     """Token-in/token-out generation with transformers. Created by ``HFReplica`` as a Ray actor."""
 
     def __init__(
-        self, model_path: str, prompt_length: int, response_length: int, trust_remote_code: bool = False
+        self,
+        model_path: str,
+        prompt_length: int,
+        response_length: int,
+        trust_remote_code: bool = False,
+        scripted_policy: str | None = None,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -69,6 +80,7 @@ class HFRolloutServer:
         self.global_steps = 0
         self.num_requests = 0
         self._lock = asyncio.Lock()
+        self.scripted_policy = load_scripted_policy(scripted_policy) if scripted_policy else None
 
     def _eos_ids(self) -> list[int]:
         ids: list[int] = []
@@ -122,6 +134,9 @@ class HFRolloutServer:
         if isinstance(stop, str):
             stop = [stop]
 
+        if self.scripted_policy is not None:
+            return self._forced(prompt_ids, max_tokens, temperature if do_sample else 1.0, stop)
+
         input_ids = torch.tensor([prompt_ids], dtype=torch.long)
         generate_kwargs: dict[str, Any] = {
             "max_new_tokens": max_tokens,
@@ -148,6 +163,23 @@ class HFRolloutServer:
         token_ids = new_tokens.tolist()
         # generate() stops at EOS for a single sequence; keep the EOS itself, as vLLM does.
         return token_ids, token_log_probs.tolist()
+
+    @torch.no_grad()
+    def _forced(
+        self, prompt_ids: list[int], max_tokens: int, temperature: float, stop: list[str] | None
+    ) -> tuple[list[int], list[float]]:
+        """Score the scripted policy's continuation under the current weights (teacher forcing)."""
+        context = self.tokenizer.decode(prompt_ids, skip_special_tokens=False)
+        text = self.scripted_policy(context)
+        token_ids = self.tokenizer.encode(text, add_special_tokens=False)[:max_tokens]
+        token_ids = _cut_after_stop(token_ids, self.tokenizer, stop, self.eos_token_ids)
+        if not token_ids:
+            return [], []
+        ids = torch.tensor([prompt_ids + token_ids], dtype=torch.long)
+        logits = self.model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
+        log_probs = torch.log_softmax(logits / temperature, dim=-1)
+        picked = log_probs.gather(-1, torch.tensor(token_ids).unsqueeze(-1)).squeeze(-1)
+        return token_ids, picked.tolist()
 
     async def update_weights(
         self, state_dict: dict[str, torch.Tensor], global_steps: int | None = None
@@ -202,6 +234,28 @@ class HFRolloutServer:
         return None
 
 
+def load_scripted_policy(spec: str):
+    """``pkg.module:function`` → the callable ``function(context: str) -> str``."""
+    import importlib
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep:
+        raise ValueError(f"scripted_policy must look like 'pkg.module:function', got {spec!r}")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def _cut_after_stop(token_ids: list[int], tokenizer, stop: list[str] | None, eos_ids: list[int]) -> list[int]:
+    """Keep tokens up to and including the first EOS or the token that completes a stop string."""
+    for position, token_id in enumerate(token_ids):
+        if token_id in eos_ids:
+            return token_ids[: position + 1]
+        if stop:
+            text = tokenizer.decode(token_ids[: position + 1], skip_special_tokens=False)
+            if any(s in text for s in stop):
+                return token_ids[: position + 1]
+    return token_ids
+
+
 def _model_local_path(model_config: Any) -> str:
     from verl.utils.fs import copy_to_local
 
@@ -227,6 +281,7 @@ class HFReplica(RolloutReplica):
             prompt_length=self.config.prompt_length,
             response_length=self.config.response_length,
             trust_remote_code=bool(self.model_config.get("trust_remote_code", False)),
+            scripted_policy=(self.config.engine_kwargs or {}).get("hf", {}).get("scripted_policy"),
         )
         await handle.stats.remote()  # surfaces model-loading errors here, not at the first generate
         self.servers = [handle]

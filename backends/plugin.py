@@ -5,6 +5,7 @@ verl imports every module of the ``verl.plugins`` entry-point group at the end o
 register things that verl looks up by name in remote processes:
 
 * the ``masksearch`` V1 trainer mode (registered when verl imports its V1 trainers);
+* the ``masksearch_agent`` agent loop (registered when verl imports its agent-loop module);
 * the ``hf`` rollout (transformers in a Ray actor; usable on any machine);
 * on a machine with no accelerator, the CPU platform and the CPU patches of ``verl_compat``.
 
@@ -64,6 +65,12 @@ def _register_trainer_mode(_module) -> None:
     importlib.import_module("masksearch.recipes.trainer")
 
 
+def _register_agent_loop(_module) -> None:
+    # Makes `agent_name=masksearch_agent` work without `agent_loop_config_path` (the YAML route
+    # in masksearch.env.agent_loop stays the explicit one).
+    importlib.import_module("masksearch.env.agent_loop")
+
+
 def _activate_cpu() -> None:
     os.environ.setdefault("VERL_PLATFORM", "cpu")
     # verl registers its FSDP engines for device "cuda"/"npu" only; this verl knob makes the engine
@@ -98,6 +105,7 @@ def activate() -> None:
 
     verl_compat.register_hf_rollout()
     when_imported("verl.trainer.ppo.v1", _register_trainer_mode)
+    when_imported("verl.experimental.agent_loop.agent_loop", _register_agent_loop)
     if wants_cpu():
         _activate_cpu()
         STATE["cpu"] = True

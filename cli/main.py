@@ -16,6 +16,11 @@ from masksearch.cli.errors import UserFacingError
 # Modules that add subcommands. A module listed here must define ``register(subparsers)``.
 COMMAND_MODULES = [
     "masksearch.cli.model_cmd",
+    "masksearch.data.ramp_cli",
+    "masksearch.data.qa_cli",
+    "masksearch.data.corpus_cli",
+    "masksearch.search_tool.cli",
+    "masksearch.env.cli",
 ]
 
 

@@ -3,9 +3,16 @@
 Selected with ``trainer.v1.trainer_mode=masksearch``; registered by our ``verl.plugins`` entry point
 when verl imports its V1 trainers (see ``masksearch.backends.plugin``).
 
-Only difference from ``PPOTrainerSync`` so far: training-step metrics include the batch means of
-the reward function's extra keys (``reward/acc/mean``, ``reward/format_ok/mean``, ...). verl
-aggregates those keys for validation only; on the training curves it logs ``critic/score/*``.
+Differences from ``PPOTrainerSync``, and nothing else:
+
+* training-step metrics include the batch means of the reward function's extra keys
+  (``reward/acc/mean``, ``reward/format_ok/mean``, ...) and of the search environment's per-sample
+  counters (``env/...``). verl aggregates reward keys for validation only; on the training curves it
+  logs ``critic/score/*``;
+* the mask-count curriculum (``+masksearch.curriculum.strategy=staged|linear|mixed``): verl 0.9.1
+  has no data-sampler hook, so ``_init_dataloader`` rebuilds the train dataloader with our sampler.
+  Its position rides on verl's own dataloader checkpoint (``global_step_N/data.pt``);
+* ``curriculum/mask_num_*`` metrics of the prompts drawn for each step, so the curriculum is visible.
 """
 
 from __future__ import annotations
@@ -18,8 +25,15 @@ from typing import Any
 
 import numpy as np
 import transfer_queue as tq
+from omegaconf import OmegaConf
+from torchdata.stateful_dataloader import StatefulDataLoader
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+from verl.utils.dataset.rl_dataset import collate_fn
+
+from masksearch.curriculum.metrics import mask_num_batch_metrics
+from masksearch.curriculum.sampler import build_curriculum_sampler, mask_nums_from_dataset
+from masksearch.env.metrics import env_batch_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +75,67 @@ def reward_extra_metrics(extra_fields: Iterable[Mapping[str, Any] | Any]) -> dic
     return {f"{REWARD_METRIC_PREFIX}/{key}/mean": sums[key] / counts[key] for key in sorted(sums)}
 
 
+def curriculum_config(config) -> dict[str, Any]:
+    """``masksearch.curriculum`` of the trainer config as a plain dict (``{}`` when absent)."""
+    node = OmegaConf.select(config, "masksearch.curriculum", default=None)
+    return dict(OmegaConf.to_container(node, resolve=True)) if node is not None else {}
+
+
+def _mask_nums_of(batch) -> list[int]:
+    """``extra_info.mask_num`` of the rows of a gen batch (rows without one are skipped)."""
+    try:
+        infos = batch["extra_info"]
+    except KeyError:
+        return []
+    infos = getattr(infos, "tolist", lambda: infos)()
+    return [int(i["mask_num"]) for i in infos if isinstance(i, Mapping) and i.get("mask_num") is not None]
+
+
 @register_trainer(TRAINER_MODE)
 class MaskSearchTrainer(PPOTrainerSync):
-    """verl's sync trainer; adds step metrics that verl computes but does not log for training."""
+    """verl's sync trainer plus the curriculum sampler and the metrics verl does not log for training."""
+
+    curriculum_sampler = None
+
+    def _init_dataloader(self):
+        super()._init_dataloader()
+        self._drawn_mask_nums: list[int] = []
+        settings = curriculum_config(self.config)
+        strategy = str(settings.pop("strategy", "none"))
+        if strategy == "none":
+            return
+        if self.config.data.get("dataloader_num_workers", 0):
+            logger.warning(
+                "data.dataloader_num_workers>0 prefetches batches, so curriculum changes arrive late; use 0"
+            )
+        try:
+            mask_nums = mask_nums_from_dataset(self.train_dataset)
+        except ValueError as exc:
+            raise ValueError(f"masksearch.curriculum.strategy={strategy}: {exc}") from None
+        total_samples = settings.pop("total_samples", None) or self.total_training_steps * int(
+            self.config.data.train_batch_size
+        )
+        seed = int(settings.pop("seed", self.config.data.get("seed", None) or 1))
+        self.curriculum_sampler = build_curriculum_sampler(
+            strategy, mask_nums, seed=seed, total_samples=total_samples, **settings
+        )
+        old = self.train_dataloader
+        self.train_dataloader = StatefulDataLoader(
+            dataset=self.train_dataset,
+            batch_size=old.batch_size,
+            num_workers=old.num_workers,
+            drop_last=old.drop_last,
+            collate_fn=collate_fn,
+            sampler=self.curriculum_sampler,
+        )
+        logger.info(
+            "curriculum %s over %d samples (mask counts %s)", strategy, len(mask_nums), sorted(set(mask_nums))
+        )
+
+    def _fetch_one_gen_batch(self):
+        batch = super()._fetch_one_gen_batch()
+        self._drawn_mask_nums.extend(_mask_nums_of(batch))
+        return batch
 
     def _batch_extra_fields(self, batch) -> list[Any]:
         non_padding = [not tag.get("is_padding", False) for tag in batch.tags]
@@ -77,3 +149,8 @@ class MaskSearchTrainer(PPOTrainerSync):
         super()._compute_metrics(batch, metrics, timing_raw, global_steps=global_steps, epoch=epoch)
         extra_fields = self._batch_extra_fields(batch)
         metrics.update(reward_extra_metrics(extra_fields))
+        metrics.update(env_batch_metrics(extra_fields))
+        metrics.update(mask_num_batch_metrics(self._drawn_mask_nums))
+        self._drawn_mask_nums = []
+        if self.curriculum_sampler is not None:
+            metrics.update(self.curriculum_sampler.metrics())

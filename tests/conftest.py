@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,9 +57,16 @@ class VerlRun:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
+    """Complete JSON lines only: the file may be mid-write while a run is going."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +86,7 @@ def run_verl():
         entry: str = "verl.trainer.main_ppo",
         timeout: int = 900,
         env: dict[str, str] | None = None,
+        on_metrics: Callable[[list[dict]], None] | None = None,
     ) -> VerlRun:
         workdir.mkdir(parents=True, exist_ok=True)
         metrics_file = workdir / f"{name}.metrics.jsonl"
@@ -103,11 +112,26 @@ def run_verl():
             *overrides,
         ]
         started = time.perf_counter()
-        proc = subprocess.run(
-            command, cwd=workdir, env=run_env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-        log = proc.stdout + proc.stderr
-        (workdir / f"{name}.log").write_text(log)
+        log_path = workdir / f"{name}.log"
+        with log_path.open("w") as log_file:
+            proc = subprocess.Popen(
+                command, cwd=workdir, env=run_env, stdout=log_file, stderr=subprocess.STDOUT
+            )
+            try:
+                # `on_metrics` sees the steps logged so far while the run is going (e.g. to kill a server)
+                while proc.poll() is None:
+                    if time.perf_counter() - started > timeout:
+                        proc.kill()
+                        proc.wait()
+                        raise TimeoutError(f"{name}: verl run exceeded {timeout}s; log: {log_path}")
+                    if on_metrics is not None:
+                        on_metrics(_read_jsonl(metrics_file))
+                    time.sleep(0.2)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        log = log_path.read_text()
         return VerlRun(
             returncode=proc.returncode,
             log=log,

@@ -18,7 +18,10 @@ def server(tiny_model_path):
 @pytest.fixture(scope="module")
 def prompt_ids(embedded_tokenizer):
     return embedded_tokenizer.apply_chat_template(
-        [{"role": "user", "content": "Who wrote Hamlet?"}], add_generation_prompt=True, tokenize=True, return_dict=False
+        [{"role": "user", "content": "Who wrote Hamlet?"}],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=False,
     )
 
 
@@ -36,7 +39,9 @@ def _teacher_forced_log_probs(model, prompt_ids, response_ids, temperature):
 
 class TestGenerate:
     def test_log_probs_match_a_teacher_forced_forward_pass(self, server, prompt_ids):
-        out = _generate(server, prompt_ids, temperature=0.7, top_p=1.0, top_k=-1, logprobs=True, max_tokens=12)
+        out = _generate(
+            server, prompt_ids, temperature=0.7, top_p=1.0, top_k=-1, logprobs=True, max_tokens=12
+        )
         assert 0 < len(out.token_ids) <= 12 and len(out.log_probs) == len(out.token_ids)
         expected = _teacher_forced_log_probs(server.model, prompt_ids, out.token_ids, 0.7)
         assert torch.allclose(torch.tensor(out.log_probs), expected, atol=1e-4)

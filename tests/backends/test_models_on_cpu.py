@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -42,11 +43,14 @@ def test_missing_gguf_package_is_a_clear_error(monkeypatch):
 def test_model_path_command_converts_embedded_model_once():
     """`masksearch model path` prints a loadable HF folder of SmolLM2-135M-Instruct."""
     proc = subprocess.run(
-        [sys.executable, "-m", "masksearch.cli.main", "model", "path"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "masksearch.cli.main", "model", "path"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     folder = proc.stdout.strip().splitlines()[-1]
-    config = json.loads(open(f"{folder}/config.json").read())
+    config = json.loads((Path(folder) / "config.json").read_text())
     assert config["model_type"] == "llama" and config["tie_word_embeddings"] is True
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert tokenizer.eos_token == "<|im_end|>"

@@ -16,7 +16,9 @@ def _run_python(code: str, **env: str) -> dict:
     for key in ("VERL_PLATFORM", "VERL_ENGINE_DEVICE"):
         if key not in env:
             merged.pop(key, None)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=merged, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=merged, check=False
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

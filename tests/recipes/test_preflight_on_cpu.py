@@ -32,7 +32,7 @@ class TestModelPath:
             preflight.check_model_path(str(tmp_path / "nope"))
 
     def test_folder_without_config(self, tmp_path):
-        with pytest.raises(UserFacingError, match="no config.json"):
+        with pytest.raises(UserFacingError, match=r"no config\.json"):
             preflight.check_model_path(str(tmp_path))
 
     def test_uncached_hub_id_offline(self, monkeypatch):
@@ -59,7 +59,12 @@ class TestVersions:
 def test_entry_rejects_bad_model_path_before_ray(tmp_path):
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "masksearch.recipes.main_ppo", f"actor_rollout_ref.model.path={tmp_path}/missing"],
+        [
+            sys.executable,
+            "-m",
+            "masksearch.recipes.main_ppo",
+            f"actor_rollout_ref.model.path={tmp_path}/missing",
+        ],
         capture_output=True,
         text=True,
         check=False,

@@ -22,9 +22,18 @@ class _Wrapped:
     ("fields", "expected"),
     [
         ([], {}),  # empty batch
-        ([{"reward_extra_info": {"acc": 1.0}}, {"reward_extra_info": {"acc": 0.0}}], {"reward/acc/mean": 0.5}),
-        ([{"reward_extra_info": {"pred": "x", "acc": True}}], {"reward/acc/mean": 1.0}),  # strings skipped, bool
-        ([{"reward_extra_info": {"n": np.int64(3)}}, {"reward_extra_info": {}}], {"reward/n/mean": 3.0}),  # per-key
+        (
+            [{"reward_extra_info": {"acc": 1.0}}, {"reward_extra_info": {"acc": 0.0}}],
+            {"reward/acc/mean": 0.5},
+        ),
+        (
+            [{"reward_extra_info": {"pred": "x", "acc": True}}],
+            {"reward/acc/mean": 1.0},
+        ),  # strings skipped, bool
+        (
+            [{"reward_extra_info": {"n": np.int64(3)}}, {"reward_extra_info": {}}],
+            {"reward/n/mean": 3.0},
+        ),  # per-key
         ([{"reward_extra_info": {"x": float("nan")}}], {}),  # non-finite dropped
         ([_Wrapped({"reward_extra_info": {"acc": 0.25}})], {"reward/acc/mean": 0.25}),  # TQ wrapper
         ([{"no_reward": 1}, None, "junk"], {}),  # malformed rows ignored

@@ -1,0 +1,56 @@
+"""``masksearch qa prepare``: turn a QA file into verl RL rows (same schema as RAMP)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from masksearch.cli.errors import UserFacingError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    qa = subparsers.add_parser("qa", help="Question-answering data.")
+    qa_sub = qa.add_subparsers(dest="qa_command", metavar="<qa command>")
+    p = qa_sub.add_parser(
+        "prepare",
+        help="Convert QA JSONL/JSON/parquet into a verl RL parquet file.",
+        description="Reads {question, golden_answers|answer|answers} records; skips rows with no answer.",
+    )
+    p.add_argument("--input", required=True, help="QA file (.jsonl, .json, .parquet) or fanoutqa:dev.")
+    p.add_argument("--out", required=True, help="Output .parquet file.")
+    p.add_argument("--data-source", default=None, help="Dataset name (default: from the file name).")
+    p.add_argument("--split", default="train")
+    p.add_argument("--one-shot", action=argparse.BooleanOptionalAction, default=True, help="Worked example.")
+    p.add_argument("--prompt-file", default=None, help="JSON overriding the template (system/user/example).")
+    p.add_argument("--agent-name", default="masksearch_agent")
+    p.set_defaults(handler=run_prepare)
+    qa.set_defaults(handler=lambda _args: qa.print_help() or 2)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from masksearch.data.prompts import QA_TEMPLATE, load_prompt_template
+    from masksearch.data.qa import default_data_source, prepare_qa, read_qa_records
+    from masksearch.data.schema import write_rows
+    from masksearch.eval.datasets import is_builtin_qa_source
+
+    src = Path(args.input)
+    if not src.is_file() and not is_builtin_qa_source(args.input):
+        raise UserFacingError(f"input not found: {src}")
+    if not args.out.endswith(".parquet"):
+        raise UserFacingError(f"--out must end with .parquet, got {args.out}")
+    try:
+        template = load_prompt_template(args.prompt_file, QA_TEMPLATE) if args.prompt_file else QA_TEMPLATE
+        rows, summary = prepare_qa(
+            read_qa_records(src),
+            data_source=args.data_source or default_data_source(src),
+            split=args.split,
+            one_shot=args.one_shot,
+            agent_name=args.agent_name,
+            template=template,
+        )
+    except (ValueError, OSError) as exc:
+        raise UserFacingError(str(exc)) from exc
+    path = write_rows(rows, args.out)
+    skipped = ", ".join(f"{k}={v}" for k, v in summary.to_dict()["skipped"].items())
+    print(f"read {summary.read}, wrote {summary.written} rows to {path}; skipped: {skipped}")
+    return 0

@@ -1,0 +1,171 @@
+"""Configuration of the multi-turn search environment: one dataclass, one place that reads it.
+
+Where the values come from, lowest precedence first:
+
+1. the dataclass defaults below;
+2. the environment variables ``MASKSEARCH_INDEX_DIR`` / ``MASKSEARCH_RETRIEVER_URL`` -- used only
+   when no retriever is configured anywhere else;
+3. the verl trainer config, under one Hydra group at the top level: ``+masksearch.env.<key>=...``
+   (e.g. ``+masksearch.env.max_turns=4 +masksearch.env.retriever_url=http://127.0.0.1:8000``);
+4. keyword arguments of the agent-loop YAML entry (``- name: masksearch_agent`` /
+   ``_target_: ...`` / ``max_turns: 2``), so one training run can ship two loops with different
+   settings.
+
+Unknown keys are an error (a typo in ``+masksearch.env.max_turn=3`` must not be ignored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ENV_INDEX_DIR", "ENV_RETRIEVER_URL", "TRAINER_CONFIG_KEY", "SearchEnvConfig"]
+
+#: Environment variable naming an in-process retriever index directory (fallback).
+ENV_INDEX_DIR = "MASKSEARCH_INDEX_DIR"
+#: Environment variable naming a retrieval server URL (fallback).
+ENV_RETRIEVER_URL = "MASKSEARCH_RETRIEVER_URL"
+#: Dotted path of the env's group inside the verl trainer config.
+TRAINER_CONFIG_KEY = "masksearch.env"
+
+
+@dataclass(frozen=True)
+class SearchEnvConfig:
+    """Settings of the search environment (shared by the verl agent loop and the standalone runner).
+
+    Attributes:
+        max_turns: most model turns (generation calls) per episode; a search asked for in the
+            last turn is not run and the episode ends with ``hit_turn_budget``.
+        topk: documents retrieved per search.
+        max_obs_tokens: most tokens of one observation block, the ``<information>`` wrapper
+            included; longer results are cut at a token boundary and the closing tag kept.
+        retriever_index: directory of an in-process index (exclusive with ``retriever_url``).
+        retriever_url: URL of a Search-R1 style retrieval server (exclusive with ``retriever_index``).
+        search_timeout_s: per-request timeout handed to the search client.
+        search_retries: retries handed to the search client.
+        system_prompt: when set, replaces the system message of every prompt (or is inserted as
+            the first message); ``None`` keeps the dataset's messages unchanged.
+    """
+
+    max_turns: int = 4
+    topk: int = 3
+    max_obs_tokens: int = 512
+    retriever_index: str | None = None
+    retriever_url: str | None = None
+    search_timeout_s: float = 10.0
+    search_retries: int = 2
+    system_prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_turns, int) or self.max_turns < 1:
+            raise ValueError(f"max_turns must be an int >= 1, got {self.max_turns!r}")
+        if not isinstance(self.topk, int) or self.topk < 1:
+            raise ValueError(f"topk must be an int >= 1, got {self.topk!r}")
+        if not isinstance(self.max_obs_tokens, int) or self.max_obs_tokens < 1:
+            raise ValueError(f"max_obs_tokens must be an int >= 1, got {self.max_obs_tokens!r}")
+        if not self.search_timeout_s > 0:
+            raise ValueError(f"search_timeout_s must be > 0, got {self.search_timeout_s!r}")
+        if not isinstance(self.search_retries, int) or self.search_retries < 0:
+            raise ValueError(f"search_retries must be an int >= 0, got {self.search_retries!r}")
+        if self.retriever_index and self.retriever_url:
+            raise ValueError(
+                "Set only one of retriever_index and retriever_url "
+                f"(got index={self.retriever_index!r}, url={self.retriever_url!r})"
+            )
+
+    @property
+    def has_retriever(self) -> bool:
+        """Whether a retriever (index directory or server URL) is configured."""
+        return bool(self.retriever_index or self.retriever_url)
+
+    @classmethod
+    def field_names(cls) -> frozenset[str]:
+        """Names of the settings (the keys accepted under ``masksearch.env``)."""
+        return frozenset(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> SearchEnvConfig:
+        """Build from a plain mapping; unknown keys raise ``ValueError`` naming the valid ones."""
+        values = dict(values or {})
+        unknown = sorted(set(values) - cls.field_names())
+        if unknown:
+            raise ValueError(f"Unknown masksearch.env key(s) {unknown}; valid: {sorted(cls.field_names())}")
+        values = _coerce(values)
+        return cls(**values)
+
+    @classmethod
+    def resolve(
+        cls,
+        trainer_config: Any = None,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> SearchEnvConfig:
+        """Merge defaults, env-var fallback, ``trainer_config.masksearch.env`` and ``overrides``.
+
+        Args:
+            trainer_config: the whole verl config (``DictConfig``) or a plain mapping; ``None`` or a
+                config without a ``masksearch.env`` group gives the defaults.
+            overrides: per-agent-loop keyword arguments (highest precedence).
+            environ: where to read the env-var fallback (``os.environ`` by default).
+
+        Returns:
+            The merged, validated config.
+        """
+        merged: dict[str, Any] = {}
+        merged.update(_section(trainer_config))
+        merged.update({k: v for k, v in dict(overrides or {}).items()})
+        if not merged.get("retriever_index") and not merged.get("retriever_url"):
+            env = os.environ if environ is None else environ
+            index, url = env.get(ENV_INDEX_DIR) or None, env.get(ENV_RETRIEVER_URL) or None
+            if index and url:
+                raise ValueError(f"Both {ENV_INDEX_DIR} and {ENV_RETRIEVER_URL} are set; set only one")
+            if index:
+                merged["retriever_index"] = index
+            elif url:
+                merged["retriever_url"] = url
+        return cls.from_mapping(merged)
+
+
+def _section(trainer_config: Any) -> dict[str, Any]:
+    """The ``masksearch.env`` group of a verl config (``DictConfig`` or mapping) as a plain dict."""
+    if trainer_config is None:
+        return {}
+    node: Any = trainer_config
+    for part in TRAINER_CONFIG_KEY.split("."):
+        getter = getattr(node, "get", None)
+        if getter is None:
+            return {}
+        node = getter(part, None)
+        if node is None:
+            return {}
+    try:  # DictConfig -> dict with interpolations resolved; plain mappings pass through.
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(node, DictConfig):
+            node = OmegaConf.to_container(node, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf ships with verl
+        pass
+    if not isinstance(node, Mapping):
+        raise ValueError(f"{TRAINER_CONFIG_KEY} must be a mapping, got {type(node).__name__}")
+    return dict(node)
+
+
+def _coerce(values: dict[str, Any]) -> dict[str, Any]:
+    """Light type coercion for values that arrive as strings (env vars, CLI, YAML quirks)."""
+    out = dict(values)
+    for key in ("max_turns", "topk", "max_obs_tokens", "search_retries"):
+        if key in out and isinstance(out[key], str) and out[key].strip().lstrip("-").isdigit():
+            out[key] = int(out[key])
+    if "search_timeout_s" in out and isinstance(out["search_timeout_s"], (str, int)):
+        with contextlib.suppress(ValueError):
+            out["search_timeout_s"] = float(out["search_timeout_s"])
+    for key in ("retriever_index", "retriever_url", "system_prompt"):
+        if key in out and out[key] is not None:
+            out[key] = str(out[key])
+            if key != "system_prompt" and not out[key]:
+                out[key] = None
+    return out

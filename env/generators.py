@@ -1,0 +1,459 @@
+"""Text generators for running the search environment outside verl (inference, eval, chat).
+
+All of them follow :class:`TextGenerator`: ``generate(prompt, max_new_tokens, stop) ->
+GenerationResult``. ``token_in`` generators take the prompt as token ids and return token ids
+(exact, as in training); the others take and return text, which the runner tokenises.
+
+- :class:`HFGenerator` -- a transformers causal LM, batched with left padding (CPU-friendly).
+- :class:`OpenAIGenerator` -- any OpenAI-compatible server (``/v1/completions`` or
+  ``/v1/chat/completions``), with httpx; no ``openai`` package needed.
+- :class:`VLLMGenerator` -- offline vLLM, only when ``vllm`` is installed.
+
+Stop strings are passed to every backend, but the session cuts the turn after the first stop
+string anyway, so a backend that ignores them (or overshoots by a few tokens) is still correct.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from masksearch.rewards.grammar import ANSWER, SEARCH
+
+logger = logging.getLogger(__name__)
+logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+
+__all__ = [
+    "GenerationError",
+    "GenerationResult",
+    "HFGenerator",
+    "OpenAIGenerator",
+    "TextGenerator",
+    "VLLMGenerator",
+    "vllm_available",
+]
+
+
+class GenerationError(RuntimeError):
+    """A generator could not produce a turn (server down, bad response); one-line message."""
+
+
+@dataclass
+class GenerationResult:
+    """One generated turn.
+
+    Attributes:
+        text: the generated text (stop string included when the turn stopped on one).
+        token_ids: the generated ids (``token_in`` generators), else ``None``.
+        logprobs: one log-prob per id when the backend reports them, else ``None``.
+        finish_reason: ``"stop"`` (stop string), ``"eos"``, ``"length"`` or ``None`` (unknown).
+    """
+
+    text: str
+    token_ids: list[int] | None = None
+    logprobs: list[float] | None = None
+    finish_reason: str | None = None
+
+
+@runtime_checkable
+class TextGenerator(Protocol):
+    """What the standalone runner needs from a model.
+
+    ``messages`` is the chat so far (the partial assistant turn last, when there is one); only
+    chat-style backends use it. Generators may also offer
+    ``generate_batch(prompts, max_new_tokens: Sequence[int], stop) -> list[GenerationResult]``.
+    """
+
+    token_in: bool
+
+    def generate(
+        self,
+        prompt: Sequence[int] | str,
+        max_new_tokens: int,
+        stop: Sequence[str],
+        *,
+        messages: list[dict[str, Any]] | None = None,
+    ) -> GenerationResult: ...
+
+
+# --------------------------------------------------------------------------- transformers
+class HFGenerator:
+    """A transformers causal LM; batches are left-padded and generated together.
+
+    Args:
+        model_path: model directory or hub name (``AutoModelForCausalLM``).
+        tokenizer: a tokenizer to use instead of loading one from ``model_path``.
+        temperature: 0 means greedy.
+        top_p: nucleus sampling when ``temperature > 0``.
+        seed: seeds torch before each batch when set (reproducible sampling).
+        device: torch device.
+        torch_dtype: e.g. ``"float32"``; default: the model's.
+        **model_kwargs: passed to ``from_pretrained`` (e.g. ``gguf_file``).
+    """
+
+    token_in = True
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        tokenizer: Any = None,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        device: str = "cpu",
+        torch_dtype: str | None = None,
+        **model_kwargs: Any,
+    ):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self._torch = torch
+        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_path, **model_kwargs)
+        if torch_dtype is not None:
+            model_kwargs["dtype"] = getattr(torch, torch_dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, **model_kwargs).to(device)
+        self.model.eval()
+        self.device = device
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.seed = seed
+        pad = self.tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else self.tokenizer.eos_token_id
+        if self.pad_token_id is None:
+            raise ValueError(f"{model_path}: tokenizer has neither a pad nor an EOS token")
+        eos = self.model.generation_config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in eos:
+            eos.append(self.tokenizer.eos_token_id)
+        self.eos_token_ids = [int(t) for t in eos]
+
+    def generate(
+        self,
+        prompt: Sequence[int] | str,
+        max_new_tokens: int,
+        stop: Sequence[str],
+        *,
+        messages: list[dict[str, Any]] | None = None,
+    ) -> GenerationResult:
+        return self.generate_batch([prompt], [max_new_tokens], stop)[0]
+
+    def generate_batch(
+        self,
+        prompts: Sequence[Sequence[int] | str],
+        max_new_tokens: Sequence[int] | int,
+        stop: Sequence[str],
+    ) -> list[GenerationResult]:
+        torch = self._torch
+        from transformers import StoppingCriteriaList
+
+        ids = [
+            self.tokenizer.encode(p, add_special_tokens=False) if isinstance(p, str) else [int(t) for t in p]
+            for p in prompts
+        ]
+        if not ids:
+            return []
+        limits = (
+            [int(max_new_tokens)] * len(ids)
+            if isinstance(max_new_tokens, int)
+            else [int(m) for m in max_new_tokens]
+        )
+        if len(limits) != len(ids):
+            raise ValueError(f"{len(limits)} max_new_tokens for {len(ids)} prompts")
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, x in enumerate(ids):  # left padding
+            if x:
+                input_ids[row, width - len(x) :] = torch.tensor(x, dtype=torch.long)
+                attention[row, width - len(x) :] = 1
+        criteria = _StopCriteria(self.tokenizer, list(stop), limits, width)
+        if self.seed is not None:
+            torch.manual_seed(self.seed)
+        sampling = {"do_sample": False}
+        if self.temperature > 0:
+            sampling = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention.to(self.device),
+                max_new_tokens=max(1, max(limits)),
+                stopping_criteria=StoppingCriteriaList([criteria]),
+                pad_token_id=self.pad_token_id,
+                eos_token_id=self.eos_token_ids,
+                **sampling,
+            )
+        results = []
+        eos = set(self.eos_token_ids)
+        for row in range(len(ids)):
+            gen = out[row, width:].tolist()
+            end, finish = min(len(gen), limits[row]), "length"
+            for i, tok in enumerate(gen[:end]):
+                if tok in eos:
+                    end, finish = i + 1, "eos"
+                    break
+            stop_at = criteria.stopped_at[row]
+            if stop_at is not None and stop_at <= end and criteria.stopped_by_string[row]:
+                end, finish = stop_at, "stop"
+            kept = gen[:end]
+            text = self.tokenizer.decode(kept, skip_special_tokens=True)
+            results.append(GenerationResult(text=text, token_ids=kept, finish_reason=finish))
+        return results
+
+
+class _StopCriteria:
+    """Per-row stop: a stop string in the row's new text, or the row's own token limit."""
+
+    def __init__(self, tokenizer: Any, stops: list[str], limits: list[int], prompt_width: int):
+        self.tokenizer = tokenizer
+        self.stops = stops
+        self.limits = limits
+        self.prompt_width = prompt_width
+        self.stopped_at: list[int | None] = [None] * len(limits)
+        self.stopped_by_string: list[bool] = [False] * len(limits)
+        self._tail = max((len(s) for s in stops), default=1) + 8  # tokens re-decoded per check
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        n_new = input_ids.shape[1] - self.prompt_width
+        for row in range(input_ids.shape[0]):
+            if self.stopped_at[row] is not None:
+                done[row] = True
+                continue
+            tail = input_ids[row, max(self.prompt_width, input_ids.shape[1] - self._tail) :].tolist()
+            text = self.tokenizer.decode(tail, skip_special_tokens=False)
+            if any(s in text for s in self.stops):
+                self.stopped_at[row], self.stopped_by_string[row] = n_new, True
+            elif n_new >= self.limits[row]:
+                self.stopped_at[row] = n_new
+            done[row] = self.stopped_at[row] is not None
+        return done
+
+
+# --------------------------------------------------------------------------- OpenAI-compatible
+class OpenAIGenerator:
+    """An OpenAI-compatible endpoint (vLLM, SGLang, llama.cpp server, TGI, OpenAI).
+
+    ``api="completions"`` (default) sends the chat-template-rendered text to ``/v1/completions``
+    and continues it exactly, turn after turn. ``api="chat"`` sends ``messages`` to
+    ``/v1/chat/completions``; continuing a partial assistant turn after an observation then needs
+    a server that supports ``continue_final_message`` (vLLM, SGLang).
+
+    Args:
+        url: server root (``http://host:port``) or its ``/v1`` base.
+        model: the served model name.
+        api_key: bearer token (``None``: none sent).
+        api: ``"completions"`` or ``"chat"``.
+        temperature: sampling temperature (0 = greedy).
+        top_p: nucleus sampling.
+        timeout_s: per-request timeout.
+        extra_body: extra JSON fields for every request (server-specific options).
+        http_client: an ``httpx.Client`` to use (tests, custom transports).
+    """
+
+    token_in = False
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        api_key: str | None = None,
+        *,
+        api: str = "completions",
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        timeout_s: float = 120.0,
+        extra_body: dict[str, Any] | None = None,
+        http_client: Any = None,
+    ):
+        import httpx
+
+        if api not in ("completions", "chat"):
+            raise ValueError(f"api must be 'completions' or 'chat', got {api!r}")
+        base = url.rstrip("/")
+        self.base_url = base if base.endswith("/v1") else base + "/v1"
+        self.model = model
+        self.api = api
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.extra_body = dict(extra_body or {})
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = http_client or httpx.Client(timeout=timeout_s, headers=headers)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def generate(
+        self,
+        prompt: Sequence[int] | str,
+        max_new_tokens: int,
+        stop: Sequence[str],
+        *,
+        messages: list[dict[str, Any]] | None = None,
+    ) -> GenerationResult:
+        import httpx
+
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": int(max_new_tokens),
+            "stop": list(stop),
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+        }
+        if self.api == "completions":
+            path = "/completions"
+            body["prompt"] = prompt if isinstance(prompt, str) else [int(t) for t in prompt]
+        else:
+            if not messages:
+                raise GenerationError("api='chat' needs the chat messages")
+            path = "/chat/completions"
+            body["messages"] = messages
+            if messages[-1].get("role") == "assistant":
+                body["continue_final_message"] = True
+                body["add_generation_prompt"] = False
+        body.update(self.extra_body)
+        try:
+            response = self._client.post(self.base_url + path, json=body)
+            response.raise_for_status()
+            choice = response.json()["choices"][0]
+        except httpx.HTTPStatusError as exc:
+            raise GenerationError(f"{self.base_url}{path}: HTTP {exc.response.status_code}") from exc
+        except httpx.HTTPError as exc:
+            raise GenerationError(f"{self.base_url}{path}: {type(exc).__name__}: {exc}") from exc
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise GenerationError(f"{self.base_url}{path}: unexpected response ({exc})") from exc
+        if self.api == "completions":
+            text = choice.get("text") or ""
+        else:
+            text = (choice.get("message") or {}).get("content") or ""
+        text, finish = _restore_stop(text, list(stop), choice.get("finish_reason"), choice)
+        return GenerationResult(text=text, finish_reason=finish)
+
+
+def _restore_stop(
+    text: str, stop: list[str], finish_reason: str | None, choice: dict[str, Any]
+) -> tuple[str, str | None]:
+    """OpenAI servers drop the stop string from the text; put it back so the grammar sees it.
+
+    ``finish_reason == "stop"`` means a stop string *or* EOS. vLLM says which in ``stop_reason``
+    (the string, or ``None`` for EOS); otherwise the last unclosed ``<search>``/``<answer>`` tells.
+    """
+    if finish_reason == "length":
+        return text, "length"
+    if finish_reason != "stop":
+        return text, None
+    if any(text.endswith(s) for s in stop):
+        return text, "stop"
+    if "stop_reason" in choice:
+        matched = choice["stop_reason"]
+        if isinstance(matched, str) and matched in stop:
+            return text + matched, "stop"
+        return text, "eos"
+    closing = {SEARCH.open: SEARCH.close, ANSWER.open: ANSWER.close}
+    last_open = max(closing, key=text.rfind)
+    if (
+        text.rfind(last_open) >= 0
+        and closing[last_open] in stop
+        and closing[last_open] not in text[text.rfind(last_open) :]
+    ):
+        return text + closing[last_open], "stop"
+    return text, "eos"
+
+
+# --------------------------------------------------------------------------- vLLM (optional)
+def vllm_available() -> bool:
+    """Whether ``vllm`` can be imported."""
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+class VLLMGenerator:
+    """Offline vLLM (``vllm.LLM``), token-in/token-out, batched; only when vllm is installed.
+
+    Args:
+        model_path: model directory or hub name.
+        temperature: 0 means greedy.
+        top_p: nucleus sampling.
+        **engine_kwargs: passed to ``vllm.LLM`` (e.g. ``gpu_memory_utilization``).
+
+    Raises:
+        ImportError: vllm is not installed.
+    """
+
+    token_in = True
+
+    def __init__(
+        self, model_path: str, *, temperature: float = 0.0, top_p: float = 1.0, **engine_kwargs: Any
+    ):
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError as exc:
+            raise ImportError(
+                "vllm is not installed (pip install 'masksearch[gpu]'); use HFGenerator or OpenAIGenerator"
+            ) from exc
+        self._sampling_params_cls = SamplingParams
+        self.llm = LLM(model=model_path, **engine_kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+
+    def generate(
+        self,
+        prompt: Sequence[int] | str,
+        max_new_tokens: int,
+        stop: Sequence[str],
+        *,
+        messages: list[dict[str, Any]] | None = None,
+    ) -> GenerationResult:
+        return self.generate_batch([prompt], [max_new_tokens], stop)[0]
+
+    def generate_batch(
+        self,
+        prompts: Sequence[Sequence[int] | str],
+        max_new_tokens: Sequence[int] | int,
+        stop: Sequence[str],
+    ) -> list[GenerationResult]:
+        limits = (
+            [int(max_new_tokens)] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+        )
+        params = [
+            self._sampling_params_cls(
+                max_tokens=max(1, m),
+                stop=list(stop),
+                include_stop_str_in_output=True,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                logprobs=0,
+            )
+            for m in limits
+        ]
+        inputs = [
+            {"prompt": p} if isinstance(p, str) else {"prompt_token_ids": [int(t) for t in p]}
+            for p in prompts
+        ]
+        outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        results = []
+        for out in outputs:
+            completion = out.outputs[0]
+            token_ids = list(completion.token_ids)
+            logprobs = None
+            if completion.logprobs:
+                logprobs = [
+                    float(step[tok].logprob)
+                    for step, tok in zip(completion.logprobs, token_ids, strict=False)
+                ]
+            finish = completion.finish_reason
+            if finish == "stop" and completion.stop_reason is None:
+                finish = "eos"
+            results.append(
+                GenerationResult(
+                    text=completion.text, token_ids=token_ids, logprobs=logprobs, finish_reason=finish
+                )
+            )
+        return results

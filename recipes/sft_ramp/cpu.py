@@ -1,0 +1,29 @@
+"""Hydra overrides that run the SFT recipe on a CPU-only machine (the analogue of
+``masksearch.backends.cpu_profile.cpu_overrides`` for ``sft_trainer_engine``).
+
+The CPU platform and verl patches come from our ``verl.plugins`` entry point, which loads on
+``import verl``; these are only the config keys.
+"""
+
+from __future__ import annotations
+
+
+def sft_cpu_overrides() -> list[str]:
+    """Overrides for ``python -m masksearch.recipes.sft_ramp`` with one CPU process."""
+    return [
+        # FSDP1 needs an accelerator device id; FSDP2 runs on CPU with gloo
+        "engine.strategy=fsdp2",
+        # fp32 compute: bf16 autocast on CPU is slow (`mixed_precision` is a dataclass field, hence `+`)
+        "+engine.mixed_precision.param_dtype=fp32",
+        "+engine.mixed_precision.reduce_dtype=fp32",
+        "+engine.mixed_precision.buffer_dtype=fp32",
+        # torch.compile of the log-prob kernels costs minutes on 2 cores and buys nothing on CPU
+        "engine.use_torch_compile=false",
+        # verl defaults to flash-attention 2 (CUDA only)
+        "+model.override_config.attn_implementation=sdpa",
+        "trainer.device=cpu",
+        "trainer.nnodes=1",
+        "trainer.n_gpus_per_node=1",
+        # 8 dataloader workers (verl's default) cost start-up time and RAM on small machines
+        "data.num_workers=0",
+    ]

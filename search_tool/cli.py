@@ -1,0 +1,218 @@
+"""CLI for the retrieval stack: ``index build``, ``search`` and ``retriever serve``.
+
+Listed in ``masksearch.cli.main.COMMAND_MODULES``; also runnable alone as
+``python -m masksearch.search_tool.cli ...`` (the integration tests start the server that way,
+so they do not depend on every other subcommand module importing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+from masksearch.cli.errors import UserFacingError
+
+KINDS = ("bm25", "dense", "hybrid")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_index(subparsers)
+    _register_search(subparsers)
+    _register_retriever(subparsers)
+
+
+def _register_index(subparsers: argparse._SubParsersAction) -> None:
+    index = subparsers.add_parser("index", help="Build retrieval indexes.")
+    sub = index.add_subparsers(dest="index_command", metavar="<action>", required=True)
+    build = sub.add_parser(
+        "build",
+        help="Index a corpus (BM25, dense or hybrid) into a folder with manifest.json.",
+        description="Index a Search-R1 JSONL/parquet corpus. The folder stores the passages too, so "
+        "searches need only the index.",
+    )
+    build.add_argument(
+        "--corpus", required=True, help="Corpus file, or 'embedded' for the built-in Wikipedia corpus."
+    )
+    build.add_argument("--retriever", choices=KINDS, default="bm25", help="Retriever kind (default: bm25).")
+    build.add_argument("--out", required=True, help="Output index folder.")
+    build.add_argument(
+        "--overwrite", action="store_true", help="Replace an existing, non-empty --out folder."
+    )
+    bm25 = build.add_argument_group("bm25")
+    bm25.add_argument("--k1", type=float, default=1.5, help="BM25 k1 (default: 1.5).")
+    bm25.add_argument("--b", type=float, default=0.75, help="BM25 b (default: 0.75).")
+    dense = build.add_argument_group("dense")
+    dense.add_argument(
+        "--model",
+        default="default",
+        help="sentence-transformers model folder or HF name (default: bundled all-MiniLM-L6-v2).",
+    )
+    dense.add_argument("--batch-size", type=int, default=64, help="Encoding batch size (default: 64).")
+    dense.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+    dense.add_argument("--query-prefix", default="", help="Prefix for queries, e.g. 'query: ' for e5 models.")
+    dense.add_argument("--passage-prefix", default="", help="Prefix for passages, e.g. 'passage: ' for e5.")
+    build.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    build.set_defaults(handler=_index_build)
+
+
+def _register_search(subparsers: argparse._SubParsersAction) -> None:
+    search = subparsers.add_parser("search", help="Query an index from the terminal.")
+    search.add_argument("--index", required=True, help="Index folder (from 'masksearch index build').")
+    search.add_argument("--topk", type=int, default=3, help="Passages per query (default: 3).")
+    search.add_argument("--corpus", default=None, help="Check the index against this corpus file first.")
+    search.add_argument("--backend", default="auto", choices=("auto", "numba", "numpy"), help="BM25 backend.")
+    search.add_argument("--json", action="store_true", help="Print Search-R1 JSON instead of text.")
+    search.add_argument("queries", nargs="+", help="One or more queries.")
+    search.set_defaults(handler=_search)
+
+
+def _register_retriever(subparsers: argparse._SubParsersAction) -> None:
+    retriever = subparsers.add_parser("retriever", help="Run the retrieval server.")
+    sub = retriever.add_subparsers(dest="retriever_command", metavar="<action>", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="Serve an index over HTTP (Search-R1's POST /retrieve, GET /health).",
+        description="Serve an index with Search-R1's /retrieve protocol. Binds 127.0.0.1 unless told otherwise.",
+    )
+    serve.add_argument("--index", required=True, help="Index folder (from 'masksearch index build').")
+    serve.add_argument("--host", default="127.0.0.1", help="Bind address (default: 127.0.0.1).")
+    serve.add_argument("--port", type=int, required=True, help="TCP port.")
+    serve.add_argument("--corpus", default=None, help="Refuse to start unless the index matches this corpus.")
+    serve.add_argument("--backend", default="auto", choices=("auto", "numba", "numpy"), help="BM25 backend.")
+    serve.add_argument("--device", default=None, help="torch device for dense encoders.")
+    serve.add_argument(
+        "--default-topk", type=int, default=3, help="topk when a request omits it (default: 3)."
+    )
+    serve.add_argument("--max-topk", type=int, default=100, help="Largest accepted topk (default: 100).")
+    serve.add_argument(
+        "--max-queries", type=int, default=512, help="Most queries per request (default: 512)."
+    )
+    serve.add_argument(
+        "--max-query-chars", type=int, default=4096, help="Longer queries are truncated (default: 4096)."
+    )
+    serve.add_argument(
+        "--max-batch", type=int, default=256, help="Most queries per retriever call (default: 256)."
+    )
+    serve.add_argument(
+        "--max-pending", type=int, default=4096, help="Queued queries before answering 503 (default: 4096)."
+    )
+    serve.add_argument("--uvicorn-log-level", default="warning", help="uvicorn log level (default: warning).")
+    serve.set_defaults(handler=_serve)
+
+
+def _resolve_corpus(value: str) -> str:
+    if value == "embedded":
+        from masksearch.data.corpus import embedded_corpus_path
+
+        return str(embedded_corpus_path())
+    return value
+
+
+def _index_build(args: argparse.Namespace) -> int:
+    from masksearch.data.corpus import CorpusError
+    from masksearch.search_tool.retrievers import build_index
+
+    bm25 = {"k1": args.k1, "b": args.b}
+    dense = {
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "query_prefix": args.query_prefix,
+        "passage_prefix": args.passage_prefix,
+    }
+    params = {"bm25": bm25, "dense": dense, "hybrid": {**bm25, **dense}}[args.retriever]
+    try:
+        manifest = build_index(
+            _resolve_corpus(args.corpus),
+            args.retriever,
+            args.out,
+            overwrite=args.overwrite,
+            show_progress=not args.no_progress,
+            **params,
+        )
+    except (FileNotFoundError, FileExistsError, CorpusError, ValueError) as exc:
+        raise UserFacingError(str(exc)) from None
+    print(
+        f"built {manifest.kind} index of {manifest.doc_count} passages in {manifest.build_seconds:.1f}s "
+        f"-> {args.out} (corpus sha256 {manifest.corpus_sha256[:12]}…)"
+    )
+    return 0
+
+
+def _load(index: str, corpus: str | None, backend: str = "auto", device: str | None = None):
+    from masksearch.search_tool.manifest import IndexLoadError
+    from masksearch.search_tool.retrievers import load_retriever
+
+    try:
+        return load_retriever(index, corpus, backend=backend, device=device)
+    except IndexLoadError as exc:
+        raise UserFacingError(str(exc)) from None
+
+
+def _search(args: argparse.Namespace) -> int:
+    if args.topk <= 0:
+        raise UserFacingError("--topk must be a positive integer")
+    retriever = _load(args.index, args.corpus, args.backend)
+    results = retriever.search(args.queries, args.topk)
+    if args.json:
+        from masksearch.search_tool.protocol import RetrieveResponse
+
+        print(RetrieveResponse.from_hits(results, return_scores=True).model_dump_json(indent=2))
+        return 0
+    for query, hits in zip(args.queries, results, strict=True):
+        print(f"Query: {query}")
+        if not hits:
+            print("  (no matching passages)")
+        for rank, hit in enumerate(hits, start=1):
+            print(f"  {rank}. {hit.title}  [id {hit.id}, score {hit.score:.3f}]")
+            snippet = textwrap.shorten(hit.text, width=300, placeholder=" …")
+            print(textwrap.indent(textwrap.fill(snippet, width=96), "     "))
+        print()
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from masksearch.search_tool.server import ServerLimits, serve
+
+    try:
+        limits = ServerLimits(
+            default_topk=args.default_topk,
+            max_topk=args.max_topk,
+            max_queries_per_request=args.max_queries,
+            max_query_chars=args.max_query_chars,
+            max_batch_queries=args.max_batch,
+            max_pending_queries=args.max_pending,
+        )
+    except ValueError as exc:
+        raise UserFacingError(str(exc)) from None
+    retriever = _load(args.index, args.corpus, args.backend, args.device)
+    print(
+        f"serving {retriever.kind} index {args.index} ({retriever.doc_count} passages) on "
+        f"http://{args.host}:{args.port} (POST /retrieve, GET /health)",
+        file=sys.stderr,
+        flush=True,
+    )
+    serve(retriever, host=args.host, port=args.port, limits=limits, log_level=args.uvicorn_log_level)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry with only these subcommands (``python -m masksearch.search_tool.cli``)."""
+    import logging
+
+    parser = argparse.ArgumentParser(prog="masksearch")
+    parser.add_argument("--log-level", default="INFO")
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    register(subparsers)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args) or 0)
+    except UserFacingError as exc:
+        print(f"masksearch {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

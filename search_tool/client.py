@@ -1,0 +1,407 @@
+"""The search client the environment calls: in-process (``index=DIR``) or HTTP (``url=...``).
+
+Contract (style rule 5): ``search``/``asearch`` never raise because of the search service. Every
+query gets a :class:`SearchOutcome`; when something fails its ``error`` holds a short message the
+environment can show the model (and count as a metric), and ``hits`` is empty. Timeouts and
+retries live here, not in the caller:
+
+* ``timeout_s`` bounds one whole call, retries and backoff included, so a dead server costs a
+  rollout at most ``timeout_s`` (connection refused fails much faster).
+* Transport errors, 429 and 5xx (e.g. the server's 503 when its queue is full) are retried with
+  exponential backoff and jitter (tenacity); 4xx are not.
+* Identical ``(query, topk)`` pairs are answered from an LRU cache — RL groups sample the same
+  prompt many times and models repeat queries. Only successes are cached.
+
+The client is cheap to construct and pickles as its config only: the retriever, HTTP
+connections and cache are created lazily on first use, so it can be built on the driver and
+shipped into Ray actors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from masksearch.search_tool.types import Hit
+
+logger = logging.getLogger(__name__)
+if os.environ.get("MASKSEARCH_LOGGING_LEVEL"):
+    logger.setLevel(os.environ["MASKSEARCH_LOGGING_LEVEL"].upper())
+
+EMPTY_QUERY_ERROR = "empty search query"
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """Result for one query: hits, or an error message (never both), and the call's latency."""
+
+    hits: list[Hit]
+    error: str | None
+    latency_s: float
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def format_observation(hits: Sequence[Hit]) -> str:
+    """Render hits as Search-R1 does (``_passages2string``); the env wraps it in ``<information>``.
+
+    >>> print(format_observation([Hit("1", "Paris", "Capital of France.", 3.2), Hit("2", "Lyon", "A city.", 1.0)]), end="")
+    Doc 1(Title: Paris) Capital of France.
+    Doc 2(Title: Lyon) A city.
+    """
+    return "".join(f"Doc {i}(Title: {hit.title}) {hit.text}\n" for i, hit in enumerate(hits, start=1))
+
+
+@dataclass(frozen=True)
+class SearchClientConfig:
+    """Options for :class:`SearchClient`; exactly one of ``index`` and ``url`` is required.
+
+    Attributes:
+        index: index folder to load in-process (``masksearch index build`` output).
+        url: base URL of a ``masksearch retriever serve`` (or Search-R1) server, e.g.
+            ``http://127.0.0.1:8000``; ``/retrieve`` is appended unless already present.
+        topk: default number of passages per query.
+        timeout_s: budget for one ``search`` call including retries and backoff.
+        max_attempts: HTTP attempts per call (1 = no retry).
+        backoff_initial_s, backoff_max_s: exponential backoff bounds between attempts.
+        cache_size: LRU entries for (query, topk); 0 disables the cache.
+        max_query_chars: longer queries are truncated before searching (the server does the same).
+        corpus: in-process only: corpus file to check against the index manifest.
+        backend: in-process only: BM25 backend (auto, numba, numpy).
+    """
+
+    index: str | None = None
+    url: str | None = None
+    topk: int = 3
+    timeout_s: float = 10.0
+    max_attempts: int = 3
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 2.0
+    cache_size: int = 10_000
+    max_query_chars: int = 4096
+    corpus: str | None = None
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        if (self.index is None) == (self.url is None):
+            raise ValueError("give exactly one of index= (in-process) or url= (HTTP) for the search client")
+        if self.topk <= 0:
+            raise ValueError(f"topk must be positive, got {self.topk}")
+        if self.timeout_s <= 0 or self.max_attempts <= 0:
+            raise ValueError("timeout_s and max_attempts must be positive")
+        if self.cache_size < 0 or self.max_query_chars <= 0:
+            raise ValueError("cache_size must be >= 0 and max_query_chars > 0")
+
+
+class _LRU:
+    """A small thread-safe LRU for (query, topk) -> hits."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._data: OrderedDict[tuple[str, int], list[Hit]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int]) -> list[Hit] | None:
+        with self._lock:
+            hits = self._data.get(key)
+            if hits is not None:
+                self._data.move_to_end(key)
+            return hits
+
+    def put(self, key: tuple[str, int], hits: list[Hit]) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._data[key] = hits
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+
+class SearchError(Exception):
+    """A failed search, with the short message shown to the model."""
+
+
+class _RetryableHTTP(Exception):
+    """429/5xx: worth another attempt."""
+
+
+def _short_error(exc: BaseException, url: str | None, budget: float) -> str:
+    import httpx
+
+    if isinstance(exc, SearchError):
+        return str(exc)
+    if isinstance(exc, httpx.TimeoutException):
+        return f"search timed out after {budget:g}s"
+    if isinstance(exc, httpx.ConnectError):
+        return f"search service unreachable at {url}"
+    if isinstance(exc, httpx.TransportError):
+        return f"search service connection failed ({type(exc).__name__})"
+    if isinstance(exc, _RetryableHTTP):
+        return f"search service unavailable ({exc})"
+    return f"search failed: {type(exc).__name__}: {str(exc)[:200]}"
+
+
+class _InProcess:
+    """Loads the index on first use, in whichever process (or Ray actor) first searches."""
+
+    def __init__(self, config: SearchClientConfig):
+        self.config = config
+        self._retriever = None
+        self._lock = threading.Lock()
+
+    def fetch(self, queries: list[str], topk: int) -> list[list[Hit]]:
+        with self._lock:
+            if self._retriever is None:
+                from masksearch.search_tool.retrievers import load_retriever
+
+                self._retriever = load_retriever(
+                    self.config.index, self.config.corpus, backend=self.config.backend
+                )
+            return self._retriever.search(queries, topk)
+
+    async def afetch(self, queries: list[str], topk: int) -> list[list[Hit]]:
+        return await asyncio.to_thread(self.fetch, queries, topk)
+
+    def close(self) -> None:
+        self._retriever = None
+
+
+class _Http:
+    """POST /retrieve with per-call deadline and tenacity retries; one httpx client per event loop."""
+
+    def __init__(self, config: SearchClientConfig):
+        self.config = config
+        url = config.url.rstrip("/")
+        self.url = url if url.endswith("/retrieve") else url + "/retrieve"
+        self._client = None
+        self._aclients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def _retrying_kwargs(self) -> dict[str, Any]:
+        import httpx
+        from tenacity import (
+            retry_if_exception_type,
+            stop_after_attempt,
+            stop_before_delay,
+            wait_exponential_jitter,
+        )
+
+        c = self.config
+        return {
+            "stop": stop_after_attempt(c.max_attempts) | stop_before_delay(c.timeout_s),
+            "wait": wait_exponential_jitter(initial=c.backoff_initial_s, max=c.backoff_max_s),
+            "retry": retry_if_exception_type((httpx.TransportError, _RetryableHTTP)),
+            "reraise": True,
+        }
+
+    def _payload(self, queries: list[str], topk: int) -> dict[str, Any]:
+        from masksearch.search_tool.protocol import RetrieveRequest
+
+        return RetrieveRequest(queries=queries, topk=topk, return_scores=True).model_dump()
+
+    def _parse(self, response, n_queries: int) -> list[list[Hit]]:
+        from pydantic import ValidationError
+
+        from masksearch.search_tool.protocol import RetrieveResponse
+
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise _RetryableHTTP(f"HTTP {status}")
+        if status != 200:
+            raise SearchError(f"search request rejected (HTTP {status}): {response.text[:200]}")
+        try:
+            hits = RetrieveResponse.model_validate_json(response.content).to_hits()
+        except ValidationError as exc:
+            raise SearchError(
+                f"search service sent an unexpected response ({exc.error_count()} errors)"
+            ) from None
+        if len(hits) != n_queries:
+            raise SearchError(f"search service answered {len(hits)} of {n_queries} queries")
+        return hits
+
+    def _remaining(self, deadline: float) -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            import httpx
+
+            raise httpx.TimeoutException("deadline exceeded")
+        return remaining
+
+    def fetch(self, queries: list[str], topk: int) -> list[list[Hit]]:
+        import httpx
+        from tenacity import Retrying
+
+        with self._lock:
+            if self._client is None:
+                self._client = httpx.Client(timeout=self.config.timeout_s)
+        deadline = time.monotonic() + self.config.timeout_s
+        payload = self._payload(queries, topk)
+        for attempt in Retrying(**self._retrying_kwargs()):
+            with attempt:
+                response = self._client.post(self.url, json=payload, timeout=self._remaining(deadline))
+                return self._parse(response, len(queries))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def afetch(self, queries: list[str], topk: int) -> list[list[Hit]]:
+        import httpx
+        from tenacity import AsyncRetrying
+
+        loop = asyncio.get_running_loop()
+        client = self._aclients.get(loop)
+        if client is None:
+            client = self._aclients[loop] = httpx.AsyncClient(timeout=self.config.timeout_s)
+        deadline = time.monotonic() + self.config.timeout_s
+        payload = self._payload(queries, topk)
+        async for attempt in AsyncRetrying(**self._retrying_kwargs()):
+            with attempt:
+                response = await client.post(self.url, json=payload, timeout=self._remaining(deadline))
+                return self._parse(response, len(queries))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+@dataclass
+class SearchClient:
+    """See the module docstring. Build with :func:`make_search_client` or :func:`from_config`."""
+
+    config: SearchClientConfig
+    _backend: Any = field(default=None, init=False, repr=False)
+    _cache: _LRU | None = field(default=None, init=False, repr=False)
+    _init_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def _ensure(self):
+        if self._backend is None:
+            with self._init_lock:
+                if self._backend is None:
+                    self._cache = _LRU(self.config.cache_size)
+                    self._backend = _InProcess(self.config) if self.config.index else _Http(self.config)
+        return self._backend
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config": self.config}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["config"])
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+
+    # -- searching -------------------------------------------------------------------------------
+
+    def _prepare(self, queries: Sequence[str], topk: int | None):
+        """Normalise queries and split them into ready outcomes (blank, cached) and ones to fetch."""
+        topk = self.config.topk if topk is None else int(topk)
+        outcomes: list[SearchOutcome | None] = [None] * len(queries)
+        todo: dict[str, list[int]] = {}
+        if topk <= 0:
+            error = f"invalid topk {topk}"
+            return topk, [SearchOutcome([], error, 0.0) for _ in queries], todo
+        cache = self._cache
+        for row, query in enumerate(queries):
+            text = query if isinstance(query, str) else ("" if query is None else str(query))
+            text = text[: self.config.max_query_chars]
+            if not text.strip():
+                outcomes[row] = SearchOutcome([], EMPTY_QUERY_ERROR, 0.0)
+                continue
+            hits = cache.get((text, topk)) if cache is not None else None
+            if hits is not None:
+                outcomes[row] = SearchOutcome(list(hits), None, 0.0, cached=True)
+            else:
+                todo.setdefault(text, []).append(row)
+        return topk, outcomes, todo
+
+    def _finish(self, outcomes, todo, topk, found, error, latency) -> list[SearchOutcome]:
+        for i, (text, rows) in enumerate(todo.items()):
+            if error is None:
+                hits = found[i]
+                if self._cache is not None:
+                    self._cache.put((text, topk), hits)
+                outcome = SearchOutcome(list(hits), None, latency)
+            else:
+                outcome = SearchOutcome([], error, latency)
+            for row in rows:
+                outcomes[row] = outcome
+        return outcomes  # type: ignore[return-value]
+
+    def search(self, queries: Sequence[str], topk: int | None = None) -> list[SearchOutcome]:
+        """One outcome per query, in order; never raises for service failures."""
+        backend = self._ensure()
+        topk, outcomes, todo = self._prepare(list(queries), topk)
+        if not todo:
+            return outcomes  # type: ignore[return-value]
+        started = time.perf_counter()
+        found, error = None, None
+        try:
+            found = backend.fetch(list(todo), topk)
+        except Exception as exc:
+            error = _short_error(exc, self.config.url, self.config.timeout_s)
+            logger.warning("search failed for %d queries: %s", len(todo), error)
+        return self._finish(outcomes, todo, topk, found, error, time.perf_counter() - started)
+
+    async def asearch(self, queries: Sequence[str], topk: int | None = None) -> list[SearchOutcome]:
+        """Async twin of :meth:`search` for the agent loop's event loop."""
+        backend = self._ensure()
+        topk, outcomes, todo = self._prepare(list(queries), topk)
+        if not todo:
+            return outcomes  # type: ignore[return-value]
+        started = time.perf_counter()
+        found, error = None, None
+        try:
+            found = await backend.afetch(list(todo), topk)
+        except Exception as exc:
+            error = _short_error(exc, self.config.url, self.config.timeout_s)
+            logger.warning("search failed for %d queries: %s", len(todo), error)
+        return self._finish(outcomes, todo, topk, found, error, time.perf_counter() - started)
+
+    def health(self) -> dict[str, Any]:
+        """Server ``/health`` (HTTP) or index info (in-process); raises on failure (for startup checks)."""
+        backend = self._ensure()
+        if isinstance(backend, _Http):
+            import httpx
+
+            url = backend.url[: -len("/retrieve")] + "/health"
+            response = httpx.get(url, timeout=self.config.timeout_s)
+            response.raise_for_status()
+            return response.json()
+        backend.fetch(["warmup"], 1)
+        from masksearch.search_tool.retrievers import describe
+
+        return {"status": "ok", "ready": True, **describe(backend._retriever)}
+
+
+def make_search_client(index: str | None = None, url: str | None = None, **opts: Any) -> SearchClient:
+    """``make_search_client(index="idx/")`` or ``make_search_client(url="http://127.0.0.1:8000", timeout_s=5)``."""
+    return from_config({"index": index, "url": url, **opts})
+
+
+def from_config(config: Mapping[str, Any]) -> SearchClient:
+    """Build from a dict/DictConfig of :class:`SearchClientConfig` fields; unknown keys are an error."""
+    known = {f.name for f in dataclasses.fields(SearchClientConfig)}
+    values = {str(k): v for k, v in dict(config.items()).items()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"Unknown search client option(s) {unknown}; known: {sorted(known)}")
+    for key in ("index", "url", "corpus"):
+        if values.get(key) is not None:
+            values[key] = str(values[key])
+    return SearchClient(SearchClientConfig(**values))

@@ -1,0 +1,218 @@
+"""Span extractors (masksearch.data.spans): rule cases, optional spaCy, and the LLM extractor
+against a real FastAPI server on 127.0.0.1 (started in a subprocess, killed to test failure)."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from masksearch.data.spans import (
+    EXTRACTORS,
+    ExtractorError,
+    ExtractorUnavailable,
+    LLMSpanExtractor,
+    RuleSpanExtractor,
+    chat_completions_url,
+    locate_spans,
+    make_extractor,
+    parse_span_list,
+    register_extractor,
+)
+
+SERVER_SCRIPT = Path(__file__).with_name("ramp_llm_stub_server.py")
+PASSAGE = "Ada Lovelace met Charles Babbage in London, where they discussed engines."
+
+
+class TestRuleExtractor:
+    @pytest.mark.parametrize(
+        ("text", "span", "label"),
+        [
+            ("It was written by Stanley Kubrick in a year.", "Stanley Kubrick", "name"),  # multi-word name
+            ("A painting by Willem de Kooning hangs here.", "Willem de Kooning", "name"),  # connector inside
+            ("It was written with Arthur C. Clarke later.", "Arthur C. Clarke", "name"),  # initial
+            ("It is Georges Seurat's most famous work.", "Georges Seurat", "name"),  # possessive dropped
+            ("The war ended on 12 March 1990 quietly.", "12 March 1990", "date"),
+            ("The war ended on March 12, 1990 quietly.", "March 12, 1990", "date"),
+            ("Jazz grew in the 1950s and later.", "1950s", "date"),
+            ("Music of the 19th century changed.", "19th century", "date"),
+            ("The lake is 45 km long.", "45 km", "number"),
+            ("It cost $3.5 million to build.", "$3.5 million", "number"),
+            ("About 1,200 people live there.", "1,200 people", "number"),
+            ('He wrote "The Sentinel" in a week.', "The Sentinel", "quoted"),
+            ("The probe flew to Jupiter in the end.", "Jupiter", "proper_noun"),  # single, mid-sentence
+        ],
+    )
+    def test_finds(self, text, span, label):
+        found = {(s.text, s.label) for s in RuleSpanExtractor()(text)}
+        assert (span, label) in found
+        for s in RuleSpanExtractor()(text):
+            assert text[s.start : s.end] == s.text
+
+    @pytest.mark.parametrize(
+        ("text", "not_span"),
+        [
+            ("However the river flows.", "However"),  # sentence-initial function word
+            ("The Great Depression and Mexican muralists.", "Great Depression and Mexican"),  # 'and' splits
+            ("Sunrise comes early.", "Sunrise"),  # single capitalised word at sentence start
+        ],
+    )
+    def test_skips(self, text, not_span):
+        assert not_span not in {s.text for s in RuleSpanExtractor()(text)}
+
+    def test_empty_text(self):
+        assert RuleSpanExtractor()("") == []
+
+
+class TestRegistry:
+    def test_unknown_name_lists_registered(self):
+        with pytest.raises(
+            ValueError, match=r"Unknown extractor 'nope'; registered: \['llm', 'rule', 'spacy'\]"
+        ):
+            make_extractor("nope")
+
+    def test_duplicate_registration_is_refused(self):
+        with pytest.raises(ValueError, match="already registered"):
+            register_extractor("rule", RuleSpanExtractor)
+        assert EXTRACTORS["rule"] is RuleSpanExtractor
+
+    @pytest.mark.skipif(importlib.util.find_spec("spacy") is not None, reason="spaCy is installed here")
+    def test_spacy_missing_is_a_clear_error(self):
+        with pytest.raises(ExtractorUnavailable, match="pip install spacy"):
+            make_extractor("spacy")
+
+    def test_llm_needs_url_and_model(self, monkeypatch):
+        for var in ("MASKSEARCH_LLM_BASE_URL", "OPENAI_BASE_URL", "MASKSEARCH_LLM_MODEL"):
+            monkeypatch.delenv(var, raising=False)
+        with pytest.raises(ExtractorUnavailable, match="endpoint"):
+            make_extractor("llm")
+        with pytest.raises(ExtractorUnavailable, match="model"):
+            make_extractor("llm", base_url="http://127.0.0.1:1")
+
+
+class TestParsing:
+    @pytest.mark.parametrize(
+        ("url", "expected"),
+        [
+            ("http://h:1", "http://h:1/v1/chat/completions"),
+            ("http://h:1/v1", "http://h:1/v1/chat/completions"),
+            ("http://h:1/v1/chat/completions/", "http://h:1/v1/chat/completions"),
+        ],
+    )
+    def test_url(self, url, expected):
+        assert chat_completions_url(url) == expected
+
+    def test_parse_and_locate(self):
+        assert parse_span_list('```json\n["A", {"text": "B"}, 3, ""]\n```') == ["A", "B"]
+        with pytest.raises(ExtractorError):
+            parse_span_list("no array here")
+        spans = locate_spans("Ada met charles.", ["Ada", "Charles", "missing"])
+        assert [(s.text, s.start) for s in spans] == [("Ada", 0), ("charles", 8)]
+
+
+# ---------------------------------------------------------------------------------------------
+# LLM extractor against a real server
+# ---------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llm_server():
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, str(SERVER_SCRIPT), str(port)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/stats", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("LLM stub server did not start")
+            time.sleep(0.1)
+        yield url, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _requests(url: str) -> int:
+    return httpx.get(f"{url}/stats", timeout=5).json()["requests"]
+
+
+class TestLLMExtractor:
+    def test_extracts_locates_and_caches(self, llm_server, tmp_path):
+        url, _ = llm_server
+        ex = LLMSpanExtractor(base_url=url, model="stub", api_key="k", cache_dir=tmp_path, timeout=5)
+        before = _requests(url)
+        spans = ex(PASSAGE)
+        assert [s.text for s in spans] == ["Ada Lovelace", "Charles Babbage", "London"]
+        assert all(PASSAGE[s.start : s.end] == s.text for s in spans)
+        assert _requests(url) == before + 1
+        assert ex(PASSAGE) == spans  # second call: from the disk cache
+        fresh = LLMSpanExtractor(base_url=url, model="stub", cache_dir=tmp_path, timeout=5)
+        assert fresh(PASSAGE) == spans  # a new extractor reuses the same cache
+        assert _requests(url) == before + 1
+        assert httpx.get(f"{url}/stats").json()["auth"][-1] == "Bearer k"
+        ex.close()
+
+    def test_chatty_answer_is_parsed(self, llm_server, tmp_path):
+        url, _ = llm_server
+        ex = LLMSpanExtractor(base_url=url + "/v1", model="chatty", cache_dir=tmp_path, timeout=5)
+        assert "London" in {s.text for s in ex(PASSAGE)}
+
+    @pytest.mark.parametrize(
+        ("model", "match"),
+        [
+            ("slow", "timed out|Timeout|timeout"),  # server sleeps 3 s, client timeout 0.5 s
+            ("broken", "HTTP 500"),  # 5xx: retried, then an error
+            ("garbage", "no JSON array"),  # unparsable answer
+        ],
+    )
+    def test_failures_raise_extractor_error(self, llm_server, tmp_path, model, match):
+        url, _ = llm_server
+        ex = LLMSpanExtractor(base_url=url, model=model, cache_dir=tmp_path, timeout=0.5, retries=1)
+        with pytest.raises(ExtractorError, match=match):
+            ex(PASSAGE)
+        assert not list(tmp_path.glob("*.json"))  # failures are not cached
+
+    def test_env_configuration(self, llm_server, tmp_path, monkeypatch):
+        url, _ = llm_server
+        monkeypatch.setenv("MASKSEARCH_LLM_BASE_URL", url)
+        monkeypatch.setenv("MASKSEARCH_LLM_MODEL", "stub")
+        ex = make_extractor("llm", cache_dir=tmp_path)
+        assert ex.url == f"{url}/v1/chat/completions" and ex(PASSAGE)
+
+    def test_server_down_is_an_error_not_a_hang(self, tmp_path):
+        port = _free_port()
+        proc = subprocess.Popen([sys.executable, str(SERVER_SCRIPT), str(port)])
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(f"{url}/stats", timeout=1)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline and proc.poll() is None
+                    time.sleep(0.1)
+            ex = LLMSpanExtractor(base_url=url, model="stub", cache_dir=tmp_path, timeout=2, retries=1)
+            assert ex("Alpha Beta met Gamma.")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+        with pytest.raises(ExtractorError, match="failed"):
+            ex("Another passage with Delta.")
