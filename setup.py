@@ -117,7 +117,7 @@ setup(
     python_requires=">=3.10",
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
-    package_data={"": ["*.yaml", "*.json", "*.txt", "*.jinja"]},
+    package_data={"": ["*.yaml", "*.json", "*.txt", "*.jinja", "config/*.yaml"]},
     include_package_data=True,
     cmdclass={"build_py": BuildPyWithoutSetup},
     install_requires=INSTALL_REQUIRES,

@@ -14,12 +14,25 @@ RAY_LOGICAL_CPUS = 16
 
 
 def _fp32(fsdp_config_key: str) -> list[str]:
-    # `mixed_precision` is a dataclass field absent from verl's yaml, hence the `+`.
-    return [f"+{fsdp_config_key}.mixed_precision.{part}_dtype=fp32" for part in ("param", "reduce", "buffer")]
+    # `mixed_precision` is a dataclass field absent from verl's yaml: `++` adds it (or overrides it).
+    return [
+        f"++{fsdp_config_key}.mixed_precision.{part}_dtype=fp32" for part in ("param", "reduce", "buffer")
+    ]
 
 
-def cpu_overrides(n_procs: int = 1, ray_cpus: int = RAY_LOGICAL_CPUS) -> list[str]:
-    """Overrides for ``python -m verl.trainer.main_ppo`` on CPU with ``n_procs`` trainer processes."""
+def cpu_overrides(
+    n_procs: int = 1, ray_cpus: int = RAY_LOGICAL_CPUS, existing_cluster: bool = False
+) -> list[str]:
+    """Overrides for ``python -m verl.trainer.main_ppo`` on CPU with ``n_procs`` trainer processes per node.
+
+    ``existing_cluster``: Ray was started from the shell (``ray start``, ``RAY_ADDRESS`` set); its nodes
+    declare their own logical CPUs/GPUs and ``ray.init`` must not be given any.
+    """
+    ray_resources = (
+        []
+        if existing_cluster
+        else [f"ray_kwargs.ray_init.num_cpus={ray_cpus}", f"++ray_kwargs.ray_init.num_gpus={n_procs}"]
+    )
     return [
         # our transformers-in-a-Ray-actor rollout (vLLM/SGLang are GPU-only)
         "actor_rollout_ref.rollout.name=hf",
@@ -34,12 +47,11 @@ def cpu_overrides(n_procs: int = 1, ray_cpus: int = RAY_LOGICAL_CPUS) -> list[st
         *_fp32("actor_rollout_ref.ref.fsdp_config"),
         *_fp32("critic.fsdp"),
         # verl defaults to flash-attention 2 (CUDA only)
-        "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
-        "+critic.model.override_config.attn_implementation=sdpa",
+        "++actor_rollout_ref.model.override_config.attn_implementation=sdpa",
+        "++critic.model.override_config.attn_implementation=sdpa",
         # TransferQueue reserves one Ray CPU per storage unit (8 by default) and hangs below that
         "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
-        f"ray_kwargs.ray_init.num_cpus={ray_cpus}",
-        f"+ray_kwargs.ray_init.num_gpus={n_procs}",
+        *ray_resources,
         f"trainer.n_gpus_per_node={n_procs}",
         "trainer.nnodes=1",
         "trainer.device=cpu",
@@ -47,4 +59,17 @@ def cpu_overrides(n_procs: int = 1, ray_cpus: int = RAY_LOGICAL_CPUS) -> list[st
         "actor_rollout_ref.rollout.agent.num_workers=1",
         "reward.num_workers=1",
         "data.dataloader_num_workers=0",
+    ]
+
+
+def gpu_overrides() -> list[str]:
+    """Defaults for CUDA nodes: vLLM rollout, FSDP2, verl's bf16 mixed precision (its default)."""
+    return [
+        "actor_rollout_ref.rollout.name=vllm",
+        "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
+        "actor_rollout_ref.rollout.gpu_memory_utilization=0.6",
+        "actor_rollout_ref.actor.strategy=fsdp2",
+        "actor_rollout_ref.ref.strategy=fsdp2",
+        "actor_rollout_ref.model.enable_gradient_checkpointing=true",
+        "actor_rollout_ref.model.use_remove_padding=true",
     ]

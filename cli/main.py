@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "masksearch.data.corpus_cli",
     "masksearch.search_tool.cli",
     "masksearch.env.cli",
+    "masksearch.data.sft.cli",
 ]
 
 

@@ -12,7 +12,8 @@ Differences from ``PPOTrainerSync``, and nothing else:
 * the mask-count curriculum (``+masksearch.curriculum.strategy=staged|linear|mixed``): verl 0.9.1
   has no data-sampler hook, so ``_init_dataloader`` rebuilds the train dataloader with our sampler.
   Its position rides on verl's own dataloader checkpoint (``global_step_N/data.pt``);
-* ``curriculum/mask_num_*`` metrics of the prompts drawn for each step, so the curriculum is visible.
+* ``curriculum/mask_num_*`` metrics of the prompts drawn for each step, so the curriculum is visible;
+* DAPO dynamic sampling bounded per step (``masksearch.dynamic_sampling``; see ``dynamic_sampling``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from verl.utils.dataset.rl_dataset import collate_fn
 from masksearch.curriculum.metrics import mask_num_batch_metrics
 from masksearch.curriculum.sampler import build_curriculum_sampler, mask_nums_from_dataset
 from masksearch.env.metrics import env_batch_metrics
+from masksearch.recipes.dynamic_sampling import BoundedDynamicSampling
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +77,9 @@ def reward_extra_metrics(extra_fields: Iterable[Mapping[str, Any] | Any]) -> dic
     return {f"{REWARD_METRIC_PREFIX}/{key}/mean": sums[key] / counts[key] for key in sorted(sums)}
 
 
-def curriculum_config(config) -> dict[str, Any]:
-    """``masksearch.curriculum`` of the trainer config as a plain dict (``{}`` when absent)."""
-    node = OmegaConf.select(config, "masksearch.curriculum", default=None)
+def masksearch_config(config, group: str) -> dict[str, Any]:
+    """``masksearch.<group>`` of the trainer config as a plain dict (``{}`` when absent)."""
+    node = OmegaConf.select(config, f"masksearch.{group}", default=None)
     return dict(OmegaConf.to_container(node, resolve=True)) if node is not None else {}
 
 
@@ -97,10 +99,22 @@ class MaskSearchTrainer(PPOTrainerSync):
 
     curriculum_sampler = None
 
+    def _build_replay_buffer(self):
+        buffer = super()._build_replay_buffer()
+        if getattr(buffer, "filter_groups_metric", None) is None:
+            return buffer
+        settings = masksearch_config(self.config, "dynamic_sampling")
+        return BoundedDynamicSampling(
+            buffer,
+            max_gen_batches=int(settings.get("max_gen_batches", 4)),
+            on_exhausted=str(settings.get("on_exhausted", "continue")),
+            train_batch_size=int(self.config.data.train_batch_size),
+        )
+
     def _init_dataloader(self):
         super()._init_dataloader()
         self._drawn_mask_nums: list[int] = []
-        settings = curriculum_config(self.config)
+        settings = masksearch_config(self.config, "curriculum")
         strategy = str(settings.pop("strategy", "none"))
         if strategy == "none":
             return

@@ -5,6 +5,7 @@ No ``tests/__init__.py`` on purpose: verl's wheel installs a top-level ``tests``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -69,6 +71,24 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the driver and every process it started, Ray's own included.
+
+    Ray starts its GCS and raylet in sessions of their own, so a process-group kill would leave the
+    cluster (and the trainer actor, still logging) running; a crashed launcher or a lost node takes
+    them all down, so that is what the tests do.
+    """
+    try:
+        victims = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        victims = []
+    for victim in victims:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            victim.kill()
+    psutil.wait_procs(victims, timeout=30)
+    proc.wait()
+
+
 @pytest.fixture(scope="session")
 def run_verl():
     """Run ``python -m <entry> <cpu overrides> <overrides>`` in a subprocess and collect its outputs.
@@ -87,6 +107,7 @@ def run_verl():
         timeout: int = 900,
         env: dict[str, str] | None = None,
         on_metrics: Callable[[list[dict]], None] | None = None,
+        kill_when: Callable[[list[dict]], bool] | None = None,
     ) -> VerlRun:
         workdir.mkdir(parents=True, exist_ok=True)
         metrics_file = workdir / f"{name}.metrics.jsonl"
@@ -104,7 +125,8 @@ def run_verl():
             sys.executable,
             "-m",
             entry,
-            *cpu_overrides(),
+            # the recipe entry adds its hardware profile itself
+            *(cpu_overrides() if entry != "masksearch.recipes.dapo_ramp" else []),
             "trainer.logger=[console,tensorboard,file]",
             f"trainer.default_local_dir={checkpoint_dir}",
             "trainer.project_name=masksearch-tests",
@@ -124,13 +146,16 @@ def run_verl():
                         proc.kill()
                         proc.wait()
                         raise TimeoutError(f"{name}: verl run exceeded {timeout}s; log: {log_path}")
+                    steps = _read_jsonl(metrics_file) if (on_metrics or kill_when) else []
                     if on_metrics is not None:
-                        on_metrics(_read_jsonl(metrics_file))
+                        on_metrics(steps)
+                    if kill_when is not None and kill_when(steps):
+                        _kill_tree(proc)  # what a crash or `kill -9` of the launcher does
+                        break
                     time.sleep(0.2)
             finally:
                 if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+                    _kill_tree(proc)
         log = log_path.read_text()
         return VerlRun(
             returncode=proc.returncode,

@@ -1,0 +1,338 @@
+"""``masksearch sft …``: synthesize, convert, train, serve, evolve.
+
+Listed in ``masksearch.cli.main.COMMAND_MODULES``; also runnable alone as
+``python -m masksearch.data.sft.cli <action> …`` (the evolve loop starts its teacher server that
+way). Heavy imports happen inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from masksearch.cli.errors import UserFacingError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    sft = subparsers.add_parser(
+        "sft", help="SFT stage: trajectory synthesis, SFT through verl, self-evolving loop."
+    )
+    sub = sft.add_subparsers(dest="sft_command", metavar="<action>", required=True)
+    _register_synthesize(sub)
+    _register_convert(sub)
+    _register_train(sub)
+    _register_serve(sub)
+    _register_evolve(sub)
+
+
+# ------------------------------------------------------------------------------------ options
+def _teacher_options(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument("--data", required=True, help="RAMP or QA parquet (masksearch ramp build / qa prepare).")
+    p.add_argument(
+        "--endpoint",
+        required=required,
+        help="Teacher's OpenAI-compatible server, e.g. http://127.0.0.1:8000.",
+    )
+    p.add_argument("--model", required=required, help="Teacher's served model name.")
+    p.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        help="Env var holding the teacher's API key (default: OPENAI_API_KEY).",
+    )
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--index", help="Index folder (masksearch index build).")
+    where.add_argument("--retriever-url", help="Retrieval server (masksearch retriever serve).")
+    p.add_argument("--out", required=True, help="Output folder (an existing one is resumed).")
+    p.add_argument(
+        "--tokenizer", default=None, help="Student's tokenizer (default: the embedded SmolLM2 one)."
+    )
+    p.add_argument("--limit", type=int, default=None, help="Only the first N rows.")
+    p.add_argument("--concurrency", type=int, default=4, help="Items in flight (default: 4).")
+    p.add_argument(
+        "--max-turns", type=int, default=5, help="Model turns per trajectory, answer included (default: 5)."
+    )
+    p.add_argument("--max-sub-questions", type=int, default=4, help="Planner's limit (default: 4).")
+    p.add_argument("--topk", type=int, default=3, help="Passages per search (default: 3).")
+    p.add_argument(
+        "--max-obs-tokens", type=int, default=512, help="Observation budget in tokens (default: 512)."
+    )
+    p.add_argument(
+        "--max-response-tokens", type=int, default=4096, help="Response budget in tokens (default: 4096)."
+    )
+    p.add_argument(
+        "--answer-check",
+        default="em",
+        help="Answer reward for the filter: em, f1, recall, llm_judge … (default: em).",
+    )
+    p.add_argument(
+        "--temperature", type=float, default=0.7, help="Teacher sampling temperature (default: 0.7)."
+    )
+    p.add_argument("--max-tokens", type=int, default=512, help="Tokens per teacher call (default: 512).")
+    p.add_argument("--max-attempts", type=int, default=4, help="Attempts per teacher call (default: 4).")
+    p.add_argument(
+        "--backoff", type=float, default=1.0, help="First backoff in seconds, doubled per retry (default: 1)."
+    )
+    p.add_argument("--no-cache", action="store_true", help="Do not cache teacher calls on disk.")
+    p.add_argument("--no-retry-failed", action="store_true", help="On resume, skip items that failed before.")
+
+
+def _register_synthesize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "synthesize",
+        help="Synthesise search trajectories with a teacher and keep the correct ones.",
+        description="Planner / query rewriter / observer agents (or, with --mode policy, a served search "
+        "agent) solve each row with the retriever; trajectories that pass the tag grammar and the answer "
+        "check go to kept.jsonl, the others to rejected.jsonl with a reason; report.json sums it up.",
+    )
+    _teacher_options(p)
+    p.add_argument(
+        "--mode", choices=("agents", "policy"), default="agents", help="Teacher kind (default: agents)."
+    )
+    p.add_argument("--api", choices=("completions", "chat"), default="completions", help="Policy mode API.")
+    p.set_defaults(handler=_synthesize)
+
+
+def _register_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="Kept trajectories -> verl SFT parquet (messages column).")
+    p.add_argument("inputs", nargs="+", help="kept.jsonl files or synthesis folders.")
+    p.add_argument("--out", required=True, help="Output parquet.")
+    p.set_defaults(handler=_convert)
+
+
+def _register_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="SFT through verl (recipes/sft_ramp) and print the HF model folder.",
+        description="Runs python -m masksearch.recipes.sft_ramp; trailing Hydra overrides are passed on.",
+    )
+    p.add_argument("--data", required=True, help="SFT parquet (masksearch sft convert).")
+    p.add_argument("--model", required=True, help="Student model (HF folder or hub id).")
+    p.add_argument("--out", required=True, help="Output folder (checkpoints/, train.log, metrics.jsonl).")
+    p.add_argument("--batch-size", type=int, default=16, help="Global batch size (default: 16).")
+    p.add_argument("--micro-batch-size", type=int, default=2, help="Per-GPU micro batch (default: 2).")
+    p.add_argument("--epochs", type=int, default=1, help="Epochs (default: 1).")
+    p.add_argument("--steps", type=int, default=None, help="Stop after this many steps.")
+    p.add_argument("--max-length", type=int, default=4096, help="Longest sequence in tokens (default: 4096).")
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "gpu"), default="auto", help="CPU overrides (default: auto)."
+    )
+    p.add_argument("overrides", nargs="*", help="Extra Hydra overrides (key=value).")
+    p.set_defaults(handler=_train)
+
+
+def _register_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="Serve an HF model over the OpenAI API (transformers; for CPU / offline loops).",
+        description="POST /v1/completions and /v1/chat/completions backed by transformers generate. "
+        "On GPUs prefer: vllm serve DIR --served-model-name NAME --port P",
+    )
+    p.add_argument("--model", required=True, help="HF model folder.")
+    p.add_argument("--host", default="127.0.0.1", help="Bind address (default: 127.0.0.1).")
+    p.add_argument("--port", type=int, required=True, help="TCP port.")
+    p.add_argument("--served-name", default=None, help="Model name in the API (default: the folder name).")
+    p.set_defaults(handler=_serve)
+
+
+def _register_evolve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evolve",
+        help="Self-evolving loop: synthesise -> train -> serve the trained model as the next teacher.",
+    )
+    _teacher_options(p)
+    p.add_argument("--rounds", type=int, required=True, help="Number of rounds.")
+    p.add_argument(
+        "--student", required=True, help="Student model trained every round (HF folder or hub id)."
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="SFT global batch size (default: 16).")
+    p.add_argument("--epochs", type=int, default=1, help="SFT epochs per round (default: 1).")
+    p.add_argument("--steps", type=int, default=None, help="SFT steps per round (default: one pass).")
+    p.add_argument(
+        "--serve-cmd",
+        default=None,
+        help="Command serving {model} on {port} as {name} (default: masksearch sft serve; "
+        "e.g. 'vllm serve {model} --port {port} --served-model-name {name}').",
+    )
+    p.add_argument(
+        "--train-override", action="append", default=[], help="Hydra override for SFT (repeatable)."
+    )
+    p.set_defaults(handler=_evolve)
+
+
+# ----------------------------------------------------------------------------------- handlers
+def _synthesis_config(args: argparse.Namespace, mode: str) -> Any:
+    from masksearch.data.sft.endpoint import RetryPolicy
+    from masksearch.data.sft.synthesize import SynthesisConfig
+
+    try:
+        return SynthesisConfig(
+            mode=mode,
+            max_turns=args.max_turns,
+            max_sub_questions=args.max_sub_questions,
+            topk=args.topk,
+            max_obs_tokens=args.max_obs_tokens,
+            max_response_tokens=args.max_response_tokens,
+            answer_check=args.answer_check,
+            concurrency=args.concurrency,
+            limit=args.limit,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            api=getattr(args, "api", "completions"),
+            retry=RetryPolicy(max_attempts=args.max_attempts, backoff_initial_s=args.backoff),
+            retry_failed=not args.no_retry_failed,
+            cache=not args.no_cache,
+        )
+    except ValueError as exc:
+        raise UserFacingError(str(exc)) from None
+
+
+def _inputs(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(search client, tokenizer) for the synthesis commands."""
+    from masksearch.rewards import get
+
+    if not Path(args.data).is_file():
+        raise UserFacingError(f"--data {args.data}: no such file")
+    try:
+        get(args.answer_check)
+    except (KeyError, ValueError) as exc:
+        raise UserFacingError(f"--answer-check: {exc}") from None
+    from masksearch.search_tool.client import make_search_client
+
+    if args.index and not Path(args.index).is_dir():
+        raise UserFacingError(
+            f"--index {args.index}: no such folder (build one with 'masksearch index build')"
+        )
+    try:
+        client = make_search_client(index=args.index, url=args.retriever_url)
+    except (OSError, ValueError) as exc:
+        raise UserFacingError(f"retriever: {exc}") from None
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    else:
+        from masksearch.backends.models import load_embedded_tokenizer
+
+        tokenizer = load_embedded_tokenizer()
+    return client, tokenizer
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _synthesize(args: argparse.Namespace) -> int:
+    from masksearch.data.sft.synthesize import synthesize
+
+    config = _synthesis_config(args, args.mode)
+    client, tokenizer = _inputs(args)
+    try:
+        report = synthesize(
+            args.data,
+            args.out,
+            endpoint_url=args.endpoint,
+            model=args.model,
+            search_client=client,
+            tokenizer=tokenizer,
+            config=config,
+            api_key=os.environ.get(args.api_key_env) or None,
+            serialise_search=args.index is not None,
+        )
+    except ValueError as exc:
+        raise UserFacingError(str(exc)) from None
+    _print_json(report)
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from masksearch.data.sft.convert import write_sft_parquet
+
+    try:
+        path, n = write_sft_parquet(args.inputs, args.out)
+    except (OSError, ValueError) as exc:
+        raise UserFacingError(str(exc)) from None
+    print(f"{path}: {n} trajectories")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from masksearch.data.sft.train import train_sft
+
+    if not Path(args.data).is_file():
+        raise UserFacingError(f"--data {args.data}: no such file")
+    cpu = None if args.device == "auto" else args.device == "cpu"
+    result = train_sft(
+        args.data,
+        args.model,
+        args.out,
+        overrides=args.overrides,
+        batch_size=args.batch_size,
+        micro_batch_size=args.micro_batch_size,
+        epochs=args.epochs,
+        steps=args.steps,
+        max_length=args.max_length,
+        cpu=cpu,
+    )
+    if result.returncode != 0 or result.hf_path is None:
+        raise UserFacingError(f"SFT failed (rc={result.returncode}); see {result.log_file}")
+    _print_json({"losses": result.losses, "model": str(result.hf_path)})
+    print(f"RL start: actor_rollout_ref.model.path={result.hf_path}", file=sys.stderr)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from masksearch.data.sft.serve import serve
+
+    if not (Path(args.model) / "config.json").is_file():
+        raise UserFacingError(f"--model {args.model}: not an HF model folder (no config.json)")
+    serve(args.model, host=args.host, port=args.port, served_name=args.served_name)
+    return 0
+
+
+def _evolve(args: argparse.Namespace) -> int:
+    from masksearch.data.sft.evolve import evolve
+
+    config = _synthesis_config(args, "agents")
+    client, tokenizer = _inputs(args)
+    train_kwargs = {"batch_size": args.batch_size, "epochs": args.epochs, "steps": args.steps}
+    if args.train_override:
+        train_kwargs["overrides"] = list(args.train_override)
+    reports = evolve(
+        args.rounds,
+        args.data,
+        args.out,
+        teacher_url=args.endpoint,
+        teacher_model=args.model,
+        student_model=args.student,
+        search_client=client,
+        tokenizer=tokenizer,
+        config=config,
+        train_kwargs=train_kwargs,
+        serve_cmd=args.serve_cmd,
+        api_key=os.environ.get(args.api_key_env) or None,
+    )
+    _print_json(reports)
+    return 0 if reports and "stopped" not in reports[-1] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry: ``python -m masksearch.data.sft.cli <action> …``."""
+    import logging
+
+    parser = argparse.ArgumentParser(prog="masksearch")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["sft", *(sys.argv[1:] if argv is None else argv)])
+    logging.basicConfig(level=os.getenv("MASKSEARCH_LOGGING_LEVEL", "INFO"))
+    try:
+        return int(args.handler(args) or 0)
+    except UserFacingError as exc:
+        print(f"masksearch sft: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The DAPO + RAMP recipe: ``python -m masksearch.recipes.dapo_ramp <hydra overrides>``."""
