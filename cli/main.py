@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "masksearch.search_tool.cli",
     "masksearch.env.cli",
     "masksearch.data.sft.cli",
+    "masksearch.eval.cli",
 ]
 
 

@@ -24,7 +24,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import numpy as np
 import transfer_queue as tq
 from omegaconf import OmegaConf
 from torchdata.stateful_dataloader import StatefulDataLoader
@@ -44,9 +43,16 @@ REWARD_METRIC_PREFIX = "reward"
 
 
 def _as_number(value: Any) -> float | None:
-    if isinstance(value, bool | np.bool_):
-        return float(value)
-    if isinstance(value, int | float | np.integer | np.floating):
+    """A finite float from a Python/numpy/torch scalar; None for anything else (strings, arrays).
+
+    verl's dapo reward manager logs ``overlong_reward``/``overlong`` as 0-d torch tensors.
+    """
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        try:
+            value = value.item()  # numpy scalars, 0-d arrays and 1-element tensors
+        except (ValueError, RuntimeError):
+            return None
+    if isinstance(value, bool | int | float):
         number = float(value)
         return number if math.isfinite(number) else None
     return None

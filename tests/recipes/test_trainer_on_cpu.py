@@ -6,6 +6,7 @@ import doctest
 
 import numpy as np
 import pytest
+import torch
 
 from masksearch.recipes import trainer
 from masksearch.recipes.trainer import reward_extra_metrics
@@ -37,6 +38,18 @@ class _Wrapped:
         ([{"reward_extra_info": {"x": float("nan")}}], {}),  # non-finite dropped
         ([_Wrapped({"reward_extra_info": {"acc": 0.25}})], {"reward/acc/mean": 0.25}),  # TQ wrapper
         ([{"no_reward": 1}, None, "junk"], {}),  # malformed rows ignored
+        (  # verl's dapo manager: 0-d torch tensors; multi-element values skipped
+            [
+                {
+                    "reward_extra_info": {
+                        "overlong": torch.tensor(True),
+                        "overlong_reward": torch.tensor(-0.5),
+                    }
+                },
+                {"reward_extra_info": {"overlong": False, "overlong_reward": 0, "v": torch.ones(3)}},
+            ],
+            {"reward/overlong/mean": 0.5, "reward/overlong_reward/mean": -0.25},
+        ),
     ],
 )
 def test_reward_extra_metrics(fields, expected):

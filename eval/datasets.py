@@ -1,0 +1,280 @@
+"""Evaluation data: RL parquet files, raw QA files, and the built-in FanOutQA dev set.
+
+:func:`load_eval_dataset` accepts
+
+- a parquet file in verl's RL schema (``masksearch qa prepare`` output, or Search-R1's
+  ``{data_source, prompt, reward_model.ground_truth.target}`` files): prompts are used as stored;
+- a raw QA file (``.jsonl``/``.json``, or a parquet without a ``prompt`` column) with
+  ``question`` + ``golden_answers``/``answer``/``answers``: rendered with the QA prompt of
+  :mod:`masksearch.data.prompts`, exactly as ``masksearch qa prepare`` would;
+- a built-in set name, ``fanoutqa:dev`` (the dev split shipped in the ``fanoutqa`` wheel).
+
+Rows without any gold answer (or without a prompt) are skipped and counted per data source.
+Every sample gets a stable id ``<dataset>:<row>:<hash>``; the hash covers the prompt and golds,
+so an edited row is evaluated again instead of being taken from an old run.
+
+FanOutQA answers are strings, numbers, booleans, lists or dicts (``{entity: value}``). They are
+flattened the way FanOutQA's own string metrics do (``fanoutqa.eval.utils.str_answer``): a dict
+becomes ``"k1 - v1; k2 - v2"``, a list ``"a; b"``, a boolean ``yes``/``no``, and the result is
+ONE gold alias, so token recall measures how much of the whole answer the prediction covers
+(close to FanOutQA's "loose accuracy"); EM on these multi-part answers is rarely 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+
+__all__ = [
+    "BUILTIN_SETS",
+    "EvalDataset",
+    "EvalSample",
+    "builtin_qa_records",
+    "fanoutqa_answer_text",
+    "fanoutqa_records",
+    "is_builtin_qa_source",
+    "load_eval_dataset",
+]
+
+#: Built-in QA sets: name -> data_source.
+BUILTIN_SETS: dict[str, str] = {"fanoutqa:dev": "fanoutqa"}
+
+_FANOUTQA_FILES = {"dev": "fanout-final-dev.json"}
+
+
+@dataclass(frozen=True)
+class EvalSample:
+    """One question to evaluate.
+
+    Attributes:
+        id: stable id (``<dataset>:<row>:<hash>``), the resume key.
+        dataset: the dataset key (file stem) it came from.
+        data_source: the row's ``data_source`` (results are grouped by it).
+        messages: chat messages of the prompt.
+        golds: gold answer aliases.
+        extra_info: the row's extra info (RAMP rows need ``masked_text``).
+        question: the question text (for people reading trajectories).
+    """
+
+    id: str
+    dataset: str
+    data_source: str
+    messages: list[dict[str, Any]]
+    golds: list[str]
+    extra_info: dict[str, Any] = field(default_factory=dict)
+    question: str = ""
+
+
+@dataclass
+class EvalDataset:
+    """The samples of one ``--data`` entry, and what was skipped (per data source and reason)."""
+
+    name: str
+    path: str
+    samples: list[EvalSample]
+    skipped: Counter[str] = field(default_factory=Counter)
+    skip_reasons: Counter[str] = field(default_factory=Counter)
+
+
+# --------------------------------------------------------------------------- FanOutQA
+def fanoutqa_answer_text(answer: Any) -> str:
+    """One string for a FanOutQA answer (``str_answer``'s layout, ``; `` between parts).
+
+    >>> fanoutqa_answer_text({"Pat Burrell": "Right", "JD Drew": "Left"})
+    'Pat Burrell - Right; JD Drew - Left'
+    >>> fanoutqa_answer_text(["a", 3]), fanoutqa_answer_text(True), fanoutqa_answer_text(None)
+    ('a; 3', 'yes', '')
+    """
+    if isinstance(answer, bool):
+        return "yes" if answer else "no"
+    if answer is None:
+        return ""
+    if isinstance(answer, Mapping):
+        parts = [f"{k} - {fanoutqa_answer_text(v)}".strip(" -") for k, v in answer.items()]
+        return "; ".join(p for p in parts if p)
+    if isinstance(answer, list | tuple):
+        return "; ".join(t for t in (fanoutqa_answer_text(a) for a in answer) if t)
+    return str(answer).strip()
+
+
+def _fanoutqa_file(split: str) -> Path:
+    if split not in _FANOUTQA_FILES:
+        raise ValueError(f"FanOutQA split {split!r} has no public answers; use: {sorted(_FANOUTQA_FILES)}")
+    spec = importlib.util.find_spec("fanoutqa")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("FanOutQA needs the 'fanoutqa' package: pip install --no-deps fanoutqa==1.1.1")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / _FANOUTQA_FILES[split]
+    if not path.is_file():
+        raise ValueError(f"the installed fanoutqa package has no {path.name}")
+    return path
+
+
+def fanoutqa_records(split: str = "dev") -> list[dict[str, Any]]:
+    """FanOutQA questions as QA records: ``{"id", "question", "golden_answers": [one alias]}``.
+
+    Reads the JSON file shipped in the ``fanoutqa`` wheel directly (its eval code needs spaCy).
+    """
+    data = json.loads(_fanoutqa_file(split).read_text(encoding="utf-8"))
+    records = []
+    for item in data:
+        text = fanoutqa_answer_text(item.get("answer"))
+        records.append(
+            {"id": item.get("id"), "question": item.get("question"), "golden_answers": [text] if text else []}
+        )
+    return records
+
+
+def is_builtin_qa_source(spec: Any) -> bool:
+    """Whether ``spec`` names a built-in QA set (``fanoutqa:dev``) rather than a file.
+
+    >>> is_builtin_qa_source("fanoutqa:dev"), is_builtin_qa_source("data/hotpot.jsonl")
+    (True, False)
+    """
+    text = str(spec).strip().lower()
+    return text in BUILTIN_SETS or (text.startswith("fanoutqa:") and not Path(str(spec)).exists())
+
+
+def builtin_qa_records(spec: str) -> Iterator[dict[str, Any]]:
+    """Records of a built-in set (``masksearch qa prepare --input fanoutqa:dev`` uses this).
+
+    Raises:
+        ValueError: unknown name, or the package that ships it is missing.
+    """
+    name = str(spec).strip().lower()
+    if name.startswith("fanoutqa:"):
+        yield from fanoutqa_records(name.split(":", 1)[1])
+        return
+    raise ValueError(f"unknown built-in QA set {spec!r}; known: {sorted(BUILTIN_SETS)}")
+
+
+# --------------------------------------------------------------------------- loading
+def _dataset_key(spec: str) -> str:
+    if is_builtin_qa_source(spec):
+        return spec.strip().lower().replace(":", "_")
+    name = Path(spec).name
+    for suffix in (".parquet", ".jsonl", ".json"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _fingerprint(messages: Sequence[Mapping[str, Any]], golds: Sequence[str]) -> str:
+    blob = json.dumps([list(messages), list(golds)], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:8]
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays / pandas leftovers -> lists and dicts."""
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):
+        value = value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _question_of(messages: Sequence[Mapping[str, Any]], extra_info: Mapping[str, Any]) -> str:
+    question = extra_info.get("question")
+    if isinstance(question, str) and question.strip():
+        return question.strip()
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return str(message.get("content") or "")
+    return ""
+
+
+def _rl_rows(rows: Sequence[Mapping[str, Any]], key: str, spec: str) -> EvalDataset:
+    from masksearch.rewards.answer import as_gold_list
+
+    dataset = EvalDataset(name=key, path=spec, samples=[])
+    for i, raw in enumerate(rows):
+        row = _plain(dict(raw))
+        source = str(row.get("data_source") or key)
+        messages = row.get("prompt")
+        reward_model = row.get("reward_model") or {}
+        golds = as_gold_list(reward_model.get("ground_truth") if isinstance(reward_model, Mapping) else None)
+        extra = row.get("extra_info") if isinstance(row.get("extra_info"), Mapping) else {}
+        if not isinstance(messages, list) or not messages:
+            dataset.skipped[source] += 1
+            dataset.skip_reasons["no_prompt"] += 1
+            continue
+        if not golds:
+            dataset.skipped[source] += 1
+            dataset.skip_reasons["no_answer"] += 1
+            continue
+        messages = [{"role": str(m.get("role")), "content": str(m.get("content") or "")} for m in messages]
+        dataset.samples.append(
+            EvalSample(
+                id=f"{key}:{i}:{_fingerprint(messages, golds)}",
+                dataset=key,
+                data_source=source,
+                messages=messages,
+                golds=golds,
+                extra_info=dict(extra),
+                question=_question_of(messages, extra),
+            )
+        )
+    return dataset
+
+
+def _qa_records(records: Sequence[Mapping[str, Any]], key: str, spec: str, one_shot: bool) -> EvalDataset:
+    """Raw QA records through ``qa prepare``'s own conversion (same prompt, same skip rules)."""
+    from masksearch.data.qa import default_data_source, prepare_qa
+
+    source = BUILTIN_SETS.get(spec.strip().lower()) or default_data_source(spec)
+    rows, summary = prepare_qa(records, data_source=source, split="eval", one_shot=one_shot)
+    dataset = _rl_rows(rows, key, spec)
+    skipped = {reason: n for reason, n in summary.skipped.items() if n}
+    dataset.skip_reasons.update(skipped)
+    if skipped:
+        dataset.skipped[source] += sum(skipped.values())
+    return dataset
+
+
+def load_eval_dataset(spec: str | os.PathLike[str], *, one_shot: bool = True) -> EvalDataset:
+    """Load one ``--data`` entry (see the module docstring for what is accepted).
+
+    Args:
+        spec: a ``.parquet``/``.jsonl``/``.json`` path or a built-in name (``fanoutqa:dev``).
+        one_shot: include the worked example when rendering prompts for raw QA records.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file cannot be read or has an unsupported type.
+    """
+    from masksearch.data.qa import read_qa_records
+
+    spec = str(spec)
+    key = _dataset_key(spec)
+    if is_builtin_qa_source(spec):
+        return _qa_records(list(builtin_qa_records(spec)), key, spec, one_shot)
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {spec}")
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # pyarrow raises several types for a bad file
+            raise ValueError(f"{path}: cannot read parquet ({type(exc).__name__}: {exc})") from None
+        if "prompt" in table.column_names:
+            return _rl_rows(table.to_pylist(), key, spec)
+        return _qa_records(table.to_pylist(), key, spec, one_shot)
+    try:
+        records = list(read_qa_records(path))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
+    return _qa_records(records, key, spec, one_shot)
