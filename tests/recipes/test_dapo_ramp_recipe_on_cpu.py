@@ -74,6 +74,7 @@ def recipe_runs(tmp_path_factory, tiny_model_path, run_verl):
         "masksearch.dynamic_sampling.max_gen_batches=2",
         "trainer.total_training_steps=2",
         "trainer.save_freq=1",
+        "trainer.test_freq=10",  # validates at the last step only
     ]
     entry = "masksearch.recipes.dapo_ramp"
     killed = run_verl(root, overrides, name="killed", entry=entry, kill_when=lambda steps: len(steps) >= 1)
@@ -112,6 +113,14 @@ def test_dapo_pieces_are_on_and_logged(recipe_runs):
         "\nDAPO metrics per step:",
         [{k: v for k, v in d.items() if "filter" in k or "dynamic" in k} for d in steps],
     )
+
+
+def test_validation_logs_the_eval_metrics(recipe_runs):
+    _, rerun = recipe_runs
+    data = rerun.steps[-1]["data"]
+    assert 0.0 <= data["val-core/ramp/acc/mean@1"] <= 1.0
+    for metric in ("em", "f1", "recall"):  # the same scoring as `masksearch eval`
+        assert 0.0 <= data[f"val-aux/ramp/{metric}/mean@1"] <= 1.0, metric
 
 
 def test_curriculum_and_env_metrics_present(recipe_runs):
