@@ -28,14 +28,14 @@ $(VENV)/.installed: setup.py Makefile
 # Wikipedia corpus, in-process BM25. A handful of steps, then the last values of the main curves.
 DEMO_DIR ?= outputs/demo
 demo: install
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHON=$(PY) WORK_DIR=$(DEMO_DIR) PROFILE=cpu \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHON=$(CURDIR)/$(PY) WORK_DIR=$(CURDIR)/$(DEMO_DIR) PROFILE=cpu \
 	  RAMP_SAMPLES=$${RAMP_SAMPLES:-200} TOTAL_STEPS=$${TOTAL_STEPS:-3} TRAIN_BATCH_SIZE=$${TRAIN_BATCH_SIZE:-2} \
 	  GROUP_SIZE=$${GROUP_SIZE:-4} MAX_RESPONSE_LENGTH=$${MAX_RESPONSE_LENGTH:-256} MAX_TURNS=$${MAX_TURNS:-3} \
 	  SAVE_FREQ=$${SAVE_FREQ:-1} EXPERIMENT_NAME=demo \
 	  bash examples/run_dapo_ramp.sh actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1 \
 	    actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2 masksearch.env.max_obs_tokens=192 \
 	    reward.reward_kwargs.overlong_buffer_cfg.len=64 masksearch.dynamic_sampling.max_gen_batches=2
-	$(PY) -m masksearch.recipes.summary $(DEMO_DIR)/tensorboard
+	$(PY) -m masksearch.recipes.summary $(CURDIR)/$(DEMO_DIR)/tensorboard
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
