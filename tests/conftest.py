@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,114 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """``free_port()``: a free TCP port on 127.0.0.1."""
+    return _free_port
+
+
+@contextlib.contextmanager
+def http_service(argv: list[str], health_url: str, *, timeout: float = 60.0, **popen_kwargs):
+    """Run a server subprocess until its ``health_url`` answers 200; kill it (and its group) afterwards."""
+    import httpx
+
+    proc = subprocess.Popen(
+        argv,
+        stdout=popen_kwargs.pop("stdout", subprocess.DEVNULL),
+        stderr=popen_kwargs.pop("stderr", subprocess.PIPE),
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **popen_kwargs.pop("env", {})},
+        start_new_session=True,
+        **popen_kwargs,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"{argv[:4]} exited with {proc.returncode}: {err[-2000:]}")
+            try:
+                if httpx.get(health_url, timeout=0.5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{argv[:4]} did not answer {health_url} within {timeout:g}s")
+            time.sleep(0.1)
+        yield proc
+    finally:
+        _kill_tree(proc)
+
+
+@pytest.fixture(scope="session")
+def start_http_service():
+    """``start_http_service(argv, health_url)``: a context manager around :func:`http_service`."""
+    return http_service
+
+
+def masksearch_cli(*args: str, cwd: Path) -> None:
+    """Run ``masksearch <args>`` as a user would; fail the test with its stderr."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "masksearch.cli.main", *args], cwd=cwd, capture_output=True, text=True, check=False,
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def build_search_workspace():
+    """``build_search_workspace(root, articles, samples)``: corpus slice, BM25 index and RAMP data via the CLI.
+
+    Uses the embedded Wikipedia corpus, so the end-to-end tests search real passages.
+    """
+
+    def build(root: Path, *, articles: int, samples: int, val_fraction: float = 0.2) -> Path:
+        masksearch_cli("corpus", "build", "--out", "corpus.jsonl", "--limit", str(articles), cwd=root)
+        masksearch_cli(
+            "index", "build", "--corpus", "corpus.jsonl", "--retriever", "bm25", "--out", "index", cwd=root
+        )
+        masksearch_cli(
+            "ramp", "build", "--corpus", "corpus.jsonl", "--out", "ramp", "--num-samples", str(samples),
+            "--val-fraction", str(val_fraction), "--no-one-shot", "--max-words", "80", "--no-progress", cwd=root,
+        )  # fmt: skip
+        return root
+
+    return build
+
+
+SCRIPTED_POLICY = (
+    "+actor_rollout_ref.rollout.engine_kwargs.hf.scripted_policy=masksearch.env.scripted:search_then_answer"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_search_overrides(tiny_model_path):
+    """``tiny_search_overrides(root, max_response_length)``: the tiny model, 4 prompts x 2 rollouts, the
+    scripted searching policy and the workspace's RAMP data — what every search e2e run shares."""
+
+    def overrides(root: Path, *, max_response_length: int = 128) -> list[str]:
+        return [
+            f"data.train_files={root / 'ramp' / 'train.parquet'}",
+            f"data.val_files={root / 'ramp' / 'val.parquet'}",
+            "data.train_batch_size=4",
+            "data.max_prompt_length=512",
+            f"data.max_response_length={max_response_length}",
+            f"actor_rollout_ref.model.path={tiny_model_path}",
+            "actor_rollout_ref.rollout.n=2",
+            "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+            "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+            "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
+            SCRIPTED_POLICY,
+        ]
+
+    return overrides
 
 
 @pytest.fixture(scope="session")

@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -320,12 +317,6 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> 
 
 
 # --------------------------------------------------------------------------- stub OpenAI server
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class StubServer:
     url: str
@@ -341,34 +332,12 @@ class StubServer:
 
 
 @pytest.fixture(scope="module")
-def stub_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubServer]:
+def stub_server(start_http_service, free_port) -> Iterator[StubServer]:
     """The scripted OpenAI-compatible server (``_openai_stub_server.py``) on 127.0.0.1."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(STUB_SERVER), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    server = StubServer(url=f"http://127.0.0.1:{port}", process=proc)
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"stub server exited: {proc.stderr.read().decode() if proc.stderr else ''}"
-                )
-            try:
-                if httpx.get(f"{server.url}/health", timeout=0.5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("stub server did not start within 30 s")
-            time.sleep(0.1)
-        yield server
-    finally:
-        server.kill()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with start_http_service([sys.executable, str(STUB_SERVER), "--port", str(port)], f"{url}/health") as proc:
+        yield StubServer(url=url, process=proc)
 
 
 @dataclass(frozen=True)

@@ -12,89 +12,31 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 
 pytestmark = pytest.mark.slow
 
-CLI = [sys.executable, "-m", "masksearch.cli.main"]
-
-
-def _cli(*args: str, cwd: Path) -> None:
-    proc = subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start_server(index: Path, port: int, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [*CLI, "retriever", "serve", "--index", str(index), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError(f"retrieval server did not become healthy; see {log}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-
 
 @pytest.fixture(scope="module")
-def search_data(tmp_path_factory) -> Path:
+def search_data(tmp_path_factory, build_search_workspace) -> Path:
     """A 300-article slice of the embedded Wikipedia corpus, its BM25 index and RAMP data."""
-    root = tmp_path_factory.mktemp("search_e2e")
-    _cli("corpus", "build", "--out", "corpus.jsonl", "--limit", "300", cwd=root)
-    _cli("index", "build", "--corpus", "corpus.jsonl", "--retriever", "bm25", "--out", "index", cwd=root)
-    _cli(
-        "ramp", "build", "--corpus", "corpus.jsonl", "--out", "ramp", "--num-samples", "24",
-        "--val-fraction", "0.2", "--no-one-shot", "--max-words", "80", "--no-progress", cwd=root,
-    )  # fmt: skip
-    return root
+    return build_search_workspace(tmp_path_factory.mktemp("search_e2e"), articles=300, samples=24)
 
 
-def _overrides(tiny_model_path: Path, data: Path, total_steps: int, retriever: str) -> list[str]:
+def _overrides(base: list[str], data: Path, total_steps: int, retriever: str) -> list[str]:
     from masksearch.env.agent_loop import agent_loop_config_path
     from masksearch.rewards import verl_reward_path
 
     return [
+        *base,
         "algorithm.adv_estimator=grpo",
-        f"data.train_files={data / 'ramp' / 'train.parquet'}",
-        f"data.val_files={data / 'ramp' / 'val.parquet'}",
-        "data.train_batch_size=4",
-        "data.max_prompt_length=512",
-        "data.max_response_length=192",
-        f"actor_rollout_ref.model.path={tiny_model_path}",
-        "actor_rollout_ref.rollout.n=2",
-        "actor_rollout_ref.actor.ppo_mini_batch_size=4",
-        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
-        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
         "actor_rollout_ref.actor.use_kl_loss=false",
         "algorithm.use_kl_in_reward=false",
         f"actor_rollout_ref.rollout.agent.agent_loop_config_path={agent_loop_config_path()}",
-        "+actor_rollout_ref.rollout.engine_kwargs.hf.scripted_policy=masksearch.env.scripted:search_then_answer",
         retriever,
         "+masksearch.env.max_turns=3",
         "+masksearch.env.max_obs_tokens=96",
@@ -113,34 +55,40 @@ def _overrides(tiny_model_path: Path, data: Path, total_steps: int, retriever: s
 
 
 @pytest.fixture(scope="module")
-def search_runs(search_data, tiny_model_path, run_verl):
-    port = _free_port()
-    server = _start_server(search_data / "index", port, search_data / "server.log")
+def search_runs(search_data, tiny_search_overrides, run_verl, start_http_service, free_port):
+    base = tiny_search_overrides(search_data, max_response_length=192)
+    port = free_port()
+    serve = [
+        sys.executable,
+        "-m",
+        "masksearch.cli.main",
+        "retriever",
+        "serve",
+        "--index",
+        str(search_data / "index"),
+    ]
     killed_after: list[int] = []
+    with start_http_service(
+        [*serve, "--host", "127.0.0.1", "--port", str(port)], f"http://127.0.0.1:{port}/health", timeout=120
+    ) as server:
 
-    def kill_server_after_step_one(steps: list[dict]) -> None:
-        if steps and not killed_after:
-            _stop(server)
-            killed_after.append(len(steps))
+        def kill_server_after_step_one(steps: list[dict]) -> None:
+            if steps and not killed_after:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=30)
+                killed_after.append(len(steps))
 
-    try:
         first = run_verl(
             search_data,
-            _overrides(
-                tiny_model_path, search_data, 2, f"+masksearch.env.retriever_url=http://127.0.0.1:{port}"
-            ),
+            _overrides(base, search_data, 2, f"+masksearch.env.retriever_url=http://127.0.0.1:{port}"),
             name="first",
             on_metrics=kill_server_after_step_one,
         )
-    finally:
-        _stop(server)
     assert first.returncode == 0, first.log[-8000:]
     assert killed_after == [1], "the server must die between step 1 and step 2"
     second = run_verl(
         search_data,
-        _overrides(
-            tiny_model_path, search_data, 3, f"+masksearch.env.retriever_index={search_data / 'index'}"
-        ),
+        _overrides(base, search_data, 3, f"+masksearch.env.retriever_index={search_data / 'index'}"),
         name="second",
     )
     assert second.returncode == 0, second.log[-8000:]

@@ -6,13 +6,15 @@ placed one per node: the step really spans both nodes (FSDP over gloo between th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import socket
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -22,10 +24,14 @@ MULTINODE = REPO / "examples" / "multinode"
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _stop_cluster(port: int) -> None:
+    """Kill this test's Ray nodes only (``ray stop`` would take down every Ray on the machine)."""
+    ours = re.compile(rf"gcs[-_]address[= ]\S*:{port}\b|gcs_server_port[= ]{port}\b")
+    victims = [p for p in psutil.process_iter(["cmdline"]) if ours.search(" ".join(p.info["cmdline"] or []))]
+    for proc in victims:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(victims, timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +44,19 @@ def ray_env():
         "NUM_CPUS": "8",
         "NUM_GPUS": "1",  # logical GPUs: CPU torch ignores them
     }
-    yield env
-    subprocess.run(
-        [str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, check=False, timeout=120
-    )
+    return env
 
 
 @pytest.fixture(scope="module")
-def cluster(ray_env) -> str:
-    port = _free_port()
+def cluster(ray_env, free_port):
+    port = free_port()
+    try:
+        yield _start_cluster(ray_env, port)
+    finally:
+        _stop_cluster(port)
+
+
+def _start_cluster(ray_env, port: int) -> str:
     head = subprocess.run(
         ["bash", str(MULTINODE / "ray_head.sh")],
         env={**ray_env, "RAY_PORT": str(port), "NNODES": "2", "N_GPUS_PER_NODE": "1", "WAIT_TIMEOUT": "0"},
@@ -83,34 +93,16 @@ def test_readiness_barrier_times_out_with_a_clear_message(ray_env, cluster):
     assert "has 2/3 nodes and 2/3 GPUs" in result.stderr
 
 
-def test_one_recipe_step_across_two_nodes(ray_env, cluster, tiny_model_path, tmp_path, run_verl):
-    cli = [sys.executable, "-m", "masksearch.cli.main"]
-    for args in (
-        ["corpus", "build", "--out", "corpus.jsonl", "--limit", "150"],
-        ["index", "build", "--corpus", "corpus.jsonl", "--retriever", "bm25", "--out", "index"],
-        ["ramp", "build", "--corpus", "corpus.jsonl", "--out", "ramp", "--num-samples", "8", "--val-fraction",
-         "0.25", "--no-one-shot", "--max-words", "80", "--no-progress"],
-    ):  # fmt: skip
-        proc = subprocess.run(
-            [*cli, *args], cwd=tmp_path, capture_output=True, text=True, check=False, timeout=600
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
+def test_one_recipe_step_across_two_nodes(
+    cluster, build_search_workspace, tiny_search_overrides, tmp_path, run_verl
+):
+    root = build_search_workspace(tmp_path, articles=150, samples=8, val_fraction=0.25)
     run = run_verl(
-        tmp_path,
+        root,
         [
-            f"data.train_files={tmp_path / 'ramp' / 'train.parquet'}",
-            f"data.val_files={tmp_path / 'ramp' / 'val.parquet'}",
-            "data.train_batch_size=4",
-            "data.max_prompt_length=512",
-            "data.max_response_length=128",
-            f"actor_rollout_ref.model.path={tiny_model_path}",
-            "actor_rollout_ref.rollout.n=2",
-            "actor_rollout_ref.actor.ppo_mini_batch_size=4",
-            "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
-            "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
-            f"masksearch.env.retriever_index={tmp_path / 'index'}",
+            *tiny_search_overrides(root, max_response_length=128),
+            f"masksearch.env.retriever_index={root / 'index'}",
             "masksearch.env.max_obs_tokens=64",
-            "+actor_rollout_ref.rollout.engine_kwargs.hf.scripted_policy=masksearch.env.scripted:search_then_answer",
             "masksearch.dynamic_sampling.max_gen_batches=1",
             "trainer.nnodes=2",
             "trainer.n_gpus_per_node=1",

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from masksearch.recipes.dapo_ramp.main import recipe_overrides, resolve_profile
-
-CLI = [sys.executable, "-m", "masksearch.cli.main"]
 
 
 class TestEntryOverrides:
@@ -42,34 +39,13 @@ class TestEntryOverrides:
         assert proc.returncode == 2 and "choose one of auto, cpu, gpu" in proc.stderr
 
 
-def _cli(*args: str, cwd: Path) -> None:
-    proc = subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-
 @pytest.fixture(scope="module")
-def recipe_runs(tmp_path_factory, tiny_model_path, run_verl):
-    root = tmp_path_factory.mktemp("dapo_ramp")
-    _cli("corpus", "build", "--out", "corpus.jsonl", "--limit", "200", cwd=root)
-    _cli("index", "build", "--corpus", "corpus.jsonl", "--retriever", "bm25", "--out", "index", cwd=root)
-    _cli(
-        "ramp", "build", "--corpus", "corpus.jsonl", "--out", "ramp", "--num-samples", "16",
-        "--val-fraction", "0.2", "--no-one-shot", "--max-words", "80", "--no-progress", cwd=root,
-    )  # fmt: skip
+def recipe_runs(tmp_path_factory, build_search_workspace, tiny_search_overrides, run_verl):
+    root = build_search_workspace(tmp_path_factory.mktemp("dapo_ramp"), articles=200, samples=16)
     overrides = [
-        f"data.train_files={root / 'ramp' / 'train.parquet'}",
-        f"data.val_files={root / 'ramp' / 'val.parquet'}",
-        "data.train_batch_size=4",
-        "data.max_prompt_length=512",
-        "data.max_response_length=128",
-        f"actor_rollout_ref.model.path={tiny_model_path}",
-        "actor_rollout_ref.rollout.n=2",
-        "actor_rollout_ref.actor.ppo_mini_batch_size=4",
-        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
-        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
+        *tiny_search_overrides(root, max_response_length=128),
         f"masksearch.env.retriever_index={root / 'index'}",
         "masksearch.env.max_obs_tokens=64",
-        "+actor_rollout_ref.rollout.engine_kwargs.hf.scripted_policy=masksearch.env.scripted:search_then_answer",
         "reward.reward_kwargs.overlong_buffer_cfg.len=32",
         "masksearch.dynamic_sampling.max_gen_batches=2",
         "trainer.total_training_steps=2",
