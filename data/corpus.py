@@ -32,6 +32,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from masksearch import cache_root
+
 logger = logging.getLogger(__name__)
 if os.environ.get("MASKSEARCH_LOGGING_LEVEL"):
     logger.setLevel(os.environ["MASKSEARCH_LOGGING_LEVEL"].upper())
@@ -356,12 +358,6 @@ def read_corpus(path: str | os.PathLike[str]) -> Iterator[Passage]:
             yield _to_passage(item)
         except ValueError as exc:
             raise CorpusError(f"{path}: bad row at {where}: {exc}") from None
-
-
-def cache_root() -> Path:
-    """``$MASKSEARCH_CACHE`` or ``~/.cache/masksearch``: corpora and cached indexes live below it."""
-    env = os.environ.get("MASKSEARCH_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "masksearch"
 
 
 def embedded_corpus_path(
