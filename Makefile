@@ -30,11 +30,12 @@ DEMO_DIR ?= outputs/demo
 demo: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHON=$(CURDIR)/$(PY) WORK_DIR=$(CURDIR)/$(DEMO_DIR) PROFILE=cpu \
 	  RAMP_SAMPLES=$${RAMP_SAMPLES:-200} TOTAL_STEPS=$${TOTAL_STEPS:-3} TRAIN_BATCH_SIZE=$${TRAIN_BATCH_SIZE:-2} \
-	  GROUP_SIZE=$${GROUP_SIZE:-4} MAX_RESPONSE_LENGTH=$${MAX_RESPONSE_LENGTH:-256} MAX_TURNS=$${MAX_TURNS:-3} \
+	  GROUP_SIZE=$${GROUP_SIZE:-2} MAX_RESPONSE_LENGTH=$${MAX_RESPONSE_LENGTH:-160} MAX_TURNS=$${MAX_TURNS:-2} \
 	  SAVE_FREQ=$${SAVE_FREQ:-1} EXPERIMENT_NAME=demo \
 	  bash examples/run_dapo_ramp.sh actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1 \
-	    actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2 masksearch.env.max_obs_tokens=192 \
-	    reward.reward_kwargs.overlong_buffer_cfg.len=64 masksearch.dynamic_sampling.max_gen_batches=2
+	    actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2 masksearch.env.max_obs_tokens=96 \
+	    reward.reward_kwargs.overlong_buffer_cfg.len=32 masksearch.dynamic_sampling.max_gen_batches=1 \
+	    +reward.custom_reward_function.reward_kwargs.format_weight=0.2
 	$(PY) -m masksearch.recipes.summary $(CURDIR)/$(DEMO_DIR)/tensorboard
 
 test: install
