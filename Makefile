@@ -35,7 +35,7 @@ demo: install
 	  bash examples/run_dapo_ramp.sh actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1 \
 	    actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2 masksearch.env.max_obs_tokens=96 \
 	    reward.reward_kwargs.overlong_buffer_cfg.len=32 masksearch.dynamic_sampling.max_gen_batches=1 \
-	    +reward.custom_reward_function.reward_kwargs.format_weight=0.2
+	    reward.custom_reward_function.reward_kwargs.format_weight=0.2
 	$(PY) -m masksearch.recipes.summary $(CURDIR)/$(DEMO_DIR)/tensorboard
 
 test: install
