@@ -31,7 +31,13 @@ def cpu_overrides(
     ray_resources = (
         []
         if existing_cluster
-        else [f"ray_kwargs.ray_init.num_cpus={ray_cpus}", f"++ray_kwargs.ray_init.num_gpus={n_procs}"]
+        else [
+            f"ray_kwargs.ray_init.num_cpus={ray_cpus}",
+            f"++ray_kwargs.ray_init.num_gpus={n_procs}",
+            # always a fresh local cluster: without it ray.init() attaches to whatever cluster a stale
+            # /tmp/ray/ray_current_cluster names (and then refuses num_cpus/num_gpus)
+            "++ray_kwargs.ray_init.address=local",
+        ]
     )
     return [
         # our transformers-in-a-Ray-actor rollout (vLLM/SGLang are GPU-only)

@@ -25,6 +25,21 @@ from masksearch.cli.errors import UserFacingError
 from masksearch.recipes.preflight import override_value, run_preflight
 
 PROFILES = ("auto", "cpu", "gpu")
+# Environment that must reach the Ray workers. A cluster started with `ray start` does not inherit the
+# driver's environment, so these travel in the job's runtime_env (verl merges it into its own).
+FORWARDED_ENV = (
+    "TENSORBOARD_DIR",
+    "VERL_FILE_LOGGER_PATH",
+    "VERL_FILE_LOGGER_ROOT",
+    "HF_HUB_OFFLINE",
+    "MASKSEARCH_CACHE",
+    "MASKSEARCH_DEVICE",
+    "MASKSEARCH_INDEX_DIR",
+    "MASKSEARCH_RETRIEVER_URL",
+    "MASKSEARCH_JUDGE_URL",
+    "MASKSEARCH_JUDGE_MODEL",
+    "MASKSEARCH_JUDGE_API_KEY",
+)
 # An absolute path: relative ones make Hydra look for a Python package named ...dapo_ramp.config.
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 
@@ -49,6 +64,11 @@ def recipe_overrides(user_overrides: Sequence[str]) -> list[str]:
     on_cluster = bool(os.environ.get("RAY_ADDRESS"))  # started from the shell: see examples/multinode
     defaults = list(cpu_overrides(existing_cluster=on_cluster) if profile == "cpu" else gpu_overrides())
     defaults.append(f"masksearch.profile={profile}")
+    defaults += [
+        f"++ray_kwargs.ray_init.runtime_env.env_vars.{name}={os.environ[name]}"
+        for name in FORWARDED_ENV
+        if os.environ.get(name)
+    ]
     if override_value(user_overrides, "reward.custom_reward_function.path") is None:
         defaults.append(f"reward.custom_reward_function.path={verl_reward_path()}")
     if override_value(user_overrides, "actor_rollout_ref.rollout.agent.agent_loop_config_path") is None:

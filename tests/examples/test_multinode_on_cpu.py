@@ -32,6 +32,11 @@ def _stop_cluster(port: int) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
     psutil.wait_procs(victims, timeout=30)
+    # what `ray stop` also removes: later `ray.init()` calls would otherwise try to attach to it
+    current = Path("/tmp/ray/ray_current_cluster")
+    with contextlib.suppress(OSError):
+        if current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,15 @@ class TestEntryOverrides:
         assert any(o.startswith("reward.custom_reward_function.path=") for o in overrides)
         assert any(o.startswith("actor_rollout_ref.rollout.agent.agent_loop_config_path=") for o in overrides)
 
+    def test_logging_env_reaches_workers_of_a_shell_started_cluster(self, monkeypatch):
+        monkeypatch.setenv("TENSORBOARD_DIR", "/runs/tb")
+        monkeypatch.delenv("VERL_FILE_LOGGER_PATH", raising=False)
+        env_overrides = [
+            o for o in recipe_overrides(["masksearch.profile=cpu"]) if ".runtime_env.env_vars." in o
+        ]
+        assert "++ray_kwargs.ray_init.runtime_env.env_vars.TENSORBOARD_DIR=/runs/tb" in env_overrides
+        assert not any("VERL_FILE_LOGGER_PATH" in o for o in env_overrides)
+
     def test_bad_profile_is_one_line_error(self):
         proc = subprocess.run(
             [sys.executable, "-m", "masksearch.recipes.dapo_ramp", "masksearch.profile=tpu"],
