@@ -80,7 +80,27 @@ class TextGenerator(Protocol):
 
 
 # --------------------------------------------------------------------------- transformers
-class HFGenerator:
+class _BatchGenerator:
+    """Shared by the batched local generators: one prompt is a batch of one."""
+
+    def generate(
+        self,
+        prompt: Sequence[int] | str,
+        max_new_tokens: int,
+        stop: Sequence[str],
+        *,
+        messages: list[dict[str, Any]] | None = None,
+    ) -> GenerationResult:
+        return self.generate_batch([prompt], [max_new_tokens], stop)[0]
+
+
+def _per_prompt_limits(max_new_tokens: Sequence[int] | int, count: int) -> list[int]:
+    return (
+        [int(max_new_tokens)] * count if isinstance(max_new_tokens, int) else [int(m) for m in max_new_tokens]
+    )
+
+
+class HFGenerator(_BatchGenerator):
     """A transformers causal LM; batches are left-padded and generated together.
 
     Args:
@@ -131,16 +151,6 @@ class HFGenerator:
             eos.append(self.tokenizer.eos_token_id)
         self.eos_token_ids = [int(t) for t in eos]
 
-    def generate(
-        self,
-        prompt: Sequence[int] | str,
-        max_new_tokens: int,
-        stop: Sequence[str],
-        *,
-        messages: list[dict[str, Any]] | None = None,
-    ) -> GenerationResult:
-        return self.generate_batch([prompt], [max_new_tokens], stop)[0]
-
     def generate_batch(
         self,
         prompts: Sequence[Sequence[int] | str],
@@ -156,11 +166,7 @@ class HFGenerator:
         ]
         if not ids:
             return []
-        limits = (
-            [int(max_new_tokens)] * len(ids)
-            if isinstance(max_new_tokens, int)
-            else [int(m) for m in max_new_tokens]
-        )
+        limits = _per_prompt_limits(max_new_tokens, len(ids))
         if len(limits) != len(ids):
             raise ValueError(f"{len(limits)} max_new_tokens for {len(ids)} prompts")
         width = max(len(x) for x in ids)
@@ -373,7 +379,7 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-class VLLMGenerator:
+class VLLMGenerator(_BatchGenerator):
     """Offline vLLM (``vllm.LLM``), token-in/token-out, batched; only when vllm is installed.
 
     Args:
@@ -403,25 +409,13 @@ class VLLMGenerator:
         self.temperature = float(temperature)
         self.top_p = float(top_p)
 
-    def generate(
-        self,
-        prompt: Sequence[int] | str,
-        max_new_tokens: int,
-        stop: Sequence[str],
-        *,
-        messages: list[dict[str, Any]] | None = None,
-    ) -> GenerationResult:
-        return self.generate_batch([prompt], [max_new_tokens], stop)[0]
-
     def generate_batch(
         self,
         prompts: Sequence[Sequence[int] | str],
         max_new_tokens: Sequence[int] | int,
         stop: Sequence[str],
     ) -> list[GenerationResult]:
-        limits = (
-            [int(max_new_tokens)] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
-        )
+        limits = _per_prompt_limits(max_new_tokens, len(prompts))
         params = [
             self._sampling_params_cls(
                 max_tokens=max(1, m),
