@@ -44,6 +44,10 @@ FORWARDED_ENV = (
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 
 
+def _hydra_quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
 def resolve_profile(overrides: Sequence[str]) -> str:
     profile = override_value(overrides, "masksearch.profile") or "auto"
     if profile not in PROFILES:
@@ -65,7 +69,8 @@ def recipe_overrides(user_overrides: Sequence[str]) -> list[str]:
     defaults = list(cpu_overrides(existing_cluster=on_cluster) if profile == "cpu" else gpu_overrides())
     defaults.append(f"masksearch.profile={profile}")
     defaults += [
-        f"++ray_kwargs.ray_init.runtime_env.env_vars.{name}={os.environ[name]}"
+        # quoted: Ray accepts only string env values, and Hydra would read `1` as an int
+        f"++ray_kwargs.ray_init.runtime_env.env_vars.{name}='{_hydra_quote(os.environ[name])}'"
         for name in FORWARDED_ENV
         if os.environ.get(name)
     ]

@@ -29,13 +29,19 @@ class TestEntryOverrides:
         assert any(o.startswith("actor_rollout_ref.rollout.agent.agent_loop_config_path=") for o in overrides)
 
     def test_logging_env_reaches_workers_of_a_shell_started_cluster(self, monkeypatch):
+        from hydra import compose, initialize_config_dir
+
+        from masksearch.recipes.dapo_ramp.main import CONFIG_DIR
+
         monkeypatch.setenv("TENSORBOARD_DIR", "/runs/tb")
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
         monkeypatch.delenv("VERL_FILE_LOGGER_PATH", raising=False)
-        env_overrides = [
-            o for o in recipe_overrides(["masksearch.profile=cpu"]) if ".runtime_env.env_vars." in o
-        ]
-        assert "++ray_kwargs.ray_init.runtime_env.env_vars.TENSORBOARD_DIR=/runs/tb" in env_overrides
-        assert not any("VERL_FILE_LOGGER_PATH" in o for o in env_overrides)
+        overrides = [o for o in recipe_overrides(["masksearch.profile=cpu"]) if ".runtime_env.env_vars." in o]
+        assert not any("VERL_FILE_LOGGER_PATH" in o for o in overrides)
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+            env_vars = compose("dapo_ramp", overrides=overrides).ray_kwargs.ray_init.runtime_env.env_vars
+        # Ray accepts only string values: Hydra must not turn "1" into an int
+        assert env_vars.TENSORBOARD_DIR == "/runs/tb" and env_vars.HF_HUB_OFFLINE == "1"
 
     def test_bad_profile_is_one_line_error(self):
         proc = subprocess.run(
