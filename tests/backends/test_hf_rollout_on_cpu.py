@@ -25,6 +25,10 @@ def prompt_ids(embedded_tokenizer):
     )
 
 
+def _searching_turn(context: str) -> str:
+    return "<think>look it up</think><search>Hamlet author</search> and this never reaches the trainer"
+
+
 def _generate(server, prompt_ids, **params):
     return asyncio.run(server.generate(prompt_ids=prompt_ids, sampling_params=params, request_id="t"))
 
@@ -71,11 +75,20 @@ class TestGenerate:
         finally:
             server.model.load_state_dict(state)
 
-    def test_stop_strings_end_the_turn(self, server, prompt_ids, embedded_tokenizer):
-        out = _generate(server, prompt_ids, temperature=1.0, max_tokens=24, stop=["</search>"])
+    def test_stop_strings_end_the_turn(self, tiny_model_path, prompt_ids, embedded_tokenizer):
+        # forced decoding makes the text certain: it must be cut right after the stop string
+        server = HFRolloutServer(
+            str(tiny_model_path),
+            prompt_length=64,
+            response_length=48,
+            scripted_policy=f"{__name__}:_searching_turn",
+        )
+        out = _generate(server, prompt_ids, temperature=1.0, max_tokens=48, stop=["</search>"])
         text = embedded_tokenizer.decode(out.token_ids)
-        if "</search>" in text:  # random model: when it happens, nothing may follow
-            assert text.rstrip().endswith("</search>")
+        assert "</search>" in text and text.rstrip().endswith("</search>"), text
+        assert "never" not in text
+        expected = _teacher_forced_log_probs(server.model, prompt_ids, out.token_ids, 1.0)
+        assert torch.allclose(torch.tensor(out.log_probs), expected, atol=1e-4)
 
     def test_zero_budget_returns_empty(self, server, prompt_ids):
         out = _generate(server, prompt_ids, max_tokens=0)
