@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent
 # Folder in the repository -> subpackage of ``masksearch``.
 SUBPACKAGES = [
     "backends",
+    "core",
     "cli",
     "curriculum",
     "data",
@@ -22,6 +23,7 @@ SUBPACKAGES = [
     "recipes",
     "rewards",
     "search_tool",
+    "sft",
 ]
 
 

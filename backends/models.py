@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from masksearch import cache_root
-from masksearch.cli.errors import UserFacingError
+from masksearch.core.errors import UserFacingError
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-from masksearch.cli.errors import UserFacingError
+from masksearch.core.errors import UserFacingError
 
 # Modules that add subcommands. A module listed here must define ``register(subparsers)``.
 COMMAND_MODULES = [
@@ -21,7 +21,7 @@ COMMAND_MODULES = [
     "masksearch.data.corpus_cli",
     "masksearch.search_tool.cli",
     "masksearch.env.cli",
-    "masksearch.data.sft.cli",
+    "masksearch.sft.cli",
     "masksearch.eval.cli",
 ]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from masksearch.cli.errors import UserFacingError
+from masksearch.core.errors import UserFacingError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-MASK_TOKEN = "[mask]"
+from masksearch.core.tokens import MASK_TOKEN
 
 _TAG_RULES = (
     "You must reason inside <think> and </think> first every time you get new information. "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from masksearch.cli.errors import UserFacingError
+from masksearch.core.errors import UserFacingError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

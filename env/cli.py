@@ -14,7 +14,7 @@ import json
 import os
 from typing import Any
 
-from masksearch.cli.errors import UserFacingError
+from masksearch.core.errors import UserFacingError
 
 __all__ = ["register"]
 

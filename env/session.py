@@ -2,7 +2,7 @@
 
 A :class:`SearchSession` holds one episode's response tokens and decides everything that is not
 I/O: where a generated turn ends (stop strings, EOS, the length budget), which action it asks for
-(search / answer / nothing; parsed with :mod:`masksearch.rewards.grammar`), what counts as an
+(search / answer / nothing; parsed with :mod:`masksearch.core.grammar`), what counts as an
 invalid action, how an observation is tokenised and truncated, and when the episode ends (one
 function, :meth:`SearchSession._check_termination`). Drivers only move tokens in and out::
 
@@ -35,8 +35,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from masksearch.env.config import SearchEnvConfig
-from masksearch.rewards.grammar import (
+from masksearch.core.grammar import (
     ANSWER,
     ANSWER_STOP,
     INFORMATION,
@@ -45,6 +44,7 @@ from masksearch.rewards.grammar import (
     extract_answer,
     extract_search_query,
 )
+from masksearch.env.config import SearchEnvConfig
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))

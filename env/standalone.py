@@ -25,12 +25,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from masksearch.core.grammar import extract_answer, validate_format
 from masksearch.env.config import SearchEnvConfig
 from masksearch.env.generators import GenerationResult, TextGenerator
 from masksearch.env.prompts import apply_system_prompt
 from masksearch.env.retrieval import search_many
 from masksearch.env.session import STOP_STRINGS, AgentState, SearchSession, TurnRecord
-from masksearch.rewards.grammar import extract_answer, validate_format
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from masksearch.cli.errors import UserFacingError
+from masksearch.core.errors import UserFacingError
 
 __all__ = ["register"]
 

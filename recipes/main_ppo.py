@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from masksearch.cli.errors import UserFacingError
+from masksearch.core.errors import UserFacingError
 from masksearch.recipes.preflight import run_preflight
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from masksearch.backends.plugin import REQUIRED_VERL_VERSION
-from masksearch.cli.errors import UserFacingError
+from masksearch.core.errors import UserFacingError
 
 MODEL_PATH_KEYS = ("actor_rollout_ref.model.path", "critic.model.path")
 

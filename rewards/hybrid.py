@@ -37,8 +37,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from masksearch.core.grammar import answer_and_searches, validate_format
 from masksearch.rewards.answer import as_gold_list
-from masksearch.rewards.grammar import answer_and_searches, validate_format
 from masksearch.rewards.ramp import as_span_golds, masked_text_of, score_ramp
 
 logger = logging.getLogger(__name__)

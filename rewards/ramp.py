@@ -39,6 +39,7 @@ import re
 import string
 from collections.abc import Callable, Mapping
 
+from masksearch.core.tokens import MASK_TOKEN
 from masksearch.rewards.answer import as_gold_list, as_text
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,6 @@ logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
 
 __all__ = ["ANCHOR_CHARS", "MASK_TOKEN", "as_span_golds", "masked_text_of", "parse_fills", "score_ramp"]
 
-MASK_TOKEN = "[mask]"
 #: How much context on each side of a mask is used to locate it in a restored passage.
 ANCHOR_CHARS = 40
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 import textwrap
 
-from masksearch.cli.errors import UserFacingError
+from masksearch.core.errors import UserFacingError
 
 KINDS = ("bm25", "dense", "hybrid")
 

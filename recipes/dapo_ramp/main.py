@@ -21,7 +21,7 @@ from pathlib import Path
 import hydra
 
 from masksearch.backends.cpu_profile import cpu_overrides, gpu_overrides
-from masksearch.cli.errors import UserFacingError
+from masksearch.core.errors import UserFacingError
 from masksearch.recipes.preflight import override_value, run_preflight
 
 PROFILES = ("auto", "cpu", "gpu")

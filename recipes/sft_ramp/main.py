@@ -77,7 +77,7 @@ def _hydra_main(config) -> None:
 
 
 def main() -> int:
-    from masksearch.cli.errors import UserFacingError
+    from masksearch.core.errors import UserFacingError
     from masksearch.recipes.preflight import check_torch, check_verl
 
     try:

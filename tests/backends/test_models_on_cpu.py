@@ -11,7 +11,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from masksearch.backends import models
-from masksearch.cli.errors import UserFacingError
+from masksearch.core.errors import UserFacingError
 
 
 class TestTinyModel:

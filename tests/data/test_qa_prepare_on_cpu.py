@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from masksearch.cli.errors import UserFacingError
+from masksearch.core.errors import UserFacingError
 from masksearch.data.qa import answer_aliases, default_data_source, prepare_qa, read_qa_records
 from masksearch.data.qa_cli import register as register_qa
 from masksearch.data.schema import ROW_SCHEMA

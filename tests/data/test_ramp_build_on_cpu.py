@@ -177,7 +177,7 @@ class TestWriteAndCli:
         assert summary["accepted"] == 12 and summary["rejected"]["too_long"] == 1
 
     def test_cli_errors_are_one_line(self, tmp_path):
-        from masksearch.cli.errors import UserFacingError
+        from masksearch.core.errors import UserFacingError
 
         with pytest.raises(UserFacingError, match="corpus not found"):
             self._run_cli(["ramp", "build", "--corpus", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path)])
@@ -195,7 +195,7 @@ class TestWriteAndCli:
             )
 
     def test_cli_strict_refuses_a_short_build(self, tmp_path):
-        from masksearch.cli.errors import UserFacingError
+        from masksearch.core.errors import UserFacingError
 
         corpus = tmp_path / "c.jsonl"
         write_passages_jsonl(good_passages(3), corpus)

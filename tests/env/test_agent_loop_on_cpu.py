@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from masksearch.core.grammar import extract_answer, validate_format
 from masksearch.env.session import OBS_PREFIX, OBS_SUFFIX, STATS_KEYS, STOP_STRINGS
-from masksearch.rewards.grammar import extract_answer, validate_format
 
 SEARCH_1 = "<think>I need the composer of Tosca.</think>\n<search>Tosca opera composer</search>"
 SEARCH_2 = "<think>Puccini. Where was he born?</think>\n<search>Giacomo Puccini born</search>"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from masksearch.cli.errors import UserFacingError
+from masksearch.core.errors import UserFacingError
 from masksearch.recipes import preflight
 
 

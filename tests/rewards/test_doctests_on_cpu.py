@@ -11,7 +11,7 @@ import pytest
 
 MODULES = [
     "masksearch.rewards",
-    "masksearch.rewards.grammar",
+    "masksearch.core.grammar",
     "masksearch.rewards.answer",
     "masksearch.rewards.judge",
     "masksearch.rewards.ramp",

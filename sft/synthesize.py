@@ -15,7 +15,7 @@ Either way the turns go through the env's own :class:`~masksearch.env.session.Se
 (the student's tokenizer, ``max_obs_tokens``, turn and length budgets), so observations are
 byte-for-byte what RL rollouts contain (``\\n\\n<information>Doc 1(Title: …) …</information>\\n\\n``).
 
-Filter: the response must pass :func:`masksearch.rewards.grammar.validate_format` and the answer
+Filter: the response must pass :func:`masksearch.core.grammar.validate_format` and the answer
 check (``acc`` of :func:`masksearch.rewards.compute_score` with ``answer_reward=answer_check``:
 exact match for QA; for RAMP every span right, via ``score_ramp``).
 
@@ -47,7 +47,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from masksearch.data.sft.agents import (
+from masksearch.core.grammar import validate_format
+from masksearch.env.config import SearchEnvConfig
+from masksearch.env.session import AgentState, SearchSession, TurnRecord
+from masksearch.sft.agents import (
     Task,
     observer_messages,
     parse_observer,
@@ -56,7 +59,7 @@ from masksearch.data.sft.agents import (
     planner_messages,
     rewriter_messages,
 )
-from masksearch.data.sft.endpoint import (
+from masksearch.sft.endpoint import (
     CallStats,
     ChatEndpoint,
     DiskCache,
@@ -64,9 +67,6 @@ from masksearch.data.sft.endpoint import (
     ResilientGenerator,
     RetryPolicy,
 )
-from masksearch.env.config import SearchEnvConfig
-from masksearch.env.session import AgentState, SearchSession, TurnRecord
-from masksearch.rewards.grammar import validate_format
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))

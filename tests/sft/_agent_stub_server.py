@@ -1,7 +1,7 @@
 """A scripted multi-agent teacher behind the real OpenAI protocol (run as a subprocess by conftest).
 
 ``POST /v1/chat/completions`` answers as the planner, the query rewriter or the observer,
-recognised by the system prompt of ``masksearch.data.sft.agents``, with replies scripted by the
+recognised by the system prompt of ``masksearch.sft.agents``, with replies scripted by the
 task text (the tests' rows):
 
 - "Tosca ... born": two sub-questions; the observer asks for Puccini's birthplace, then answers Lucca;

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from masksearch.data.sft.convert import write_sft_parquet
-from masksearch.data.sft.endpoint import RetryPolicy
-from masksearch.data.sft.synthesize import SynthesisConfig, synthesize
-from masksearch.rewards.grammar import strip_information
+from masksearch.core.grammar import strip_information
+from masksearch.sft.convert import write_sft_parquet
+from masksearch.sft.endpoint import RetryPolicy
+from masksearch.sft.synthesize import SynthesisConfig, synthesize
 
 pytestmark = pytest.mark.slow
 CONFIG = SynthesisConfig(max_turns=3, concurrency=2, retry=RetryPolicy(max_attempts=2, backoff_initial_s=0.0))
@@ -36,8 +36,8 @@ def test_sft_through_verl(
     from verl.trainer.sft_trainer import create_sft_dataset
     from verl.utils.dataset.dataset_utils import SFTTensorCollator
 
-    from masksearch.data.sft.train import train_sft
     from masksearch.recipes.sft_ramp import sft_checkpoint_to_hf
+    from masksearch.sft.train import train_sft
 
     report = synthesize(
         rows_file, tmp_path / "synth", endpoint_url=agent_server.url, model="teacher",
@@ -93,8 +93,8 @@ def test_evolve_two_rounds(
     round 2 against the "trained" model served by ``masksearch sft serve`` (a subprocess loading
     the tiny model). Training itself is stubbed here (it returns the tiny model); verl's SFT run is
     covered by ``test_sft_through_verl``, and doing it twice more would double this file's time."""
-    from masksearch.data.sft.evolve import EVOLVE_REPORT, evolve
-    from masksearch.data.sft.train import TrainResult
+    from masksearch.sft.evolve import EVOLVE_REPORT, evolve
+    from masksearch.sft.train import TrainResult
 
     trained = []
 
@@ -127,8 +127,8 @@ def test_serve_speaks_openai(tiny_model_path):
     """The built-in server answers both endpoints the way OpenAIGenerator expects (in-process app)."""
     from fastapi.testclient import TestClient
 
-    from masksearch.data.sft.serve import create_app
     from masksearch.env.generators import HFGenerator, OpenAIGenerator
+    from masksearch.sft.serve import create_app
 
     app = create_app(HFGenerator(str(tiny_model_path)), "tiny")
     with TestClient(app) as client:

@@ -1,7 +1,7 @@
 """``masksearch sft …``: synthesize, convert, train, serve, evolve.
 
 Listed in ``masksearch.cli.main.COMMAND_MODULES``; also runnable alone as
-``python -m masksearch.data.sft.cli <action> …`` (the evolve loop starts its teacher server that
+``python -m masksearch.sft.cli <action> …`` (the evolve loop starts its teacher server that
 way). Heavy imports happen inside the handlers.
 """
 
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from masksearch.cli.errors import UserFacingError
+from masksearch.core.errors import UserFacingError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -165,8 +165,8 @@ def _register_evolve(sub: argparse._SubParsersAction) -> None:
 
 # ----------------------------------------------------------------------------------- handlers
 def _synthesis_config(args: argparse.Namespace, mode: str) -> Any:
-    from masksearch.data.sft.endpoint import RetryPolicy
-    from masksearch.data.sft.synthesize import SynthesisConfig
+    from masksearch.sft.endpoint import RetryPolicy
+    from masksearch.sft.synthesize import SynthesisConfig
 
     try:
         return SynthesisConfig(
@@ -226,7 +226,7 @@ def _print_json(value: Any) -> None:
 
 
 def _synthesize(args: argparse.Namespace) -> int:
-    from masksearch.data.sft.synthesize import synthesize
+    from masksearch.sft.synthesize import synthesize
 
     config = _synthesis_config(args, args.mode)
     client, tokenizer = _inputs(args)
@@ -249,7 +249,7 @@ def _synthesize(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from masksearch.data.sft.convert import write_sft_parquet
+    from masksearch.sft.convert import write_sft_parquet
 
     try:
         path, n = write_sft_parquet(args.inputs, args.out)
@@ -260,7 +260,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from masksearch.data.sft.train import train_sft
+    from masksearch.sft.train import train_sft
 
     if not Path(args.data).is_file():
         raise UserFacingError(f"--data {args.data}: no such file")
@@ -285,7 +285,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from masksearch.data.sft.serve import serve
+    from masksearch.sft.serve import serve
 
     if not (Path(args.model) / "config.json").is_file():
         raise UserFacingError(f"--model {args.model}: not an HF model folder (no config.json)")
@@ -294,7 +294,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _evolve(args: argparse.Namespace) -> int:
-    from masksearch.data.sft.evolve import evolve
+    from masksearch.sft.evolve import evolve
 
     config = _synthesis_config(args, "agents")
     client, tokenizer = _inputs(args)
@@ -320,7 +320,7 @@ def _evolve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry: ``python -m masksearch.data.sft.cli <action> …``."""
+    """Standalone entry: ``python -m masksearch.sft.cli <action> …``."""
     import logging
 
     parser = argparse.ArgumentParser(prog="masksearch")

@@ -2,7 +2,7 @@
 
 Each row's ``messages`` is the RL prompt (system, user) followed by the response as alternating
 ``assistant`` (the model's turns) and ``tool`` (the env's ``<information>`` observations)
-messages. The recipe's dataset class (:class:`masksearch.data.sft.dataset.TrajectorySFTDataset`)
+messages. The recipe's dataset class (:class:`masksearch.sft.dataset.TrajectorySFTDataset`)
 lays them out as the env does and trains on the ``assistant`` tokens only.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from masksearch.data.sft.synthesize import read_records
+from masksearch.sft.synthesize import read_records
 
 __all__ = ["SFT_SCHEMA", "records_to_rows", "write_sft_parquet"]
 

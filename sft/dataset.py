@@ -1,6 +1,6 @@
 """verl SFT dataset (``data.custom_cls``) that lays a trajectory out exactly as the search env does.
 
-Rows are the ``messages`` parquet of :mod:`masksearch.data.sft.convert`: the RL prompt (system,
+Rows are the ``messages`` parquet of :mod:`masksearch.sft.convert`: the RL prompt (system,
 user), then the response as alternating ``assistant`` messages (the model's turns) and ``tool``
 messages (the env's observations, ``\\n\\n<information>…</information>\\n\\n``).
 

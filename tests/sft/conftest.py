@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 AGENT_STUB = Path(__file__).with_name("_agent_stub_server.py")
 # The env tests' scripted search agent (a policy that writes <think>/<search>/<answer> turns).
 POLICY_STUB = REPO_ROOT / "tests" / "env" / "_openai_stub_server.py"

@@ -1,4 +1,4 @@
-"""Tests for masksearch.rewards.grammar: tables for every function, no-raise and speed properties."""
+"""Tests for masksearch.core.grammar: tables for every function, no-raise and speed properties."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from masksearch.rewards import grammar as g
+from masksearch.core import grammar as g
 
 T = "<think>t</think>"
 S = "<search>q</search>"

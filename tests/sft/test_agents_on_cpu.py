@@ -7,7 +7,7 @@ import pickle
 import httpx
 import pytest
 
-from masksearch.data.sft.agents import (
+from masksearch.sft.agents import (
     AgentOutputError,
     Task,
     clean,
@@ -17,7 +17,7 @@ from masksearch.data.sft.agents import (
     parse_query,
     planner_messages,
 )
-from masksearch.data.sft.endpoint import CallStats, ChatEndpoint, DiskCache, EndpointError, RetryPolicy
+from masksearch.sft.endpoint import CallStats, ChatEndpoint, DiskCache, EndpointError, RetryPolicy
 
 
 class TestParsePlan:
@@ -170,7 +170,7 @@ class TestChatEndpoint:
 
 @pytest.mark.parametrize(
     "module",
-    ["masksearch.data.sft.agents", "masksearch.data.sft.endpoint", "masksearch.recipes.sft_ramp.main"],
+    ["masksearch.sft.agents", "masksearch.sft.endpoint", "masksearch.recipes.sft_ramp.main"],
 )
 def test_doctests(module):
     import doctest

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from masksearch.data.sft.endpoint import RetryPolicy
-from masksearch.data.sft.synthesize import (
+from masksearch.core.grammar import count_searches, extract_search_query, validate_format
+from masksearch.env.session import OBS_PREFIX, OBS_SUFFIX
+from masksearch.search_tool.client import format_observation
+from masksearch.sft.endpoint import RetryPolicy
+from masksearch.sft.synthesize import (
     ENDPOINT_FAILED,
     KEPT_FILE,
     REJECTED_FILE,
@@ -18,9 +21,6 @@ from masksearch.data.sft.synthesize import (
     read_records,
     synthesize,
 )
-from masksearch.env.session import OBS_PREFIX, OBS_SUFFIX
-from masksearch.rewards.grammar import count_searches, extract_search_query, validate_format
-from masksearch.search_tool.client import format_observation
 
 FAST = RetryPolicy(max_attempts=3, backoff_initial_s=0.0)
 

@@ -30,8 +30,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from masksearch.data.sft.convert import write_sft_parquet
-from masksearch.data.sft.synthesize import SynthesisConfig, synthesize
+from masksearch.sft.convert import write_sft_parquet
+from masksearch.sft.synthesize import SynthesisConfig, synthesize
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
@@ -66,7 +66,7 @@ class ServedModel:
             self.command = shlex.split(serve_cmd.format(model=self.model_dir, port=self.port, name=name))
         else:
             self.command = [
-                sys.executable, "-m", "masksearch.data.sft.cli", "serve",
+                sys.executable, "-m", "masksearch.sft.cli", "serve",
                 "--model", self.model_dir, "--port", str(self.port), "--served-name", name,
             ]  # fmt: skip
         self.startup_s = startup_s
@@ -103,8 +103,8 @@ class ServedModel:
 
 def _trained(train_dir: Path) -> Any:
     """The result of a round trained before (resume), or ``None``."""
-    from masksearch.data.sft.train import TrainResult
     from masksearch.recipes.sft_ramp import sft_checkpoint_to_hf
+    from masksearch.sft.train import TrainResult
 
     ckpt = train_dir / "checkpoints"
     if not (ckpt / "latest_checkpointed_iteration.txt").is_file():
@@ -145,16 +145,16 @@ def evolve(
         search_client: retriever (``make_search_client``).
         tokenizer: the student's tokenizer.
         config: synthesis settings of round 1 (later rounds switch to ``mode="policy"``).
-        train_kwargs: keyword arguments of :func:`masksearch.data.sft.train.train_sft`.
+        train_kwargs: keyword arguments of :func:`masksearch.sft.train.train_sft`.
         serve_cmd: command template serving ``{model}`` on ``{port}`` as ``{name}`` (default: the
             built-in ``masksearch sft serve``; e.g. ``"vllm serve {model} --port {port} --served-model-name {name}"``).
         api_key: bearer token for the round-1 teacher.
         later_rounds: ``SynthesisConfig`` fields changed from round 2 on (e.g. ``temperature``).
         train_fn: ``train_fn(parquet, student_model, out_dir, **train_kwargs) -> TrainResult``
-            (default :func:`masksearch.data.sft.train.train_sft`).
+            (default :func:`masksearch.sft.train.train_sft`).
         on_round: called with each round's report.
     """
-    from masksearch.data.sft.train import train_sft
+    from masksearch.sft.train import train_sft
 
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
