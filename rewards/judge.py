@@ -6,10 +6,11 @@ MaskSearch found a model-based judge the best answer reward. This one asks
 
 A training step must never stall or crash because of the judge, so:
 
-* every request has a timeout, retries (tenacity, exponential backoff) and an overall deadline;
+* requests go through the shared client (:mod:`masksearch.core.openai_client`): a timeout,
+  retries with exponential backoff honouring ``Retry-After`` and 429, and an overall deadline;
 * at most ``max_concurrency`` requests are in flight per process (reward threads share it);
-* verdicts are cached on disk (sqlite, key = sha256 of ``(model, prompt)``), so repeated
-  predictions and restarts cost nothing;
+* verdicts are cached on disk (the shared :class:`~masksearch.core.openai_client.DiskCache`, one
+  JSON file per ``(model, prompt)``), so repeated predictions and restarts cost nothing;
 * when no endpoint is configured, the endpoint is down or slow, or the verdict cannot be read,
   the score falls back to a rule reward (``recall`` by default); each fallback is counted and
   logged.
@@ -17,7 +18,7 @@ A training step must never stall or crash because of the judge, so:
 Counters are returned by :meth:`LLMJudge.stats` (``calls``, ``requests``, ``cache_hits``,
 ``verdicts``, ``fallbacks``, ``fallback_reasons``). Configuration comes from arguments, else from
 the environment: ``MASKSEARCH_JUDGE_URL``, ``MASKSEARCH_JUDGE_MODEL``,
-``MASKSEARCH_JUDGE_API_KEY``, ``MASKSEARCH_JUDGE_CACHE`` (cache file; "" disables).
+``MASKSEARCH_JUDGE_API_KEY``, ``MASKSEARCH_JUDGE_CACHE`` (cache folder; "" disables).
 
 >>> judge = LLMJudge(url="", cache_path="")  # no endpoint: every call falls back to recall
 >>> judge("Paris", ["Paris"]), judge.stats()["fallbacks"]
@@ -28,29 +29,24 @@ the environment: ``MASKSEARCH_JUDGE_URL``, ``MASKSEARCH_JUDGE_MODEL``,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import httpx
-from tenacity import (
-    Retrying as _Retrying,
+from masksearch.core.openai_client import (
+    CallStats,
+    DiskCache,
+    EndpointError,
+    OpenAIClient,
+    RetryPolicy,
+    cache_key,
+    chat_text,
 )
-from tenacity import (
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-)
-
 from masksearch.rewards.answer import as_gold_list, as_text, token_recall
 
 logger = logging.getLogger(__name__)
@@ -68,7 +64,11 @@ DEFAULT_PROMPT_TEMPLATE = (
     "Reply with one word: Yes or No."
 )
 
-_DEFAULT_CACHE = Path(os.path.expanduser("~/.cache/masksearch/judge_cache.sqlite"))
+
+def _default_cache() -> str:
+    from masksearch import cache_root
+
+    return str(cache_root() / "judge_cache")
 
 
 def parse_verdict(text: str) -> float | None:
@@ -90,16 +90,10 @@ def parse_verdict(text: str) -> float | None:
     return None
 
 
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, httpx.HTTPStatusError):
-        return exc.response.status_code == 429 or exc.response.status_code >= 500
-    return isinstance(exc, httpx.TransportError)
-
-
 class LLMJudge:
     """Answer reward that asks an OpenAI-compatible chat model; see the module docstring.
 
-    Picklable (client, locks and the cache connection are rebuilt lazily after unpickling).
+    Picklable (client and locks are rebuilt lazily after unpickling).
 
     Args:
         url: base URL of the server (``http://host:port`` or ``.../v1``); env
@@ -107,7 +101,7 @@ class LLMJudge:
         model: model name sent in the request; env ``MASKSEARCH_JUDGE_MODEL``.
         api_key: bearer token; env ``MASKSEARCH_JUDGE_API_KEY`` (never logged).
         prompt_template: ``str.format`` template with ``{prediction}`` and ``{golds}``.
-        cache_path: sqlite file for verdicts; env ``MASKSEARCH_JUDGE_CACHE``; "" disables.
+        cache_path: folder of cached verdicts; env ``MASKSEARCH_JUDGE_CACHE``; "" disables.
         timeout_s: timeout of one HTTP request (> 0).
         max_retries: retries after the first attempt (>= 0).
         deadline_s: overall time budget of one judgement, retries included (> 0).
@@ -152,7 +146,7 @@ class LLMJudge:
         self._api_key = os.getenv("MASKSEARCH_JUDGE_API_KEY", "") if api_key is None else api_key
         self.prompt_template = prompt_template
         if cache_path is None:
-            cache_path = os.getenv("MASKSEARCH_JUDGE_CACHE", str(_DEFAULT_CACHE))
+            cache_path = os.getenv("MASKSEARCH_JUDGE_CACHE", _default_cache())
         self.cache_path = str(cache_path)
         self.timeout_s = float(timeout_s)
         self.max_retries = int(max_retries)
@@ -161,19 +155,19 @@ class LLMJudge:
         self.fallback = fallback if fallback is not None else token_recall
         self.max_tokens = int(max_tokens)
         self._counters: Counter[str] = Counter()
+        self._http_stats = CallStats()
+        self._cache = DiskCache(self.cache_path)
         self._init_runtime()
 
     # ---- runtime state (not pickled) ----
     def _init_runtime(self) -> None:
         self._lock = threading.Lock()
         self._semaphore = threading.BoundedSemaphore(self.max_concurrency)
-        self._client: httpx.Client | None = None
-        self._db: sqlite3.Connection | None = None
-        self._db_failed = False
+        self._client: OpenAIClient | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_lock", "_semaphore", "_client", "_db", "_db_failed"):
+        for key in ("_lock", "_semaphore", "_client"):
             state.pop(key, None)
         state["_counters"] = Counter(self._counters)
         return state
@@ -190,6 +184,7 @@ class LLMJudge:
         """Counters since construction: calls, requests, cache_hits, verdicts, fallbacks, reasons."""
         with self._lock:
             c = Counter(self._counters)
+        c["requests"] = self._http_stats.as_dict()["calls"]
         reasons = {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("fallback:")}
         return {
             "calls": c["calls"],
@@ -208,9 +203,7 @@ class LLMJudge:
 
     def cache_key(self, prompt: str) -> str:
         """sha256 of ``(model, prompt)``: a verdict is reused only for the same judge and question."""
-        return hashlib.sha256(
-            json.dumps([self.model, prompt], ensure_ascii=False).encode("utf-8")
-        ).hexdigest()
+        return cache_key(self.model, {"judge_prompt": prompt})
 
     def __call__(self, prediction: str, golds: list[str]) -> float:
         """Judge ``prediction`` against ``golds``: 1.0/0.0, or the fallback reward. Never raises."""
@@ -229,9 +222,10 @@ class LLMJudge:
             return cached
         try:
             content = self._request(prompt)
+        except EndpointError as exc:
+            return self._fallback(pred, gold_list, exc.reason, exc)
         except Exception as exc:
-            reason = "timeout" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
-            return self._fallback(pred, gold_list, reason, exc)
+            return self._fallback(pred, gold_list, type(exc).__name__, exc)
         verdict = parse_verdict(content)
         if verdict is None:
             return self._fallback(pred, gold_list, "unparseable", content[:80])
@@ -260,18 +254,18 @@ class LLMJudge:
             logger.exception("llm_judge fallback reward raised; scoring 0")
             return 0.0
 
-    def _endpoint(self) -> str:
-        base = self.url
-        return f"{base}/chat/completions" if base.endswith("/v1") else f"{base}/v1/chat/completions"
-
-    def _get_client(self) -> httpx.Client:
+    def _get_client(self) -> OpenAIClient:
         with self._lock:
             if self._client is None:
-                headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-                self._client = httpx.Client(
-                    timeout=httpx.Timeout(self.timeout_s),
-                    headers=headers,
-                    limits=httpx.Limits(max_connections=self.max_concurrency),
+                self._client = OpenAIClient(
+                    self.url,
+                    self._api_key,
+                    timeout_s=self.timeout_s,
+                    retry=RetryPolicy(
+                        max_attempts=self.max_retries + 1, backoff_initial_s=0.1, backoff_max_s=2.0
+                    ),
+                    stats=self._http_stats,
+                    max_connections=self.max_concurrency,
                 )
             return self._client
 
@@ -281,7 +275,6 @@ class LLMJudge:
         if not self._semaphore.acquire(timeout=self.deadline_s):
             raise TimeoutError("judge concurrency slot not available before the deadline")
         try:
-            client = self._get_client()
             body = {
                 "model": self.model,
                 "messages": [{"role": "user", "content": prompt}],
@@ -289,63 +282,19 @@ class LLMJudge:
                 "max_tokens": self.max_tokens,
             }
             remaining = max(0.001, self.deadline_s - (time.monotonic() - started))
-            for attempt in _Retrying(
-                stop=stop_after_attempt(self.max_retries + 1) | stop_after_delay(remaining),
-                wait=wait_exponential(multiplier=0.1, max=2.0),
-                retry=retry_if_exception(_retryable),
-                reraise=True,
-            ):
-                with attempt:
-                    self._count("requests")
-                    response = client.post(self._endpoint(), json=body)
-                    response.raise_for_status()
-                    payload = response.json()
-            return as_text(payload["choices"][0]["message"]["content"])
+            return self._get_client().post("/chat/completions", body, chat_text, deadline_s=remaining)
         finally:
             self._semaphore.release()
 
-    def _get_db(self) -> sqlite3.Connection | None:
-        if not self.cache_path or self._db_failed:
-            return None
-        if self._db is None:
-            try:
-                Path(self.cache_path).parent.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(self.cache_path, timeout=5.0, check_same_thread=False)
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, verdict REAL, raw TEXT)"
-                )
-                db.commit()
-                self._db = db
-            except Exception as exc:
-                self._db_failed = True
-                logger.warning(
-                    "llm_judge cache %s unusable (%s); continuing without cache", self.cache_path, exc
-                )
-                return None
-        return self._db
-
     def _cache_get(self, key: str) -> float | None:
-        with self._lock:
-            db = self._get_db()
-            if db is None:
-                return None
-            try:
-                row = db.execute("SELECT verdict FROM verdicts WHERE key = ?", (key,)).fetchone()
-            except Exception as exc:
-                logger.warning("llm_judge cache read failed: %s", exc)
-                return None
-        return None if row is None else float(row[0])
+        hit = self._cache.get(key)
+        try:
+            return None if hit is None else float(hit["verdict"])
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def _cache_put(self, key: str, verdict: float, raw: str) -> None:
-        with self._lock:
-            db = self._get_db()
-            if db is None:
-                return
-            try:
-                db.execute("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?)", (key, verdict, raw[:200]))
-                db.commit()
-            except Exception as exc:
-                logger.warning("llm_judge cache write failed: %s", exc)
+        self._cache.put(key, {"verdict": verdict, "raw": raw[:200]})
 
 
 def _name(fn: object) -> str:
