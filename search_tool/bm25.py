@@ -28,7 +28,7 @@ from typing import Any
 from tqdm import tqdm
 
 from masksearch.data.corpus import Passage
-from masksearch.search_tool.manifest import Manifest, package_versions
+from masksearch.search_tool.manifest import IndexLoadError, Manifest, package_versions
 from masksearch.search_tool.passage_store import PassageStore, write_passage_store
 from masksearch.search_tool.types import Hit
 
@@ -59,12 +59,15 @@ class Bm25Tokenizer:
     Each distinct word is stemmed once and remembered (``word -> stem``, ``""`` for stopwords):
     at 100k passages this halves the build, which is dominated by tokenisation. The memo is
     cleared when it reaches ``max_cache`` words, so arbitrary query text cannot grow it without
-    bound. Thread-safe: dict reads/writes are atomic, and each thread gets its own stemmer.
+    bound, and words longer than ``max_word_chars`` are stemmed every time but never remembered,
+    so the memo holds at most ``max_cache * max_word_chars`` characters whatever the queries are.
+    Thread-safe: dict reads/writes are atomic, and each thread gets its own stemmer.
     """
 
-    def __init__(self, stemmer: str | None = "english", max_cache: int = 1_000_000):
+    def __init__(self, stemmer: str | None = "english", max_cache: int = 1_000_000, max_word_chars: int = 64):
         self.stemmer_name = stemmer
         self.max_cache = max_cache
+        self.max_word_chars = max_word_chars
         self._memo: dict[str, str] = {}
         self._local = threading.local()
 
@@ -89,14 +92,18 @@ class Bm25Tokenizer:
         except KeyError:
             if len(memo) >= self.max_cache:
                 memo.clear()
+            stems = []
             for w in words:
-                if w not in memo:
-                    memo[w] = self.stem_word(w)
-            stems = [memo[w] for w in words]
+                stem = memo.get(w)
+                if stem is None:
+                    stem = self.stem_word(w)
+                    if len(w) <= self.max_word_chars:
+                        memo[w] = stem
+                stems.append(stem)
         return [s for s in stems if s]
 
     def __reduce__(self):
-        return (Bm25Tokenizer, (self.stemmer_name, self.max_cache))
+        return (Bm25Tokenizer, (self.stemmer_name, self.max_cache, self.max_word_chars))
 
 
 def tokenize_for_bm25(texts: Iterable[str], stemmer: str | None = "english") -> list[list[str]]:
@@ -218,15 +225,26 @@ class BM25Retriever:
         if self.backend == "numba":
             _enable_numba_cache()
         started = time.perf_counter()
-        self._model = bm25s.BM25.load(
-            str(self.index_dir / BM25_SUBDIR),
-            mmap=mmap,
-            load_corpus=False,
-            show_progress=False,
-            backend=self.backend,
-        )
+        model_dir = self.index_dir / BM25_SUBDIR
+        if not (model_dir / "params.index.json").is_file():
+            raise IndexLoadError(
+                f"{self.index_dir} is missing its BM25 files ({BM25_SUBDIR}/); rebuild it with "
+                "'masksearch index build --retriever bm25'"
+            )
+        try:
+            self._model = bm25s.BM25.load(
+                str(model_dir),
+                mmap=mmap,
+                load_corpus=False,
+                show_progress=False,
+                backend=self.backend,
+            )
+            self.passages = PassageStore(self.index_dir)
+        except (OSError, ValueError) as exc:
+            raise IndexLoadError(
+                f"{self.index_dir}: cannot load the BM25 index ({exc}); rebuild it"
+            ) from None
         self.mmap = mmap
-        self.passages = PassageStore(self.index_dir)
         self.doc_count = len(self.passages)
         self._tokenizer = Bm25Tokenizer(manifest.params.get("stemmer", "english"))
         self._n_threads = n_threads or os.cpu_count() or 1

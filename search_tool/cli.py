@@ -97,6 +97,24 @@ def _register_retriever(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--max-pending", type=int, default=4096, help="Queued queries before answering 503 (default: 4096)."
     )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=16 * 1024 * 1024,
+        help="Larger request bodies (chunked too) get 413 (default: 16 MiB).",
+    )
+    serve.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=1024,
+        help="Open connections above this get 503 (default: 1024).",
+    )
+    serve.add_argument(
+        "--token-file",
+        default=None,
+        help="Require 'Authorization: Bearer <token>' on /retrieve, the token read from this file "
+        "(default: $MASKSEARCH_RETRIEVER_TOKEN if set, else no token). /health stays open.",
+    )
     serve.add_argument("--uvicorn-log-level", default="warning", help="uvicorn log level (default: warning).")
     serve.set_defaults(handler=_serve)
 
@@ -173,6 +191,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from masksearch.search_tool.protocol import read_token
     from masksearch.search_tool.server import ServerLimits, serve
 
     try:
@@ -183,17 +202,28 @@ def _serve(args: argparse.Namespace) -> int:
             max_query_chars=args.max_query_chars,
             max_batch_queries=args.max_batch,
             max_pending_queries=args.max_pending,
+            max_body_bytes=args.max_body_bytes,
+            limit_concurrency=args.limit_concurrency,
         )
+        token = read_token(args.token_file)
     except ValueError as exc:
         raise UserFacingError(str(exc)) from None
     retriever = _load(args.index, args.corpus, args.backend, args.device)
+    auth = "bearer token required" if token else "no token"
     print(
         f"serving {retriever.kind} index {args.index} ({retriever.doc_count} passages) on "
-        f"http://{args.host}:{args.port} (POST /retrieve, GET /health)",
+        f"http://{args.host}:{args.port} (POST /retrieve, GET /health; {auth})",
         file=sys.stderr,
         flush=True,
     )
-    serve(retriever, host=args.host, port=args.port, limits=limits, log_level=args.uvicorn_log_level)
+    serve(
+        retriever,
+        host=args.host,
+        port=args.port,
+        limits=limits,
+        log_level=args.uvicorn_log_level,
+        token=token,
+    )
     return 0
 
 

@@ -9,8 +9,11 @@ retries live here, not in the caller:
   rollout at most ``timeout_s`` (connection refused fails much faster).
 * Transport errors, 429 and 5xx (e.g. the server's 503 when its queue is full) are retried with
   exponential backoff and jitter (tenacity); 4xx are not.
-* Identical ``(query, topk)`` pairs are answered from an LRU cache — RL groups sample the same
-  prompt many times and models repeat queries. Only successes are cached.
+* Identical ``(query, topk)`` pairs are answered from an LRU cache (``cachetools``) — RL groups
+  sample the same prompt many times and models repeat queries. Only successes are cached.
+* A server started with a token gets ``Authorization: Bearer <token>``; the token is read where
+  the client runs (``token_file`` or ``$MASKSEARCH_RETRIEVER_TOKEN``), never stored in the config.
+  Error messages show the URL without userinfo or query string.
 
 The client is cheap to construct and pickles as its config only: the retriever, HTTP
 connections and cache are created lazily on first use, so it can be built on the driver and
@@ -26,11 +29,11 @@ import os
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from masksearch.core.urls import public_url
 from masksearch.search_tool.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -80,6 +83,8 @@ class SearchClientConfig:
         max_query_chars: longer queries are truncated before searching (the server does the same).
         corpus: in-process only: corpus file to check against the index manifest.
         backend: in-process only: BM25 backend (auto, numba, numpy).
+        token_file: HTTP only: file holding the server's bearer token (default: the
+            ``MASKSEARCH_RETRIEVER_TOKEN`` environment variable, if set).
     """
 
     index: str | None = None
@@ -93,6 +98,7 @@ class SearchClientConfig:
     max_query_chars: int = 4096
     corpus: str | None = None
     backend: str = "auto"
+    token_file: str | None = None
 
     def __post_init__(self) -> None:
         if (self.index is None) == (self.url is None):
@@ -106,28 +112,29 @@ class SearchClientConfig:
 
 
 class _LRU:
-    """A small thread-safe LRU for (query, topk) -> hits."""
+    """Thread-safe ``cachetools.LRUCache`` for (query, topk) -> hits; size 0 caches nothing."""
 
     def __init__(self, size: int):
+        from cachetools import LRUCache
+
         self.size = size
-        self._data: OrderedDict[tuple[str, int], list[Hit]] = OrderedDict()
+        self._data: LRUCache | None = LRUCache(maxsize=size) if size > 0 else None
         self._lock = threading.Lock()
 
     def get(self, key: tuple[str, int]) -> list[Hit] | None:
+        if self._data is None:
+            return None
         with self._lock:
-            hits = self._data.get(key)
-            if hits is not None:
-                self._data.move_to_end(key)
-            return hits
+            return self._data.get(key)
 
     def put(self, key: tuple[str, int], hits: list[Hit]) -> None:
-        if self.size <= 0:
+        if self._data is None:
             return
         with self._lock:
             self._data[key] = hits
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return 0 if self._data is None else len(self._data)
 
 
 class SearchError(Exception):
@@ -146,7 +153,7 @@ def _short_error(exc: BaseException, url: str | None, budget: float) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return f"search timed out after {budget:g}s"
     if isinstance(exc, httpx.ConnectError):
-        return f"search service unreachable at {url}"
+        return f"search service unreachable at {public_url(url)}"
     if isinstance(exc, httpx.TransportError):
         return f"search service connection failed ({type(exc).__name__})"
     if isinstance(exc, _RetryableHTTP):
@@ -189,6 +196,10 @@ class _Http:
         self._client = None
         self._aclients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        from masksearch.search_tool.protocol import read_token
+
+        token = read_token(config.token_file)
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def _retrying_kwargs(self) -> dict[str, Any]:
         import httpx
@@ -220,6 +231,11 @@ class _Http:
         status = response.status_code
         if status == 429 or status >= 500:
             raise _RetryableHTTP(f"HTTP {status}")
+        if status == 401:
+            raise SearchError(
+                "search service refused the request (HTTP 401): set MASKSEARCH_RETRIEVER_TOKEN "
+                "(or token_file) to the server's token"
+            )
         if status != 200:
             raise SearchError(f"search request rejected (HTTP {status}): {response.text[:200]}")
         try:
@@ -246,7 +262,7 @@ class _Http:
 
         with self._lock:
             if self._client is None:
-                self._client = httpx.Client(timeout=self.config.timeout_s)
+                self._client = httpx.Client(timeout=self.config.timeout_s, headers=self.headers)
         deadline = time.monotonic() + self.config.timeout_s
         payload = self._payload(queries, topk)
         for attempt in Retrying(**self._retrying_kwargs()):
@@ -262,7 +278,9 @@ class _Http:
         loop = asyncio.get_running_loop()
         client = self._aclients.get(loop)
         if client is None:
-            client = self._aclients[loop] = httpx.AsyncClient(timeout=self.config.timeout_s)
+            client = self._aclients[loop] = httpx.AsyncClient(
+                timeout=self.config.timeout_s, headers=self.headers
+            )
         deadline = time.monotonic() + self.config.timeout_s
         payload = self._payload(queries, topk)
         async for attempt in AsyncRetrying(**self._retrying_kwargs()):
@@ -380,7 +398,7 @@ class SearchClient:
             import httpx
 
             url = backend.url[: -len("/retrieve")] + "/health"
-            response = httpx.get(url, timeout=self.config.timeout_s)
+            response = httpx.get(url, timeout=self.config.timeout_s, headers=backend.headers)
             response.raise_for_status()
             return response.json()
         backend.fetch(["warmup"], 1)
@@ -401,7 +419,7 @@ def from_config(config: Mapping[str, Any]) -> SearchClient:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"Unknown search client option(s) {unknown}; known: {sorted(known)}")
-    for key in ("index", "url", "corpus"):
+    for key in ("index", "url", "corpus", "token_file"):
         if values.get(key) is not None:
             values[key] = str(values[key])
     return SearchClient(SearchClientConfig(**values))

@@ -90,6 +90,25 @@ class Manifest:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in raw.items() if k in known})
 
+    def part_dir(self, folder: str | os.PathLike[str], name: str, default: str | None = None) -> Path:
+        """``folder/<params.parts[name]>``, refused unless it stays inside ``folder``.
+
+        A hybrid manifest names its parts' sub-folders; an absolute path or ``..`` there would make
+        the loader open files anywhere on the machine.
+        """
+        parts = self.params.get("parts", {name: default})
+        sub = parts.get(name) if isinstance(parts, dict) else None
+        if not isinstance(sub, str) or not sub:
+            raise IndexLoadError(f"{folder}/{MANIFEST_FILE}: params.parts has no {name!r} folder")
+        root = Path(folder).resolve()
+        path = (root / sub).resolve()
+        if Path(sub).is_absolute() or not path.is_relative_to(root) or path == root:
+            raise IndexLoadError(
+                f"{folder}/{MANIFEST_FILE}: part {name!r} points outside the index folder ({sub!r}); "
+                "parts must be sub-folders of the index"
+            )
+        return path
+
     def check_corpus(self, corpus_sha256: str, corpus_label: str) -> None:
         """Raise :class:`IndexMismatchError` unless the corpus checksum matches the one indexed."""
         if corpus_sha256 != self.corpus_sha256:

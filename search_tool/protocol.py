@@ -18,15 +18,42 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from masksearch.search_tool.types import Hit
+
+# Hard cap on ``queries`` in one request, enforced by the schema itself (a server may set a lower
+# limit). The check runs while the list is validated, before any retrieval work.
+MAX_QUERIES = 4096
+# The retrieval server's optional bearer token: read by the server (``--token-file`` or this
+# variable) and sent by the client, never put in a config, a URL or a command line.
+TOKEN_ENV = "MASKSEARCH_RETRIEVER_TOKEN"
+
+
+def read_token(token_file: str | None = None) -> str | None:
+    """The bearer token from ``token_file`` (first line), else ``$MASKSEARCH_RETRIEVER_TOKEN``, else None.
+
+    Raises:
+        ValueError: the file is missing, unreadable or empty (one line naming the file).
+    """
+    import os
+
+    if token_file:
+        try:
+            with open(token_file, encoding="utf-8") as fh:
+                token = fh.read().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read the retriever token file {token_file}: {exc.strerror}") from None
+        if not token:
+            raise ValueError(f"the retriever token file {token_file} is empty")
+        return token
+    return os.environ.get(TOKEN_ENV, "").strip() or None
 
 
 class RetrieveRequest(BaseModel):
     """``topk`` may be omitted (the server's default applies), as in Search-R1."""
 
-    queries: list[str]
+    queries: list[str] = Field(max_length=MAX_QUERIES)
     topk: int | None = None
     return_scores: bool = False
 
@@ -110,3 +137,23 @@ class HealthResponse(BaseModel):
     index: dict[str, Any] = {}
     limits: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
+
+
+def _without_path(value: Any) -> Any:
+    """A string that looks like a local path becomes its last component; containers are walked."""
+    if isinstance(value, dict):
+        return {k: _without_path(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_path(v) for v in value]
+    if isinstance(value, str) and ("/" in value or "\\" in value):
+        return value.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return value
+
+
+def public_index_info(info: dict[str, Any]) -> dict[str, Any]:
+    """What ``/health`` may show about an index: no local paths (an encoder folder becomes its name).
+
+    >>> public_index_info({"kind": "dense", "params": {"model": "/home/me/models/e5-base", "k1": 1.5}})
+    {'kind': 'dense', 'params': {'model': 'e5-base', 'k1': 1.5}}
+    """
+    return {k: _without_path(v) for k, v in info.items() if k not in ("corpus_path", "index_dir")}

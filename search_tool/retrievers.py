@@ -175,9 +175,10 @@ def _load_dense(index_dir: Path, manifest: Manifest, *, backend: str, mmap: bool
 def _load_hybrid(index_dir: Path, manifest: Manifest, *, backend: str, mmap: bool, device: str | None):
     from masksearch.search_tool.hybrid import HybridRetriever
 
-    parts = manifest.params.get("parts", HYBRID_PARTS)
-    bm25 = load_retriever(index_dir / parts["bm25"], backend=backend, mmap=mmap)
-    dense = load_retriever(index_dir / parts["dense"], device=device)
+    bm25_dir = manifest.part_dir(index_dir, "bm25", HYBRID_PARTS["bm25"])
+    dense_dir = manifest.part_dir(index_dir, "dense", HYBRID_PARTS["dense"])
+    bm25 = load_retriever(bm25_dir, backend=backend, mmap=mmap)
+    dense = load_retriever(dense_dir, device=device)
     return HybridRetriever(
         bm25,
         dense,

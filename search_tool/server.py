@@ -10,24 +10,40 @@ so tests and benchmarks can run several apps in one process. Behaviour at the ed
 * A blank query gets ``[]`` for its slot without reaching the retriever.
 * Concurrent requests are merged by a :class:`~masksearch.search_tool.batcher.MicroBatcher`;
   when its bounded queue is full the server answers 503 with ``Retry-After`` (our client retries).
-* Bodies above ``max_body_bytes`` are refused with 413 before they are read.
+* Every body is counted as it arrives (declared ``Content-Length`` or chunked): above
+  ``max_body_bytes`` the server answers 413 and stops reading. The body is then parsed and
+  validated in a worker thread (the schema caps ``queries`` at ``MAX_QUERIES``), and the response
+  JSON is built in a worker thread too, so a large request never stalls the event loop.
+* With a ``token`` every route except ``/health`` needs ``Authorization: Bearer <token>`` (401
+  otherwise). ``/health`` stays open and shows no local paths.
+* ``limit_concurrency`` (uvicorn) answers 503 above that many open connections.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
+import hmac
 import json
 import logging
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import ValidationError
 
 from masksearch.search_tool.batcher import MicroBatcher, QueueFull
-from masksearch.search_tool.protocol import HealthResponse, RetrieveRequest, RetrieveResponse
+from masksearch.search_tool.protocol import (
+    MAX_QUERIES,
+    HealthResponse,
+    RetrieveRequest,
+    RetrieveResponse,
+    public_index_info,
+)
 from masksearch.search_tool.retrievers import Retriever, describe
 
 logger = logging.getLogger(__name__)
@@ -47,45 +63,106 @@ class ServerLimits:
     max_batch_queries: int = 256
     max_pending_queries: int = 4096
     batch_wait_s: float = 0.0
+    limit_concurrency: int = 1024
 
     def __post_init__(self) -> None:
         if not 1 <= self.default_topk <= self.max_topk:
             raise ValueError("default_topk must be between 1 and max_topk")
         if self.max_queries_per_request > self.max_pending_queries:
             raise ValueError("max_queries_per_request must not exceed max_pending_queries")
-        if min(self.max_query_chars, self.max_body_bytes, self.max_batch_queries) <= 0:
+        if self.max_queries_per_request > MAX_QUERIES:
+            raise ValueError(f"max_queries_per_request must not exceed the protocol's cap of {MAX_QUERIES}")
+        if (
+            min(self.max_query_chars, self.max_body_bytes, self.max_batch_queries, self.limit_concurrency)
+            <= 0
+        ):
             raise ValueError("limits must be positive")
 
 
-class _BodySizeLimit:
-    """Pure ASGI middleware: 413 for a declared Content-Length above the limit (no body read)."""
+async def _send_json(send, status: int, detail: str, headers: list | None = None) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *(headers or [])],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
-    def __init__(self, app, max_bytes: int):
+
+class _Guard:
+    """Pure ASGI middleware: bearer token on every path but ``/health``, and a real body byte limit.
+
+    The body is read here, chunk by chunk, and counted whatever ``Content-Length`` says (a chunked
+    body declares none): past ``max_bytes`` the client gets 413 and the rest is never read. The
+    app then sees the buffered body, so it cannot be made to read more.
+    """
+
+    def __init__(self, app, max_bytes: int, token: str | None):
         self.app = app
         self.max_bytes = max_bytes
+        self.token = token.encode() if token else None
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            for name, value in scope.get("headers", ()):
-                if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                    body = json.dumps({"detail": f"request body over {self.max_bytes} bytes"}).encode()
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 413,
-                            "headers": [(b"content-type", b"application/json")],
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": body})
-                    return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", ()))
+        if self.token is not None and scope.get("path") != "/health":
+            given = headers.get(b"authorization", b"")
+            if not hmac.compare_digest(given, b"Bearer " + self.token):
+                await _send_json(
+                    send, 401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")]
+                )
+                return
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await _send_json(send, 413, f"request body over {self.max_bytes} bytes")
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await _send_json(send, 413, f"request body over {self.max_bytes} bytes")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
-def create_app(retriever: Retriever, limits: ServerLimits | None = None) -> FastAPI:
-    """Build the FastAPI app around one retriever; all state lives in this closure and ``app.state``."""
+def _parse_request(body: bytes) -> RetrieveRequest:
+    try:
+        return RetrieveRequest.model_validate_json(body or b"{}")
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
+
+
+def create_app(
+    retriever: Retriever, limits: ServerLimits | None = None, *, token: str | None = None
+) -> FastAPI:
+    """Build the FastAPI app around one retriever; all state lives in this closure and ``app.state``.
+
+    ``token``: when set, ``/retrieve`` needs ``Authorization: Bearer <token>``.
+    """
     limits = limits or ServerLimits()
     counters = {"truncated_queries": 0, "blank_queries": 0, "failed_requests": 0}
-    index_info = describe(retriever)
+    index_info = public_index_info(describe(retriever))
     state: dict[str, Any] = {"batcher": None, "ready": False}
 
     @contextlib.asynccontextmanager
@@ -128,8 +205,18 @@ def create_app(retriever: Retriever, limits: ServerLimits | None = None) -> Fast
             metrics=metrics,
         )
 
-    @app.post("/retrieve")
-    async def retrieve(request: RetrieveRequest) -> Response:
+    @app.post(
+        "/retrieve",
+        openapi_extra={
+            "requestBody": {
+                "content": {"application/json": {"schema": RetrieveRequest.model_json_schema()}},
+                "required": True,
+            }
+        },
+    )
+    async def retrieve(http_request: Request) -> Response:
+        # Parse and validate off the event loop; the schema's list cap fails a huge list early.
+        request = await asyncio.to_thread(_parse_request, await http_request.body())
         topk = limits.default_topk if request.topk is None else request.topk
         if not 1 <= topk <= limits.max_topk:
             raise HTTPException(422, f"topk must be between 1 and {limits.max_topk}, got {topk}")
@@ -164,10 +251,12 @@ def create_app(retriever: Retriever, limits: ServerLimits | None = None) -> Fast
             raise HTTPException(500, f"retrieval failed: {type(exc).__name__}: {exc}") from None
         for row, row_hits in zip(rows, found, strict=True):
             hits[row] = row_hits
-        body = RetrieveResponse.from_hits(hits, request.return_scores).model_dump_json()
+        body = await asyncio.to_thread(
+            lambda: RetrieveResponse.from_hits(hits, request.return_scores).model_dump_json()
+        )
         return Response(content=body, media_type="application/json")
 
-    app.add_middleware(_BodySizeLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(_Guard, max_bytes=limits.max_body_bytes, token=token)
     return app
 
 
@@ -178,6 +267,7 @@ def serve(
     port: int = 8000,
     limits: ServerLimits | None = None,
     log_level: str = "warning",
+    token: str | None = None,
 ) -> None:
     """Run uvicorn around a loaded retriever until interrupted (``masksearch retriever serve``)."""
     import uvicorn
@@ -189,4 +279,12 @@ def serve(
     gc.collect()
     gc.freeze()
     # Access logs cost throughput and flood training logs; /health has the counters.
-    uvicorn.run(create_app(retriever, limits), host=host, port=port, log_level=log_level, access_log=False)
+    limits = limits or ServerLimits()
+    uvicorn.run(
+        create_app(retriever, limits, token=token),
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        limit_concurrency=limits.limit_concurrency,
+    )

@@ -100,6 +100,8 @@ class ServerProcess:
     index: Path
     port: int
     proc: subprocess.Popen | None = None
+    extra_args: tuple[str, ...] = ()
+    extra_env: dict[str, str] | None = None
 
     @property
     def url(self) -> str:
@@ -122,8 +124,9 @@ class ServerProcess:
             "numpy",  # no numba JIT in a fresh process: keeps start-up ~2 s
             "--max-topk",
             "20",
+            *self.extra_args,
         ]
-        env = {**os.environ, "TQDM_DISABLE": "1"}
+        env = {**os.environ, "TQDM_DISABLE": "1", **(self.extra_env or {})}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -176,3 +179,9 @@ def make_stub():
 def unused_port() -> int:
     """A port nothing listens on (connection refused)."""
     return free_port()
+
+
+@pytest.fixture(scope="session")
+def server_process():
+    """The ServerProcess class, for tests that need a server started with extra flags."""
+    return ServerProcess
