@@ -15,7 +15,6 @@ Three extractors, chosen by name through ``make_extractor``:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -263,12 +262,9 @@ def chat_completions_url(base_url: str) -> str:
     >>> chat_completions_url("http://127.0.0.1:8000/v1/")
     'http://127.0.0.1:8000/v1/chat/completions'
     """
-    url = base_url.rstrip("/")
-    if url.endswith("/chat/completions"):
-        return url
-    if url.endswith("/v1"):
-        return url + "/chat/completions"
-    return url + "/v1/chat/completions"
+    from masksearch.core.openai_client import v1_base
+
+    return v1_base(base_url) + "/chat/completions"
 
 
 def parse_span_list(content: str) -> list[str]:
@@ -312,8 +308,9 @@ class LLMSpanExtractor:
 
     URL, model and key come from the arguments or from ``MASKSEARCH_LLM_BASE_URL`` /
     ``OPENAI_BASE_URL``, ``MASKSEARCH_LLM_MODEL``, ``MASKSEARCH_LLM_API_KEY`` / ``OPENAI_API_KEY``.
-    Every request has a timeout; transport errors and 5xx answers are retried ``retries`` times,
-    then ``ExtractorError`` is raised for that passage.
+    Requests go through the shared client (:mod:`masksearch.core.openai_client`): a timeout, and
+    ``retries`` retries of transport errors, 429 (``Retry-After`` honoured) and 5xx answers, then
+    ``ExtractorError`` for that passage. Answers are kept in the shared disk cache.
     """
 
     name = "llm"
@@ -329,6 +326,8 @@ class LLMSpanExtractor:
         retries: int = 2,
         max_spans: int = 8,
     ) -> None:
+        from masksearch.core.openai_client import CallStats, DiskCache
+
         base_url = base_url or os.environ.get("MASKSEARCH_LLM_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
         if not base_url:
             raise ExtractorUnavailable(
@@ -339,38 +338,46 @@ class LLMSpanExtractor:
             raise ExtractorUnavailable(
                 "the 'llm' extractor needs a model: --llm-model or MASKSEARCH_LLM_MODEL"
             )
+        self.base_url = base_url
         self.url = chat_completions_url(base_url)
         self.api_key = api_key or os.environ.get("MASKSEARCH_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY")
         self.timeout = float(timeout)
         self.retries = int(retries)
         self.max_spans = int(max_spans)
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "masksearch" / "llm_spans")
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self.requests_made = 0
+        self._cache = DiskCache(self.cache_dir)
+        self._stats = CallStats()
         self._client: Any = None
 
-    def _cache_path(self, text: str) -> Path:
-        key = hashlib.sha256(f"{LLM_PROMPT_VERSION}\0{self.model}\0{text}".encode()).hexdigest()
-        return self.cache_dir / f"{key}.json"
+    @property
+    def requests_made(self) -> int:
+        """HTTP requests sent so far (retries included)."""
+        return self._stats.as_dict()["calls"]
+
+    def _cache_key(self, text: str) -> str:
+        from masksearch.core.openai_client import cache_key
+
+        return cache_key(self.model, {"prompt_version": LLM_PROMPT_VERSION, "passage": text})
 
     def __call__(self, text: str) -> list[Span]:
-        path = self._cache_path(text)
-        if path.exists():
-            span_texts = json.loads(path.read_text(encoding="utf-8"))
-        else:
+        key = self._cache_key(text)
+        span_texts = self._cache.get(key)
+        if not isinstance(span_texts, list):
             span_texts = parse_span_list(self._ask(text))[: self.max_spans]
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(span_texts), encoding="utf-8")
-            os.replace(tmp, path)
+            self._cache.put(key, span_texts)
         return locate_spans(text, span_texts)
 
     def _ask(self, text: str) -> str:
-        import httpx
-        from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+        from masksearch.core.openai_client import EndpointError, OpenAIClient, RetryPolicy, chat_text
 
         if self._client is None:
-            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            self._client = httpx.Client(timeout=self.timeout, headers=headers)
+            self._client = OpenAIClient(
+                self.base_url,
+                self.api_key,
+                timeout_s=self.timeout,
+                retry=RetryPolicy(max_attempts=self.retries + 1, backoff_initial_s=0.2, backoff_max_s=2.0),
+                stats=self._stats,
+            )
         payload = {
             "model": self.model,
             "temperature": 0,
@@ -379,34 +386,15 @@ class LLMSpanExtractor:
                 {"role": "user", "content": f"At most {self.max_spans} spans.\nPassage: {text}"},
             ],
         }
-
-        @retry(
-            retry=retry_if_exception_type((httpx.TransportError, _Retryable)),
-            stop=stop_after_attempt(self.retries + 1),
-            wait=wait_exponential(multiplier=0.2, max=2.0),
-            reraise=True,
-        )
-        def post() -> str:
-            self.requests_made += 1
-            response = self._client.post(self.url, json=payload)
-            if response.status_code >= 500:
-                raise _Retryable(f"HTTP {response.status_code} from {self.url}")
-            response.raise_for_status()
-            return response.json()["choices"][0]["message"]["content"]
-
         try:
-            return post()
-        except (httpx.HTTPError, _Retryable, KeyError, IndexError, ValueError) as exc:
+            return self._client.post("/chat/completions", payload, chat_text)
+        except EndpointError as exc:
             raise ExtractorError(f"LLM span extraction failed ({self.url}): {exc}") from exc
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
-
-
-class _Retryable(Exception):
-    pass
 
 
 # ---------------------------------------------------------------------------------------------

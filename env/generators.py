@@ -260,6 +260,8 @@ class OpenAIGenerator:
         timeout_s: per-request timeout.
         extra_body: extra JSON fields for every request (server-specific options).
         http_client: an ``httpx.Client`` to use (tests, custom transports).
+        retry: retry policy of the shared client (:mod:`masksearch.core.openai_client`); the
+            default is one attempt, as a caller such as the SFT teacher adds its own retries.
     """
 
     token_in = False
@@ -276,23 +278,28 @@ class OpenAIGenerator:
         timeout_s: float = 120.0,
         extra_body: dict[str, Any] | None = None,
         http_client: Any = None,
+        retry: Any = None,
     ):
-        import httpx
+        from masksearch.core.openai_client import OpenAIClient, RetryPolicy
 
         if api not in ("completions", "chat"):
             raise ValueError(f"api must be 'completions' or 'chat', got {api!r}")
-        base = url.rstrip("/")
-        self.base_url = base if base.endswith("/v1") else base + "/v1"
+        self.client = OpenAIClient(
+            url,
+            api_key,
+            timeout_s=timeout_s,
+            retry=retry or RetryPolicy(max_attempts=1),
+            http_client=http_client,
+        )
+        self.base_url = self.client.base_url
         self.model = model
         self.api = api
         self.temperature = float(temperature)
         self.top_p = float(top_p)
         self.extra_body = dict(extra_body or {})
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = http_client or httpx.Client(timeout=timeout_s, headers=headers)
 
     def close(self) -> None:
-        self._client.close()
+        self.client.close()
 
     def generate(
         self,
@@ -302,7 +309,7 @@ class OpenAIGenerator:
         *,
         messages: list[dict[str, Any]] | None = None,
     ) -> GenerationResult:
-        import httpx
+        from masksearch.core.openai_client import EndpointError
 
         body: dict[str, Any] = {
             "model": self.model,
@@ -324,15 +331,9 @@ class OpenAIGenerator:
                 body["add_generation_prompt"] = False
         body.update(self.extra_body)
         try:
-            response = self._client.post(self.base_url + path, json=body)
-            response.raise_for_status()
-            choice = response.json()["choices"][0]
-        except httpx.HTTPStatusError as exc:
-            raise GenerationError(f"{self.base_url}{path}: HTTP {exc.response.status_code}") from exc
-        except httpx.HTTPError as exc:
-            raise GenerationError(f"{self.base_url}{path}: {type(exc).__name__}: {exc}") from exc
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise GenerationError(f"{self.base_url}{path}: unexpected response ({exc})") from exc
+            choice = self.client.post(path, body, lambda reply: dict(reply["choices"][0]))
+        except EndpointError as exc:
+            raise GenerationError(str(exc)) from exc
         if self.api == "completions":
             text = choice.get("text") or ""
         else:
