@@ -25,15 +25,21 @@ that really searches, even when the model is a random tiny one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
+import threading
 import time
 from collections.abc import Generator, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 import torch
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
+
+from masksearch.backends.hf_decode import BatchDecoder, Row, RowSpec
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +55,73 @@ def default_max_tokens(prompt_len: int, prompt_length: int, response_length: int
     return max(0, min(response_length, prompt_length + response_length - prompt_len))
 
 
+@dataclass(frozen=True)
+class HFRolloutOptions:
+    """``actor_rollout_ref.rollout.engine_kwargs.hf.*``: how the server batches on CPU.
+
+    Defaults measured on 2 cores with SmolLM2-135M (``benchmarks/rollout.py``).
+
+    Attributes:
+        max_batch_size: most rows decoded together; ``1`` is the serial path (one request at a time).
+        batch_wait_ms: after the first request of an idle server arrives, wait this long for others
+            before prefilling them together (verl's agent loops send a step's requests within ms).
+        join_running: prefill requests that arrive while a batch decodes and merge them into it
+            between decode steps, instead of waiting for the batch to finish.
+        num_threads: torch intra-op threads of the server (``0``: every CPU this process may use;
+            Ray gives an actor with ``num_cpus=0`` one thread otherwise).
+        scripted_policy: ``pkg.module:function`` writing turns instead of sampling (see module doc).
+    """
+
+    max_batch_size: int = 32
+    batch_wait_ms: float = 20.0
+    join_running: bool = True
+    num_threads: int = 0
+    scripted_policy: str | None = None
+
+    @classmethod
+    def from_engine_kwargs(cls, engine_kwargs: Any) -> HFRolloutOptions:
+        """Read ``engine_kwargs.hf`` (a dict or DictConfig); unknown keys are a one-line error."""
+        section = (engine_kwargs or {}).get("hf") or {}
+        values = {str(k): v for k, v in dict(section).items()}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown actor_rollout_ref.rollout.engine_kwargs.hf key(s) {unknown}; known: {sorted(known)}"
+            )
+        options = cls(**values)
+        if int(options.max_batch_size) < 1:
+            raise ValueError(f"engine_kwargs.hf.max_batch_size must be >= 1, got {options.max_batch_size}")
+        if float(options.batch_wait_ms) < 0:
+            raise ValueError(f"engine_kwargs.hf.batch_wait_ms must be >= 0, got {options.batch_wait_ms}")
+        return options
+
+
+@dataclass(eq=False)
+class _Request:
+    """One ``generate`` call while it waits or decodes; resolved on the caller's event loop."""
+
+    spec: RowSpec
+    request_id: str
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    arrived: float = field(default_factory=time.monotonic)
+    aborted: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+_STOP_REASONS = {"eos": "completed", "stop": "completed", "length": "length", "aborted": "aborted"}
+
+
 class HFRolloutServer:
-    """Token-in/token-out generation with transformers. Created by ``HFReplica`` as a Ray actor."""
+    """Token-in/token-out generation with transformers. Created by ``HFReplica`` as a Ray actor.
+
+    Concurrent ``generate`` calls are gathered into batches by one decoding thread (see
+    ``HFRolloutOptions``); each request keeps its own budget, stop strings and sampling parameters,
+    and leaves the batch as soon as it is done. ``stop_reason`` is ``"completed"`` (EOS or a stop
+    string), ``"length"`` (budget reached) or ``"aborted"`` (``abort_all_requests``; the tokens
+    generated until then are returned, as vLLM does, so verl's client can resume them).
+    """
 
     def __init__(
         self,
@@ -59,14 +130,23 @@ class HFRolloutServer:
         response_length: int,
         trust_remote_code: bool = False,
         scripted_policy: str | None = None,
+        options: HFRolloutOptions | dict[str, Any] | None = None,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if not isinstance(options, HFRolloutOptions):
+            options = HFRolloutOptions.from_engine_kwargs({"hf": options or {}})
+        if scripted_policy is not None:
+            options = dataclasses.replace(options, scripted_policy=scripted_policy)
+        self.options = options
+        threads = int(options.num_threads) or len(os.sched_getaffinity(0))
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
         self.model_path = model_path
         self.prompt_length = prompt_length
         self.response_length = response_length
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-        # fp32 on CPU: bf16 matmuls are slow there and would widen the rollout/trainer gap.
+        # fp32 on CPU: the trainer recomputes log-probs in fp32 (cpu_profile), bf16 would widen the gap.
         self.model = AutoModelForCausalLM.from_pretrained(
             model_path,
             dtype=torch.float32,
@@ -79,8 +159,31 @@ class HFRolloutServer:
         )
         self.global_steps = 0
         self.num_requests = 0
-        self._lock = asyncio.Lock()
-        self.scripted_policy = load_scripted_policy(scripted_policy) if scripted_policy else None
+        self.scripted_policy = (
+            load_scripted_policy(options.scripted_policy) if options.scripted_policy else None
+        )
+        if self.scripted_policy is not None:
+            logger.warning(
+                "hf rollout: scripted policy %s replaces sampling (its turns are scored under the current weights)",
+                options.scripted_policy,
+            )
+        self.decoder = BatchDecoder(self.model, self.tokenizer, self.eos_token_ids, self.pad_token_id)
+        self._model_lock = threading.Lock()  # decode steps vs weight loads
+        self._cv = threading.Condition()
+        self._pending: list[_Request] = []
+        self._inflight: set[_Request] = set()
+        self._paused = False
+        self._rejecting = False
+        self.batch_sizes: list[int] = []  # rows per decode step, for the benchmark and tests
+        self._thread = threading.Thread(target=self._engine_loop, name="hf-rollout-decoder", daemon=True)
+        self._thread.start()
+        logger.info(
+            "hf rollout: max_batch_size=%d batch_wait_ms=%.0f join_running=%s threads=%d",
+            options.max_batch_size,
+            options.batch_wait_ms,
+            options.join_running,
+            threads,
+        )
 
     def _eos_ids(self) -> list[int]:
         ids: list[int] = []
@@ -95,6 +198,7 @@ class HFRolloutServer:
             raise ValueError(f"{self.model_path}: tokenizer and generation config define no EOS token")
         return ids
 
+    # ----------------------------------------------------------------- requests
     async def generate(
         self,
         prompt_ids: list[int],
@@ -106,81 +210,150 @@ class HFRolloutServer:
     ) -> TokenOutput:
         if image_data or video_data:
             raise NotImplementedError("the hf rollout is text-only")
-        async with self._lock:
-            token_ids, log_probs = await asyncio.to_thread(
-                self._generate, list(prompt_ids), dict(sampling_params)
-            )
+        while self._paused:  # after abort_all_requests until resume_generation (vLLM's gate)
+            if self._rejecting:
+                return self._output([], [], "aborted")
+            await asyncio.sleep(0.02)
+        loop = asyncio.get_running_loop()
+        request = _Request(
+            spec=self._row_spec(list(prompt_ids), dict(sampling_params)),
+            request_id=request_id,
+            loop=loop,
+            future=loop.create_future(),
+        )
+        with self._cv:
+            self._pending.append(request)
+            self._inflight.add(request)
+            self._cv.notify()
+        row: Row = await request.future
         self.num_requests += 1
+        return self._output(row.tokens, row.log_probs, _STOP_REASONS[row.finish])
+
+    def _output(self, token_ids: list[int], log_probs: list[float], stop_reason: str) -> TokenOutput:
         return TokenOutput(
             token_ids=token_ids,
             log_probs=log_probs,
-            stop_reason="completed",
+            stop_reason=stop_reason,
             extra_fields={"global_steps": self.global_steps},
         )
 
-    @torch.no_grad()
-    def _generate(self, prompt_ids: list[int], params: dict[str, Any]) -> tuple[list[int], list[float]]:
+    def _row_spec(self, prompt_ids: list[int], params: dict[str, Any]) -> RowSpec:
         max_tokens = params.get("max_tokens", params.get("max_new_tokens"))
         if max_tokens is None:
             max_tokens = default_max_tokens(len(prompt_ids), self.prompt_length, self.response_length)
-        max_tokens = int(max_tokens)
-        if max_tokens <= 0:
-            return [], []
-        temperature = float(params.get("temperature", 1.0))
-        do_sample = temperature > 0.0
-        top_k = int(params.get("top_k", -1) or -1)
-        top_p = float(params.get("top_p", 1.0) or 1.0)
-        stop = params.get("stop") or None
+        stop = params.get("stop") or ()
         if isinstance(stop, str):
-            stop = [stop]
-
-        if self.scripted_policy is not None:
-            return self._forced(prompt_ids, max_tokens, temperature if do_sample else 1.0, stop)
-
-        input_ids = torch.tensor([prompt_ids], dtype=torch.long)
-        generate_kwargs: dict[str, Any] = {
-            "max_new_tokens": max_tokens,
-            "do_sample": do_sample,
-            "eos_token_id": self.eos_token_ids,
-            "pad_token_id": self.pad_token_id,
-            "output_logits": True,
-            "return_dict_in_generate": True,
-        }
-        if do_sample:
-            generate_kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k if top_k > 0 else 0)
-        else:
-            generate_kwargs.update(temperature=None, top_p=None, top_k=None)
-        if stop:
-            generate_kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
-        out = self.model.generate(
-            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **generate_kwargs
+            stop = (stop,)
+        return RowSpec(
+            prompt_ids=prompt_ids,
+            max_tokens=max(0, int(max_tokens)),
+            temperature=max(0.0, float(params.get("temperature", 1.0))),
+            top_k=int(params.get("top_k", -1) or -1),
+            top_p=float(params.get("top_p", 1.0) or 1.0),
+            repetition_penalty=float(params.get("repetition_penalty", 1.0) or 1.0),
+            stop=tuple(stop),
         )
-        new_tokens = out.sequences[0, input_ids.shape[1] :]
-        logits = torch.stack(out.logits, dim=1)[0].float()  # (new_tokens, vocab), before any processor
-        scale = temperature if do_sample else 1.0
-        log_probs = torch.log_softmax(logits / scale, dim=-1)
-        token_log_probs = log_probs.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
-        token_ids = new_tokens.tolist()
-        # generate() stops at EOS for a single sequence; keep the EOS itself, as vLLM does.
-        return token_ids, token_log_probs.tolist()
+
+    # ----------------------------------------------------------------- decoding thread
+    def _engine_loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._pending:
+                    self._cv.wait()
+                # collection window, counted from the oldest waiting request
+                deadline = self._pending[0].arrived + self.options.batch_wait_ms / 1000.0
+                while len(self._pending) < self.options.max_batch_size:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cv.wait(remaining)
+                batch = self._take_pending(self.options.max_batch_size)
+            try:
+                if self.scripted_policy is not None:
+                    for request in batch:
+                        self._resolve(request, self._forced(request))
+                else:
+                    self._decode(batch)
+            except BaseException as exc:  # never leave a caller waiting forever
+                logger.exception("hf rollout decoding failed")
+                for request in batch + [r.tag for r in self.decoder.running]:
+                    self._fail(request, exc)
+                self.decoder.remove(lambda _row: True)
+
+    def _take_pending(self, count: int) -> list[_Request]:
+        taken, self._pending = self._pending[:count], self._pending[count:]
+        return taken
+
+    def _decode(self, batch: list[_Request]) -> None:
+        rows = [Row(request.spec, tag=request) for request in batch if not request.aborted]
+        for request in batch:
+            if request.aborted:
+                self._resolve(request, Row(request.spec, tag=request, finish="aborted"))
+        with self._model_lock:
+            self._resolve_rows(self.decoder.add(rows))
+        while self.decoder.running:
+            self._resolve_rows(self.decoder.remove(lambda row: row.tag.aborted))
+            if not self.decoder.running:
+                break
+            self.batch_sizes.append(len(self.decoder.running))
+            with self._model_lock:
+                self._resolve_rows(self.decoder.step())
+            if self.options.join_running and len(self.decoder.running) < self.options.max_batch_size:
+                with self._cv:
+                    joining = self._take_pending(self.options.max_batch_size - len(self.decoder.running))
+                if joining:
+                    with self._model_lock:
+                        self._resolve_rows(
+                            self.decoder.add([Row(request.spec, tag=request) for request in joining])
+                        )
+
+    def _resolve_rows(self, rows: list[Row]) -> None:
+        for row in rows:
+            self._resolve(row.tag, row)
+
+    def _resolve(self, request: _Request, row: Row) -> None:
+        with self._cv:
+            self._inflight.discard(request)
+        request.loop.call_soon_threadsafe(_set_result, request.future, row)
+        request.done.set()
+
+    def _fail(self, request: _Request, exc: BaseException) -> None:
+        with self._cv:
+            self._inflight.discard(request)
+        request.loop.call_soon_threadsafe(_set_exception, request.future, exc)
+        request.done.set()
 
     @torch.no_grad()
-    def _forced(
-        self, prompt_ids: list[int], max_tokens: int, temperature: float, stop: list[str] | None
-    ) -> tuple[list[int], list[float]]:
+    def _forced(self, request: _Request) -> Row:
         """Score the scripted policy's continuation under the current weights (teacher forcing)."""
-        context = self.tokenizer.decode(prompt_ids, skip_special_tokens=False)
+        spec = request.spec
+        row = Row(spec, tag=request)
+        if spec.max_tokens <= 0:
+            row.finish = "length"
+            return row
+        context = self.tokenizer.decode(spec.prompt_ids, skip_special_tokens=False)
         text = self.scripted_policy(context)
-        token_ids = self.tokenizer.encode(text, add_special_tokens=False)[:max_tokens]
-        token_ids = _cut_after_stop(token_ids, self.tokenizer, stop, self.eos_token_ids)
-        if not token_ids:
-            return [], []
-        ids = torch.tensor([prompt_ids + token_ids], dtype=torch.long)
-        logits = self.model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
+        token_ids = self.tokenizer.encode(text, add_special_tokens=False)
+        budget = token_ids[: spec.max_tokens]
+        cut = _cut_after_stop(budget, self.tokenizer, list(spec.stop), self.eos_token_ids)
+        if cut and cut[-1] in self.eos_token_ids:
+            row.finish = "eos"
+        elif len(cut) < len(budget) or len(cut) < spec.max_tokens:
+            row.finish = "stop"  # a stop string, or the script's turn simply ended
+        else:
+            row.finish = "length"
+        if not cut:
+            return row
+        temperature = spec.temperature if spec.temperature > 0 else 1.0
+        ids = torch.tensor([spec.prompt_ids + cut], dtype=torch.long)
+        with self._model_lock:
+            logits = self.model(input_ids=ids).logits[0, len(spec.prompt_ids) - 1 : -1].float()
         log_probs = torch.log_softmax(logits / temperature, dim=-1)
-        picked = log_probs.gather(-1, torch.tensor(token_ids).unsqueeze(-1)).squeeze(-1)
-        return token_ids, picked.tolist()
+        row.tokens = cut
+        row.log_probs = log_probs.gather(-1, torch.tensor(cut).unsqueeze(-1)).squeeze(-1).tolist()
+        return row
 
+    # ----------------------------------------------------------------- weights and lifecycle
     async def update_weights(
         self, state_dict: dict[str, torch.Tensor], global_steps: int | None = None
     ) -> int:
@@ -189,7 +362,12 @@ class HFRolloutServer:
         unknown = [name for name in state_dict if name not in own]
         if unknown:
             raise KeyError(f"weights not in the rollout model {self.model_path}: {unknown[:5]}")
-        result = self.model.load_state_dict(state_dict, strict=False)
+
+        def load():
+            with self._model_lock:
+                return self.model.load_state_dict(state_dict, strict=False)
+
+        result = await asyncio.to_thread(load)
         tied = set(getattr(self.model, "_tied_weights_keys", None) or [])
         missing = [
             name for name in result.missing_keys if name not in tied and not name.endswith("lm_head.weight")
@@ -203,19 +381,42 @@ class HFRolloutServer:
         return len(state_dict)
 
     def stats(self) -> dict[str, Any]:
-        return {"num_requests": self.num_requests, "global_steps": self.global_steps}
+        return {
+            "num_requests": self.num_requests,
+            "global_steps": self.global_steps,
+            "in_flight": len(self._inflight),
+            "decode_steps": len(self.batch_sizes),
+            "mean_batch_size": sum(self.batch_sizes) / len(self.batch_sizes) if self.batch_sizes else 0.0,
+        }
+
+    async def abort_all_requests(self, reject_request: bool = False) -> dict[str, Any]:
+        """Return every waiting and decoding request now, as ``"aborted"`` with its tokens so far.
+
+        Like vLLM, new requests then wait until ``resume_generation`` (or, with
+        ``reject_request=True``, come back aborted at once).
+        """
+        self._paused, self._rejecting = True, bool(reject_request)
+        with self._cv:
+            victims = list(self._inflight)
+            waiting = self._take_pending(len(self._pending))
+            for request in victims:
+                request.aborted = True
+        for request in waiting:
+            self._resolve(request, Row(request.spec, tag=request, finish="aborted"))
+        while not all(request.done.is_set() for request in victims):
+            await asyncio.sleep(0.005)
+        if victims:
+            logger.info("hf rollout: aborted %d requests", len(victims))
+        return {"aborted_count": len(victims), "request_ids": [r.request_id for r in victims]}
+
+    async def resume_generation(self) -> None:
+        self._paused = self._rejecting = False
 
     # Lifecycle calls verl forwards to every server. Weights live in host memory: nothing to free.
     async def wake_up(self) -> None:
         return None
 
     async def sleep(self) -> None:
-        return None
-
-    async def abort_all_requests(self, reject_request: bool = False) -> None:
-        return None
-
-    async def resume_generation(self) -> None:
         return None
 
     async def clear_kv_cache(self) -> None:
@@ -232,6 +433,16 @@ class HFRolloutServer:
 
     async def stop_profile(self) -> None:
         return None
+
+
+def _set_result(future: asyncio.Future, value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
 
 
 def load_scripted_policy(spec: str):
@@ -281,7 +492,7 @@ class HFReplica(RolloutReplica):
             prompt_length=self.config.prompt_length,
             response_length=self.config.response_length,
             trust_remote_code=bool(self.model_config.get("trust_remote_code", False)),
-            scripted_policy=(self.config.engine_kwargs or {}).get("hf", {}).get("scripted_policy"),
+            options=HFRolloutOptions.from_engine_kwargs(self.config.engine_kwargs),
         )
         await handle.stats.remote()  # surfaces model-loading errors here, not at the first generate
         self.servers = [handle]

@@ -60,7 +60,10 @@ class TestGenerate:
         first = _generate(server, prompt_ids, temperature=0.0, max_tokens=8)
         second = _generate(server, prompt_ids, temperature=0.0, max_tokens=8)
         assert first.token_ids == second.token_ids
-        assert first.stop_reason == "completed" and first.extra_fields["global_steps"] == server.global_steps
+        # issue 14: stop_reason tells the truth (it used to say "completed" for a cut at the budget)
+        ended_early = len(first.token_ids) < 8 or first.token_ids[-1] in server.eos_token_ids
+        assert first.stop_reason == ("completed" if ended_early else "length")
+        assert first.extra_fields["global_steps"] == server.global_steps
 
     def test_stops_at_eos_and_keeps_it(self, server, prompt_ids, embedded_tokenizer):
         eos = embedded_tokenizer.eos_token_id

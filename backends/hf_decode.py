@@ -1,0 +1,314 @@
+"""Batched decoding for a transformers causal LM: rows join and leave the batch between decode steps.
+
+Shared by the ``hf`` rollout server (``hf_rollout.py``) and env's ``HFGenerator``. transformers'
+``generate`` keeps every row in the batch until the slowest one stops and takes one set of sampling
+parameters; here each row has its own budget, stop strings and sampling parameters, a finished row
+leaves the batch at once (its KV cache is dropped), and new rows may be prefilled and merged into a
+running batch. Rows are left-padded; attention masks and per-row position ids keep every row's
+numerics those of an unbatched forward pass (checked to 1e-4 against teacher forcing in the tests).
+
+Log-probs are ``log_softmax(raw_logits / T)`` of the chosen token (``T = 1`` for greedy rows): the
+quantity verl's trainer recomputes, before top-k/top-p/repetition-penalty shaping.
+
+CPU-only design notes (2 cores, measured in ``benchmarks/rollout.py``): the KV cache is
+transformers' ``DynamicCache`` (each step appends with ``torch.cat``, as ``generate`` does), so a
+row joining costs one extra cache copy, about one decode step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+
+# Tokens re-decoded per stop-string check beyond the longest stop string (tokens of 0-1 characters).
+_STOP_TAIL_SLACK = 8
+
+
+@dataclass
+class RowSpec:
+    """What one row asks for. ``temperature == 0`` means greedy; ``top_k <= 0`` means no top-k."""
+
+    prompt_ids: list[int]
+    max_tokens: int
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Row:
+    """A row in flight: its spec, what it produced so far and why it ended (``None`` while running).
+
+    ``finish`` is ``"eos"`` (an EOS token, kept as the last token), ``"stop"`` (the last token
+    completed a stop string), ``"length"`` (``max_tokens`` reached) or ``"aborted"``.
+    """
+
+    spec: RowSpec
+    tag: Any = None
+    tokens: list[int] = field(default_factory=list)
+    log_probs: list[float] = field(default_factory=list)
+    finish: str | None = None
+    position: int = 0  # real tokens in the cache = position id of the next token fed to the model
+
+
+def kv_bytes_per_token(model: Any) -> int:
+    """Bytes of KV cache one token costs (all layers, keys and values) at the model's dtype."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    element = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 4
+    return 2 * config.num_hidden_layers * heads * head_dim * element
+
+
+def batch_size_for_memory(
+    model: Any, tokens_per_row: int, *, available_bytes: int | None = None, fraction: float = 0.25
+) -> int:
+    """Rows whose KV cache (plus logits and activations) fits in ``fraction`` of available memory.
+
+    ``available_bytes`` defaults to psutil's available system memory (the decoder runs on CPU).
+    """
+    import psutil
+
+    available = psutil.virtual_memory().available if available_bytes is None else available_bytes
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    # per row: its KV cache, one fp32 logits row, and the padded prefill activations (~4 hidden vectors
+    # plus the MLP per token) that exist briefly while the row is prefilled
+    per_row = (
+        kv_bytes_per_token(model) * tokens_per_row
+        + 4 * config.vocab_size
+        + 4 * tokens_per_row * (4 * config.hidden_size + 2 * getattr(config, "intermediate_size", 0))
+    )
+    return max(1, int(available * fraction) // max(1, per_row))
+
+
+class BatchDecoder:
+    """The running batch of one model. Not thread-safe: one thread drives ``add``/``step``/``remove``.
+
+    Args:
+        model: a transformers causal LM in eval mode whose cache is a plain ``DynamicCache``.
+        tokenizer: decodes the tail of a row for stop-string checks.
+        eos_token_ids: tokens that end a row (kept as its last token).
+        pad_token_id: the id used for left padding (masked out; any id works).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, eos_token_ids: Sequence[int], pad_token_id: int):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.eos_token_ids = {int(t) for t in eos_token_ids}
+        self.pad_token_id = int(pad_token_id)
+        self.device = next(model.parameters()).device
+        self.running: list[Row] = []
+        self._cache: Any = None
+        self._attention: torch.Tensor | None = None  # (rows, cached length): 1 = real token
+        self.forward_passes = 0  # prefills + decode steps, for tests and metrics
+        self.row_steps = 0  # rows x decode steps actually computed
+
+    # ----------------------------------------------------------------- public API
+    @torch.no_grad()
+    def add(self, rows: Sequence[Row]) -> list[Row]:
+        """Prefill ``rows`` together and merge them into the running batch; returns those already done.
+
+        Each new row gets its first token from the prefill (so a 1-token budget costs no decode step).
+        """
+        done = [row for row in rows if row.spec.max_tokens <= 0]
+        for row in done:
+            row.finish = "length"
+        rows = [row for row in rows if row.spec.max_tokens > 0]
+        if not rows:
+            return done
+        width = max(len(row.spec.prompt_ids) for row in rows)
+        if min(len(row.spec.prompt_ids) for row in rows) == 0:
+            raise ValueError("a prompt must have at least one token")
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids = row.spec.prompt_ids
+            input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention[i, width - len(ids) :] = 1
+            row.position = len(ids)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        out = self.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention.to(self.device),
+            position_ids=positions.to(self.device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        self.forward_passes += 1
+        self._merge(out.past_key_values, attention.to(self.device))
+        self.running.extend(rows)
+        self._choose(out.logits[:, -1, :], rows)
+        return done + self._drop_finished()
+
+    @torch.no_grad()
+    def step(self) -> list[Row]:
+        """One decode step for every running row; returns the rows that finished in it."""
+        if not self.running:
+            return []
+        last = torch.tensor([[row.tokens[-1]] for row in self.running], dtype=torch.long, device=self.device)
+        positions = torch.tensor(
+            [[row.position] for row in self.running], dtype=torch.long, device=self.device
+        )
+        ones = torch.ones((len(self.running), 1), dtype=self._attention.dtype, device=self.device)
+        self._attention = torch.cat([self._attention, ones], dim=1)
+        out = self.model(
+            input_ids=last,
+            attention_mask=self._attention,
+            position_ids=positions,
+            past_key_values=self._cache,
+            use_cache=True,
+        )
+        self._cache = out.past_key_values
+        for row in self.running:
+            row.position += 1
+        self.forward_passes += 1
+        self.row_steps += len(self.running)
+        self._choose(out.logits[:, -1, :], self.running)
+        return self._drop_finished()
+
+    def remove(self, predicate: Callable[[Row], bool], finish: str = "aborted") -> list[Row]:
+        """Take the running rows matching ``predicate`` out of the batch, marked ``finish``."""
+        leaving = [row for row in self.running if predicate(row)]
+        for row in leaving:
+            row.finish = finish
+        return self._drop_finished() if leaving else []
+
+    # ----------------------------------------------------------------- internals
+    def _choose(self, logits: torch.Tensor, rows: Sequence[Row]) -> None:
+        """Pick each row's next token from its last-position logits, record it and its log-prob."""
+        raw = logits.float()
+        temperatures = torch.tensor([row.spec.temperature for row in rows], dtype=raw.dtype)
+        greedy = temperatures <= 0
+        scale = torch.where(greedy, torch.ones_like(temperatures), temperatures).to(raw.device)
+        log_probs = torch.log_softmax(raw / scale[:, None], dim=-1)
+        scores = self._penalised(raw, rows)
+        chosen = torch.empty(len(rows), dtype=torch.long, device=raw.device)
+        if bool(greedy.any()):
+            index = greedy.nonzero().squeeze(-1).to(raw.device)
+            chosen[index] = scores[index].argmax(-1)
+        if not bool(greedy.all()):
+            index = (~greedy).nonzero().squeeze(-1)
+            sampled = scores[index.to(raw.device)] / scale[index.to(raw.device), None]
+            sampled = _filter_top_k_top_p(sampled, [rows[i] for i in index.tolist()])
+            probs = torch.softmax(sampled, dim=-1)
+            chosen[index.to(raw.device)] = torch.multinomial(probs, 1).squeeze(-1)
+        picked = log_probs.gather(-1, chosen[:, None]).squeeze(-1).tolist()
+        for row, token, log_prob in zip(rows, chosen.tolist(), picked, strict=True):
+            row.tokens.append(int(token))
+            row.log_probs.append(float(log_prob))
+            row.finish = self._finish_of(row)
+
+    def _penalised(self, raw: torch.Tensor, rows: Sequence[Row]) -> torch.Tensor:
+        """transformers' repetition penalty over prompt + generated ids, for rows that ask for it."""
+        if all(row.spec.repetition_penalty == 1.0 for row in rows):
+            return raw
+        scores = raw.clone()
+        for i, row in enumerate(rows):
+            penalty = row.spec.repetition_penalty
+            if penalty == 1.0:
+                continue
+            seen = torch.tensor(sorted(set(row.spec.prompt_ids) | set(row.tokens)), device=raw.device)
+            values = scores[i, seen]
+            scores[i, seen] = torch.where(values < 0, values * penalty, values / penalty)
+        return scores
+
+    def _finish_of(self, row: Row) -> str | None:
+        if row.tokens[-1] in self.eos_token_ids:
+            return "eos"
+        if row.spec.stop:
+            longest = max(len(s) for s in row.spec.stop)
+            tail = self.tokenizer.decode(
+                row.tokens[-(longest + _STOP_TAIL_SLACK) :], skip_special_tokens=False
+            )
+            if any(s in tail for s in row.spec.stop):
+                return "stop"
+        if len(row.tokens) >= row.spec.max_tokens:
+            return "length"
+        return None
+
+    def _merge(self, cache: Any, attention: torch.Tensor) -> None:
+        """Append freshly prefilled rows to the running cache, left-padding the shorter side."""
+        if self._cache is None or not self.running:
+            self._cache, self._attention = cache, attention
+            return
+        old_len, new_len = self._attention.shape[1], attention.shape[1]
+        width = max(old_len, new_len)
+        pad_old, pad_new = width - old_len, width - new_len
+        for old_layer, new_layer in zip(_layers(self._cache), _layers(cache), strict=True):
+            old_layer.keys = torch.cat(
+                [_pad_left(old_layer.keys, pad_old), _pad_left(new_layer.keys, pad_new)]
+            )
+            old_layer.values = torch.cat(
+                [_pad_left(old_layer.values, pad_old), _pad_left(new_layer.values, pad_new)]
+            )
+        self._attention = torch.cat(
+            [
+                torch.nn.functional.pad(self._attention, (pad_old, 0)),
+                torch.nn.functional.pad(attention.to(self._attention.dtype), (pad_new, 0)),
+            ]
+        )
+
+    def _drop_finished(self) -> list[Row]:
+        finished = [row for row in self.running if row.finish is not None]
+        if not finished:
+            return []
+        keep = [i for i, row in enumerate(self.running) if row.finish is None]
+        self.running = [self.running[i] for i in keep]
+        if not keep:
+            self._cache, self._attention = None, None
+            return finished
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        attention = self._attention[index]
+        # leading columns that are padding for every remaining row cost attention work: trim them
+        first = int(attention.any(dim=0).nonzero()[0])
+        self._attention = attention[:, first:]
+        for layer in _layers(self._cache):
+            layer.keys = layer.keys[index, :, first:]
+            layer.values = layer.values[index, :, first:]
+        return finished
+
+
+def _layers(cache: Any) -> list[Any]:
+    layers = getattr(cache, "layers", None)
+    if layers is None or any(getattr(layer, "is_sliding", False) for layer in layers):
+        raise TypeError(
+            f"BatchDecoder needs a DynamicCache of full-attention layers, got {type(cache).__name__}"
+        )
+    return layers
+
+
+def _pad_left(tensor: torch.Tensor, count: int) -> torch.Tensor:
+    """Zero-pad the sequence axis (dim -2 of ``(batch, heads, seq, head_dim)``) on the left."""
+    return torch.nn.functional.pad(tensor, (0, 0, count, 0)) if count else tensor
+
+
+def _filter_top_k_top_p(scores: torch.Tensor, rows: Sequence[Row]) -> torch.Tensor:
+    """transformers' top-k then top-p warpers, per row (each row keeps at least one token)."""
+    top_k = [row.spec.top_k if row.spec.top_k and row.spec.top_k > 0 else 0 for row in rows]
+    top_p = [row.spec.top_p if row.spec.top_p is not None else 1.0 for row in rows]
+    if all(k == 0 or k >= scores.shape[-1] for k in top_k) and all(p >= 1.0 for p in top_p):
+        return scores
+    sorted_scores, order = scores.sort(dim=-1, descending=True)
+    ranks = torch.arange(scores.shape[-1], device=scores.device)[None, :]
+    limits = torch.tensor([k if k > 0 else scores.shape[-1] for k in top_k], device=scores.device)
+    sorted_scores = sorted_scores.masked_fill(ranks >= limits[:, None], float("-inf"))
+    probs = torch.softmax(sorted_scores, dim=-1)
+    # drop a token when the tokens ranked above it already hold top_p of the mass
+    mass_before = probs.cumsum(dim=-1) - probs
+    p = torch.tensor(top_p, dtype=scores.dtype, device=scores.device)
+    sorted_scores = sorted_scores.masked_fill((mass_before >= p[:, None]) & (ranks > 0), float("-inf"))
+    return torch.full_like(scores, float("-inf")).scatter(-1, order, sorted_scores)
