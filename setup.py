@@ -24,6 +24,7 @@ SUBPACKAGES = [
     "rewards",
     "search_tool",
     "sft",
+    "viewer",
 ]
 
 

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "masksearch.env.cli",
     "masksearch.sft.cli",
     "masksearch.eval.cli",
+    "masksearch.viewer.cli",
 ]
 
 

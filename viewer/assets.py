@@ -1,0 +1,498 @@
+"""The viewer's script and style sheet, written next to the pages (no CDN, no build step).
+
+Every node built from data goes through ``el()``/``text()`` (``textContent``, never ``innerHTML``),
+so trajectory text cannot become markup. ``ERROR_COLLECTOR`` is inlined first in each page: it
+counts uncaught errors and rejected promises into ``<pre id="ms-errors" data-count>`` so a test (or
+a person) sees them in the DOM.
+"""
+
+ERROR_COLLECTOR = (
+    "window.__msErrors=[];(function(){function add(m){window.__msErrors.push(String(m));"
+    "var p=document.getElementById('ms-errors');if(p){p.hidden=false;p.textContent=window.__msErrors.join('\\n');"
+    "p.setAttribute('data-count',String(window.__msErrors.length));}}"
+    "window.addEventListener('error',function(e){add('error: '+(e.message||e.type)+' @ '+(e.filename||'')+':'+(e.lineno||0));},true);"
+    "window.addEventListener('unhandledrejection',function(e){add('rejection: '+e.reason);});"
+    "window.__msAddError=add;})();"
+)
+
+STYLE_CSS = r"""
+:root { --fg:#1d2330; --muted:#667085; --line:#d9dee7; --bg:#fff; --soft:#f5f7fa;
+        --think:#f3f0ff; --search:#e8f1ff; --info:#f7f7f2; --answer:#e9f8ee; --bad:#fdecec; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg);
+       margin: 0 auto; padding: 8px 20px 40px; max-width: 1500px; background: var(--bg); }
+h1 { font-size: 22px; margin: 8px 0 4px; } h2 { font-size: 17px; margin: 18px 0 6px; } h3 { font-size: 15px; margin: 12px 0 4px; }
+nav.top { font-size: 13px; padding: 4px 0; border-bottom: 1px solid var(--line); }
+a { color: #1f5fbf; text-decoration: none; } a:hover { text-decoration: underline; }
+.note { color: var(--muted); font-size: 12.5px; margin: 4px 0; } .warn { color: #a14a00; }
+table { border-collapse: collapse; margin: 4px 0 10px; }
+th, td { border: 1px solid var(--line); padding: 3px 7px; vertical-align: top; text-align: left; }
+th { background: var(--soft); font-weight: 600; white-space: nowrap; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.rows { width: 100%; font-size: 13px; }
+table.rows th { cursor: pointer; user-select: none; }
+table.rows th.sorted-asc::after { content: " ▲"; } table.rows th.sorted-desc::after { content: " ▼"; }
+table.rows td.q { max-width: 520px; color: #333; }
+table.rows tr:hover td { background: #fbfcfe; }
+.filters { display: flex; flex-wrap: wrap; gap: 8px 14px; align-items: end; padding: 8px; background: var(--soft);
+           border: 1px solid var(--line); border-radius: 6px; }
+.filters label { display: flex; flex-direction: column; font-size: 12px; color: var(--muted); }
+.filters select, .filters input[type=text] { font-size: 13px; padding: 2px 4px; min-width: 90px; }
+.filters label.check { flex-direction: row; align-items: center; gap: 4px; color: var(--fg); }
+.count { margin: 6px 0; font-size: 13px; } .pager { display: flex; gap: 6px; align-items: center; font-size: 13px; }
+.pager button { font-size: 13px; }
+.badge { display: inline-block; padding: 0 6px; border-radius: 9px; font-size: 12px; background: var(--soft); border: 1px solid var(--line); }
+.badge.ok { background: #e6f6ea; border-color: #a6d9b3; } .badge.bad { background: var(--bad); border-color: #f0b4b4; }
+.badge.warn { background: #fff4e0; border-color: #f2c97d; }
+mark.mask { background: #ffe08a; padding: 0 2px; border-radius: 3px; font-weight: 600; }
+mark.gold { padding: 0 1px; border-radius: 3px; outline: 1px solid rgba(0,0,0,.15); }
+.g0 { background: #b7f0c4; } .g1 { background: #b9dcff; } .g2 { background: #ffc9e0; } .g3 { background: #ffe2b0; }
+.g4 { background: #d9c9ff; } .g5 { background: #c5f2f0; }
+.grid { display: grid; grid-template-columns: minmax(0, 1fr) 360px; gap: 18px; }
+@media (max-width: 1000px) { .grid { grid-template-columns: 1fr; } }
+.side table { width: 100%; font-size: 13px; } .side td:first-child { color: var(--muted); }
+.msg { border: 1px solid var(--line); border-radius: 6px; margin: 6px 0; padding: 6px 9px; background: var(--soft); }
+.msg .role { font-size: 11.5px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); }
+.pre { white-space: pre-wrap; word-break: break-word; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12.5px; }
+.block { border-left: 4px solid var(--line); margin: 6px 0; padding: 5px 9px; border-radius: 0 6px 6px 0; }
+.block .kind { font-size: 11.5px; font-weight: 600; text-transform: uppercase; color: var(--muted); margin-bottom: 2px; }
+.block.think { background: var(--think); border-color: #9b87f5; } .block.search { background: var(--search); border-color: #4c8df6; }
+.block.information { background: var(--info); border-color: #b5b09a; } .block.answer { background: var(--answer); border-color: #3aa45c; }
+.block.text { background: var(--bad); border-color: #e06c6c; }
+.turn-head { font-size: 12px; color: var(--muted); margin-top: 12px; border-top: 1px dashed var(--line); padding-top: 4px; }
+.doc { margin: 4px 0 6px; } .doc .title { font-weight: 600; }
+.golds li { margin: 2px 0; } .answer-box { font-size: 15px; padding: 6px 9px; border: 1px solid var(--line); border-radius: 6px; }
+#ms-errors { color: #b00020; background: #fff0f0; border: 1px solid #f3b3b3; padding: 6px; }
+.curves { display: flex; flex-wrap: wrap; gap: 12px; } figure.curve { margin: 0; border: 1px solid var(--line); padding: 6px; border-radius: 6px; }
+figure.curve svg .axis { stroke: #999; } figure.curve svg .line { fill: none; stroke: #1f5fbf; stroke-width: 2; }
+figure.curve svg circle { fill: #1f5fbf; } figure.curve svg .tick { font-size: 10px; fill: #555; }
+figcaption { font-size: 12.5px; font-weight: 600; }
+.delta-pos { color: #137333; } .delta-neg { color: #b00020; }
+"""
+
+APP_JS = r"""
+'use strict';
+(function () {
+  // ---------- DOM helpers: data only ever reaches the page as text nodes ----------
+  function el(tag, attrs) {
+    var node = document.createElement(tag);
+    if (attrs) {
+      for (var k in attrs) {
+        if (!Object.prototype.hasOwnProperty.call(attrs, k) || attrs[k] === null || attrs[k] === undefined) continue;
+        if (k === 'class') node.className = attrs[k];
+        else if (k === 'text') node.textContent = String(attrs[k]);
+        else if (k.slice(0, 2) === 'on') node.addEventListener(k.slice(2), attrs[k]);
+        else node.setAttribute(k, String(attrs[k]));
+      }
+    }
+    for (var i = 2; i < arguments.length; i++) add(node, arguments[i]);
+    return node;
+  }
+  function add(node, child) {
+    if (child === null || child === undefined || child === false) return;
+    if (Array.isArray(child)) { child.forEach(function (c) { add(node, c); }); return; }
+    node.appendChild(typeof child === 'object' ? child : document.createTextNode(String(child)));
+  }
+  function fmt(v, d) {
+    if (v === null || v === undefined || v === '') return '–';
+    if (typeof v === 'number') return Number.isInteger(v) ? String(v) : v.toFixed(d === undefined ? 3 : d);
+    if (typeof v === 'boolean') return v ? 'true' : 'false';
+    return String(v);
+  }
+  function escapeRe(s) { return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'); }
+
+  // highlight(text, groups): text with every alias of groups[i] marked (class gold g<i>), case-insensitive.
+  function highlight(text, groups, maskToo) {
+    var frag = document.createDocumentFragment();
+    text = String(text === null || text === undefined ? '' : text);
+    var terms = [];
+    (groups || []).forEach(function (g, i) {
+      (g || []).forEach(function (a) { a = String(a).trim(); if (a) terms.push([a, i]); });
+    });
+    terms.sort(function (x, y) { return y[0].length - x[0].length; });
+    var parts = terms.map(function (t) { return escapeRe(t[0]).replace(/\s+/g, '\\s+'); });
+    if (maskToo) parts.unshift('\\[mask\\]');
+    if (!parts.length) { frag.appendChild(document.createTextNode(text)); return frag; }
+    var lookup = {};
+    terms.forEach(function (t) { var key = t[0].toLowerCase().replace(/\s+/g, ' '); if (!(key in lookup)) lookup[key] = t[1]; });
+    var re = new RegExp(parts.join('|'), 'gi');
+    var last = 0, m;
+    while ((m = re.exec(text)) !== null) {
+      if (m[0].length === 0) { re.lastIndex++; continue; }
+      if (m.index > last) frag.appendChild(document.createTextNode(text.slice(last, m.index)));
+      var key = m[0].toLowerCase().replace(/\s+/g, ' ');
+      if (maskToo && key === '[mask]') frag.appendChild(el('mark', { class: 'mask' }, m[0]));
+      else frag.appendChild(el('mark', { class: 'gold g' + ((lookup[key] || 0) % 6), title: 'gold span ' + ((lookup[key] || 0) + 1) }, m[0]));
+      last = m.index + m[0].length;
+    }
+    if (last < text.length) frag.appendChild(document.createTextNode(text.slice(last)));
+    return frag;
+  }
+
+  // ---------- index page ----------
+  var FILTERS = [
+    ['run', 'run'], ['kind', 'kind'], ['ds', 'data_source'], ['step', 'step'], ['acc', 'acc'],
+    ['reason', 'format_reason'], ['ns', 'searches'], ['status', 'sft status'], ['sreason', 'sft reason']
+  ];
+  var COLUMNS = [
+    ['k', '#'], ['run', 'run'], ['kind', 'kind'], ['step', 'step'], ['ds', 'data_source'], ['id', 'id'],
+    ['q', 'prompt'], ['ans', 'answer'], ['score', 'score'], ['acc', 'acc'], ['fmt', 'format'],
+    ['reason', 'format_reason'], ['ns', 'searches'], ['turns', 'turns'], ['missed', 'gold in docs, not given'],
+    ['sreason', 'sft']
+  ];
+
+  function parseHash() {
+    var out = {};
+    location.hash.replace(/^#/, '').split('&').forEach(function (kv) {
+      if (!kv) return;
+      var i = kv.indexOf('=');
+      var k = decodeURIComponent(i < 0 ? kv : kv.slice(0, i));
+      out[k] = i < 0 ? '' : decodeURIComponent(kv.slice(i + 1));
+    });
+    return out;
+  }
+  function writeHash(state) {
+    var parts = [];
+    Object.keys(state).forEach(function (k) {
+      if (state[k] !== '' && state[k] !== null && state[k] !== undefined) parts.push(encodeURIComponent(k) + '=' + encodeURIComponent(state[k]));
+    });
+    var h = parts.join('&');
+    if (('#' + h) !== location.hash && !(h === '' && location.hash === '')) history.replaceState(null, '', h ? '#' + h : location.pathname);
+  }
+
+  function initIndex() {
+    var data = window.MS_INDEX;
+    if (!data) throw new Error('data/index.js did not load');
+    var rows = data.rows;
+    var st = parseHash();
+    var state = {
+      sort: st.sort || 'k', dir: st.dir || 'asc', page: parseInt(st.page || '1', 10) || 1,
+      size: Math.min(parseInt(st.size || String(data.page_size), 10) || data.page_size, data.max_page_size),
+      missed: st.missed || '', q: st.q || '', g: st.g || ''
+    };
+    FILTERS.forEach(function (f) { state[f[0]] = st[f[0]] !== undefined ? st[f[0]] : ''; });
+
+    var form = document.getElementById('filters');
+    function distinct(key) {
+      var seen = {};
+      rows.forEach(function (r) { var v = r[key]; if (v !== null && v !== undefined && v !== '') seen[String(v)] = (seen[String(v)] || 0) + 1; });
+      var keys = Object.keys(seen);
+      var numeric = keys.every(function (x) { return !isNaN(parseFloat(x)); });
+      keys.sort(numeric ? function (a, b) { return parseFloat(a) - parseFloat(b); } : undefined);
+      return keys.map(function (k) { return [k, seen[k]]; });
+    }
+    FILTERS.forEach(function (f) {
+      var values = distinct(f[0]);
+      if (values.length === 0) return;  // e.g. no steps (eval runs), no SFT status
+      var sel = el('select', { name: f[0], 'data-filter': f[0] }, el('option', { value: '' }, 'all'));
+      values.forEach(function (v) { sel.appendChild(el('option', { value: v[0] }, v[0] + ' (' + v[1] + ')')); });
+      sel.value = state[f[0]];
+      sel.addEventListener('change', function () { state[f[0]] = sel.value; state.page = 1; render(); });
+      form.appendChild(el('label', null, f[1], sel));
+    });
+    var missed = el('input', { type: 'checkbox', name: 'missed', id: 'f-missed' });
+    missed.checked = state.missed === '1';
+    missed.addEventListener('change', function () { state.missed = missed.checked ? '1' : ''; state.page = 1; render(); });
+    form.appendChild(el('label', { class: 'check', title: 'a gold span occurs in a retrieved document, but acc < 1' }, missed, 'answer in a retrieved document but not given'));
+    var q = el('input', { type: 'text', name: 'q', placeholder: 'text in id / prompt / answer', value: state.q });
+    q.addEventListener('input', function () { state.q = q.value; state.page = 1; render(); });
+    form.appendChild(el('label', null, 'search', q));
+    var sizeSel = el('select', { name: 'size' });
+    [25, 50, 100, 200, 500].filter(function (n) { return n <= data.max_page_size; }).forEach(function (n) { sizeSel.appendChild(el('option', { value: n }, String(n))); });
+    if (!sizeSel.querySelector("option[value='" + state.size + "']")) sizeSel.appendChild(el('option', { value: state.size }, String(state.size)));
+    sizeSel.value = String(state.size);
+    sizeSel.addEventListener('change', function () { state.size = parseInt(sizeSel.value, 10); state.page = 1; render(); });
+    form.appendChild(el('label', null, 'rows / page', sizeSel));
+    var groupBox = el('span', { id: 'group-filter' });
+    form.appendChild(groupBox);
+    var reset = el('button', { type: 'button', id: 'reset' }, 'reset');
+    reset.addEventListener('click', function () {
+      FILTERS.forEach(function (f) { state[f[0]] = ''; });
+      state.missed = ''; state.q = ''; state.g = ''; state.page = 1;
+      form.querySelectorAll('select[data-filter]').forEach(function (s) { s.value = ''; });
+      missed.checked = false; q.value = ''; render();
+    });
+    form.appendChild(reset);
+
+    var table = document.getElementById('rows');
+    var thead = el('thead'), tbody = el('tbody');
+    var tr = el('tr');
+    COLUMNS.forEach(function (c) {
+      var th = el('th', { 'data-col': c[0] }, c[1]);
+      th.addEventListener('click', function () {
+        if (state.sort === c[0]) state.dir = state.dir === 'asc' ? 'desc' : 'asc';
+        else { state.sort = c[0]; state.dir = (c[0] === 'score' || c[0] === 'acc') ? 'desc' : 'asc'; }
+        state.page = 1; render();
+      });
+      tr.appendChild(th);
+    });
+    thead.appendChild(tr); table.appendChild(thead); table.appendChild(tbody);
+
+    function matches(r) {
+      for (var i = 0; i < FILTERS.length; i++) {
+        var key = FILTERS[i][0], want = state[key];
+        if (want !== '' && String(r[key] === null || r[key] === undefined ? '' : r[key]) !== want) return false;
+      }
+      if (state.missed === '1' && !r.missed) return false;
+      if (state.g && r.g !== state.g) return false;
+      if (state.q) {
+        var needle = state.q.toLowerCase();
+        if ((r.id + ' ' + r.q + ' ' + r.ans).toLowerCase().indexOf(needle) < 0) return false;
+      }
+      return true;
+    }
+    function cmp(a, b) {
+      var x = a[state.sort], y = b[state.sort];
+      var nx = x === null || x === undefined || x === '', ny = y === null || y === undefined || y === '';
+      if (nx || ny) return nx && ny ? a.k - b.k : (nx ? 1 : -1);
+      var r;
+      if (typeof x === 'number' && typeof y === 'number') r = x - y;
+      else if (typeof x === 'boolean') r = (x ? 1 : 0) - (y ? 1 : 0);
+      else r = String(x).localeCompare(String(y));
+      if (r === 0) r = a.k - b.k;
+      return state.dir === 'asc' ? r : -r;
+    }
+    function pager(box, total, pages) {
+      while (box.firstChild) box.removeChild(box.firstChild);
+      var prev = el('button', { type: 'button', class: 'prev' }, '‹ prev');
+      var next = el('button', { type: 'button', class: 'next' }, 'next ›');
+      prev.disabled = state.page <= 1; next.disabled = state.page >= pages;
+      prev.addEventListener('click', function () { state.page--; render(); });
+      next.addEventListener('click', function () { state.page++; render(); });
+      add(box, [prev, el('span', { class: 'page' }, 'page ' + state.page + ' / ' + pages), next]);
+    }
+    function render() {
+      var filtered = rows.filter(matches);
+      filtered.sort(cmp);
+      var pages = Math.max(1, Math.ceil(filtered.length / state.size));
+      state.page = Math.min(Math.max(1, state.page), pages);
+      var start = (state.page - 1) * state.size;
+      var shown = filtered.slice(start, start + state.size);
+      while (tbody.firstChild) tbody.removeChild(tbody.firstChild);
+      shown.forEach(function (r) {
+        var link = 'sample.html#' + r.k;
+        var accBadge = r.acc === null ? '–' : el('span', { class: 'badge ' + (r.acc >= 1 ? 'ok' : 'bad') }, fmt(r.acc, 2));
+        var fmtBadge = r.fmt === null ? '–' : el('span', { class: 'badge ' + (r.fmt >= 1 ? 'ok' : 'bad') }, r.fmt >= 1 ? 'ok' : 'bad');
+        var sft = r.status ? el('span', { class: 'badge ' + (r.status === 'kept' ? 'ok' : 'bad') }, r.status + (r.sreason && r.sreason !== 'ok' ? ': ' + r.sreason : '')) : '';
+        tbody.appendChild(el('tr', { 'data-k': r.k, class: 'row' },
+          el('td', { class: 'num' }, el('a', { href: link }, String(r.k))),
+          el('td', null, r.run), el('td', null, r.kind),
+          el('td', { class: 'num' }, r.step === null ? '' : el('a', { href: '#g=' + r.g + '&sort=step', title: 'follow this prompt across steps', class: 'follow' }, String(r.step))),
+          el('td', null, r.ds), el('td', null, el('a', { href: link }, r.id)),
+          el('td', { class: 'q' }, highlight(r.q, [], true)), el('td', null, r.ans),
+          el('td', { class: 'num' }, fmt(r.score)), el('td', { class: 'num' }, accBadge), el('td', null, fmtBadge),
+          el('td', null, r.reason), el('td', { class: 'num' }, String(r.ns)), el('td', { class: 'num' }, String(r.turns)),
+          el('td', null, r.missed ? el('span', { class: 'badge warn' }, 'yes') : ''), el('td', null, sft)));
+      });
+      thead.querySelectorAll('th').forEach(function (th) {
+        th.className = th.getAttribute('data-col') === state.sort ? 'sorted-' + state.dir : '';
+      });
+      document.getElementById('count').textContent = filtered.length === rows.length
+        ? rows.length + ' samples' : filtered.length + ' of ' + rows.length + ' samples';
+      var n = filtered.length, s = 0, a = 0, f = 0, ns = 0, mi = 0, ns_ = 0, na = 0, nf = 0;
+      filtered.forEach(function (r) {
+        if (typeof r.score === 'number') { s += r.score; ns_++; }
+        if (typeof r.acc === 'number') { a += r.acc; na++; }
+        if (typeof r.fmt === 'number') { f += r.fmt; nf++; }
+        ns += r.ns; if (r.missed) mi++;
+      });
+      document.getElementById('fsummary').textContent = n ? '· mean score ' + fmt(ns_ ? s / ns_ : null) + ' · acc ' + fmt(na ? a / na : null) +
+        ' · format ok ' + fmt(nf ? f / nf : null) + ' · searches/sample ' + fmt(ns / n, 2) + ' · gold in docs, not given: ' + mi : '';
+      while (groupBox.firstChild) groupBox.removeChild(groupBox.firstChild);
+      if (state.g) {
+        var clear = el('button', { type: 'button' }, '× show all prompts');
+        clear.addEventListener('click', function () { state.g = ''; state.page = 1; render(); });
+        add(groupBox, [el('span', { class: 'badge warn' }, 'one prompt: ' + state.g), ' ', clear]);
+      }
+      pager(document.getElementById('pager-top'), filtered.length, pages);
+      pager(document.getElementById('pager-bottom'), filtered.length, pages);
+      var h = { sort: state.sort === 'k' ? '' : state.sort, dir: state.dir === 'asc' ? '' : state.dir,
+                page: state.page === 1 ? '' : state.page, size: state.size === data.page_size ? '' : state.size,
+                missed: state.missed, q: state.q, g: state.g };
+      FILTERS.forEach(function (f) { h[f[0]] = state[f[0]]; });
+      writeHash(h);
+      document.body.setAttribute('data-rows', String(shown.length));
+      document.body.setAttribute('data-filtered', String(filtered.length));
+      document.body.setAttribute('data-ready', '1');
+    }
+    window.addEventListener('hashchange', function () {
+      var h = parseHash();
+      if ((h.g || '') !== state.g) { state.g = h.g || ''; if (h.sort) state.sort = h.sort; state.page = 1; render(); }
+    });
+    render();
+  }
+
+  // ---------- sample page ----------
+  var chunks = {};
+  window.MS_CHUNK = function (c, records) { chunks[c] = records; };
+
+  function loadChunk(c, done) {
+    if (chunks[c]) { done(); return; }
+    var s = document.createElement('script');
+    s.src = 'data/s/' + String(c).padStart(5, '0') + '.js';
+    s.onload = done;
+    s.onerror = function () { window.__msAddError('could not load ' + s.src); };
+    document.body.appendChild(s);
+  }
+
+  function kv(table, key, value, title) {
+    table.appendChild(el('tr', null, el('td', { title: title || null }, key), el('td', null, value)));
+  }
+  function badgeBool(v, good) {
+    if (v === null || v === undefined) return '–';
+    var ok = good === undefined ? !!v : v === good;
+    return el('span', { class: 'badge ' + (ok ? 'ok' : 'bad') }, fmt(v, 3));
+  }
+
+  function renderSample(root, s, meta) {
+    while (root.firstChild) root.removeChild(root.firstChild);
+    document.title = 'sample ' + s.k + ' · ' + s.id;
+    var nav = el('p', { class: 'note' },
+      s.k > 0 ? el('a', { href: '#' + (s.k - 1), id: 'prev' }, '‹ previous') : '', ' · ',
+      el('a', { href: 'index.html' }, 'index'), ' · ',
+      s.k + 1 < meta.total ? el('a', { href: '#' + (s.k + 1), id: 'next' }, 'next ›') : '');
+    var head = el('h1', null, 'Sample ' + s.k + ' ', el('span', { class: 'note' }, s.id));
+    var sub = el('p', { class: 'note' }, 'run ' + s.run + ' · ' + s.kind + (s.step !== null ? ' · step ' + s.step : '') + ' · data_source ' + s.data_source +
+      (s.stop_reason ? ' · stop ' + s.stop_reason : ''));
+    root.appendChild(nav); root.appendChild(head); root.appendChild(sub);
+    if (s.error) root.appendChild(el('p', { class: 'badge bad' }, 'error: ' + s.error));
+    if (s.status) root.appendChild(el('p', null, el('span', { class: 'badge ' + (s.status === 'kept' ? 'ok' : 'bad') }, 'sft ' + s.status + (s.reason ? ': ' + s.reason : '')), s.detail ? ' ' + s.detail : ''));
+
+    var main = el('div', { class: 'main' });
+    var side = el('div', { class: 'side' });
+    root.appendChild(el('div', { class: 'grid' }, main, side));
+
+    // prompt
+    main.appendChild(el('h2', null, 'Prompt'));
+    (s.prompt || []).forEach(function (m) {
+      var body = el('div', { class: 'pre' }, highlight(m.content, [], true));
+      if (m.role === 'system') main.appendChild(el('details', { class: 'msg system' }, el('summary', { class: 'role' }, 'system (click to open)'), body));
+      else main.appendChild(el('div', { class: 'msg ' + m.role }, el('div', { class: 'role' }, m.role), body));
+    });
+
+    // turns
+    main.appendChild(el('h2', null, 'Response'));
+    var turn = 1, opened = false;
+    function turnHead() { main.appendChild(el('div', { class: 'turn-head' }, 'turn ' + turn)); opened = true; }
+    if (!(s.blocks || []).length) main.appendChild(el('p', { class: 'note' }, '(empty response)'));
+    (s.blocks || []).forEach(function (b) {
+      var kind = b[0], content = b[1], closed = b[2];
+      if (!opened) turnHead();
+      var box = el('div', { class: 'block ' + kind });
+      box.appendChild(el('div', { class: 'kind' }, kind + (closed ? '' : ' (unclosed)')));
+      if (kind === 'information') {
+        var docs = b[3] || [];
+        if (docs.length) {
+          docs.forEach(function (d) {
+            box.appendChild(el('div', { class: 'doc' }, el('span', { class: 'title' }, 'Doc ' + d[0] + ' · ' + d[1]), ' ', el('span', { class: 'pre' }, highlight(d[2], s.golds, false))));
+          });
+        } else {
+          box.appendChild(el('div', { class: 'pre' }, highlight(content, s.golds, false)));
+        }
+      } else if (kind === 'answer') {
+        box.appendChild(el('div', { class: 'pre' }, highlight(content, s.golds, false)));
+      } else {
+        box.appendChild(el('div', { class: 'pre' }, content));
+      }
+      main.appendChild(box);
+      if (kind === 'information') { turn++; opened = false; }
+    });
+
+    // side: answer, golds, rewards, stats, same prompt
+    side.appendChild(el('h2', null, 'Answer'));
+    side.appendChild(el('div', { class: 'answer-box pre', id: 'answer' }, s.answer === null || s.answer === undefined ? '(none)' : highlight(s.answer, s.golds, false)));
+    side.appendChild(el('h2', null, 'Gold'));
+    var ol = el('ol', { class: 'golds' });
+    (s.golds || []).forEach(function (g, i) {
+      ol.appendChild(el('li', null, (g || []).length ? (g || []).map(function (a, j) { return [j ? ' / ' : '', el('mark', { class: 'gold g' + (i % 6) }, a)]; }) : '(none)'));
+    });
+    side.appendChild(ol);
+    side.appendChild(el('p', { class: 'note' }, s.gold_in_docs ? (s.missed ? 'A gold span occurs in a retrieved document, but the answer is not right.' : 'A gold span occurs in a retrieved document.') : 'No gold span occurs in the retrieved documents.'));
+
+    side.appendChild(el('h2', null, 'Reward'));
+    var rt = el('table', { id: 'rewards' });
+    var r = s.rewards || {};
+    ['score', 'acc', 'answer_score', 'format_ok', 'format_reason', 'num_searches'].forEach(function (key) {
+      var v = r[key];
+      kv(rt, key, key === 'acc' || key === 'format_ok' ? badgeBool(v === null || v === undefined ? null : v >= 1, true) : (key === 'format_reason' ? el('span', { class: 'badge ' + (v === 'ok' ? 'ok' : 'bad') }, fmt(v)) : fmt(v)));
+    });
+    Object.keys(r).forEach(function (key) {
+      if (['score', 'acc', 'answer_score', 'format_ok', 'format_reason', 'num_searches'].indexOf(key) < 0) kv(rt, key, fmt(r[key]));
+    });
+    side.appendChild(rt);
+    side.appendChild(el('p', { class: 'note' }, s.rewards_source === 'recomputed'
+      ? 'Reward parts recomputed by the viewer with masksearch.rewards.compute_score at its defaults (recall, format gate)' + (s.kind === 'rollout' ? '; score is what verl logged.' : '.')
+      : 'Reward parts as logged by the source.'));
+    side.appendChild(el('h2', null, 'Env stats'));
+    var et = el('table', { id: 'stats' });
+    Object.keys(s.stats || {}).forEach(function (key) { kv(et, key, fmt(s.stats[key])); });
+    side.appendChild(et);
+    if (s.stats_source === 'derived') side.appendChild(el('p', { class: 'note' }, 'Derived from the text (verl dumps carry no env stats).'));
+    var terr = (s.extra && s.extra.turn_errors) || [];
+    if (terr.length) { side.appendChild(el('h3', null, 'Retrieval errors')); terr.forEach(function (e) { side.appendChild(el('p', { class: 'badge bad' }, e)); }); }
+    if (s.same_prompt) {
+      side.appendChild(el('h2', null, 'Same prompt elsewhere'));
+      var st = el('table', { id: 'same-prompt' });
+      st.appendChild(el('tr', null, el('th', null, '#'), el('th', null, 'run'), el('th', null, 'step'), el('th', null, 'score')));
+      s.same_prompt.forEach(function (o) {
+        st.appendChild(el('tr', { class: o[0] === s.k ? 'self' : '' }, el('td', null, o[0] === s.k ? String(o[0]) + ' (this)' : el('a', { href: '#' + o[0] }, String(o[0]))), el('td', null, o[1] + ' ' + o[2]), el('td', null, fmt(o[3])), el('td', null, fmt(o[4]))));
+      });
+      side.appendChild(st);
+      side.appendChild(el('p', { class: 'note' }, el('a', { href: 'index.html#g=' + s.group + '&sort=step' }, 'all ' + s.same_prompt_total + ' in the index')));
+    }
+    document.body.setAttribute('data-ready', '1');
+  }
+
+  function initSample() {
+    var meta = window.MS_META;
+    if (!meta) throw new Error('data/meta.js did not load');
+    var root = document.getElementById('sample');
+    function show() {
+      var k = parseInt(location.hash.replace(/^#/, '') || '0', 10);
+      if (!(k >= 0 && k < meta.total)) {
+        while (root.firstChild) root.removeChild(root.firstChild);
+        root.appendChild(el('p', { class: 'badge bad' }, 'no sample #' + location.hash.replace(/^#/, '') + ' (there are ' + meta.total + ')'));
+        document.body.setAttribute('data-ready', '1');
+        return;
+      }
+      var c = Math.floor(k / meta.chunk_size);
+      loadChunk(c, function () { renderSample(root, chunks[c][k - c * meta.chunk_size], meta); window.scrollTo(0, 0); });
+    }
+    window.addEventListener('hashchange', show);
+    show();
+  }
+
+  // ---------- compare page ----------
+  function initCompare() {
+    var data = window.MS_COMPARE;
+    if (!data) throw new Error('data/compare.js did not load');
+    document.getElementById('cmp-count').textContent = data.rows.length + ' of ' + data.n_common + ' common samples changed score (A: ' +
+      data.n_a + ' samples, B: ' + data.n_b + '; only in A: ' + data.only_a + ', only in B: ' + data.only_b + ')';
+    var t = document.getElementById('cmp');
+    t.appendChild(el('thead', null, el('tr', null, ['id', 'prompt', 'score A', 'score B', 'Δ', 'acc A', 'acc B', 'answer A', 'answer B'].map(function (h) { return el('th', null, h); }))));
+    var tb = el('tbody');
+    data.rows.forEach(function (r) {
+      tb.appendChild(el('tr', { class: 'row' }, el('td', null, r.id), el('td', { class: 'q' }, highlight(r.q, [], true)),
+        el('td', { class: 'num' }, el('a', { href: 'sample.html#' + r.ka }, fmt(r.sa))), el('td', { class: 'num' }, el('a', { href: 'sample.html#' + r.kb }, fmt(r.sb))),
+        el('td', { class: 'num ' + (r.d > 0 ? 'delta-pos' : 'delta-neg') }, (r.d > 0 ? '+' : '') + fmt(r.d)), el('td', { class: 'num' }, fmt(r.acc_a)), el('td', { class: 'num' }, fmt(r.acc_b)),
+        el('td', null, r.ans_a), el('td', null, r.ans_b)));
+    });
+    t.appendChild(tb);
+    document.body.setAttribute('data-rows', String(data.rows.length));
+    document.body.setAttribute('data-ready', '1');
+  }
+
+  function start() {
+    var page = document.body.getAttribute('data-page');
+    try {
+      if (page === 'index') initIndex();
+      else if (page === 'sample') initSample();
+      else if (page === 'compare') initCompare();
+    } catch (e) {
+      window.__msAddError(e && e.stack ? e.stack : String(e));
+      document.body.setAttribute('data-ready', '1');
+    }
+  }
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start); else start();
+})();
+"""

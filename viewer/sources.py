@@ -1,0 +1,613 @@
+"""Read what the project writes into one list of :class:`Sample` records (the viewer's only input).
+
+Recognised sources (a path may be any of them, or a folder holding them up to three levels down):
+
+===================  ==========================================================================
+eval run             ``trajectories.jsonl`` (+ ``results.json``) written by ``masksearch eval``
+verl dump            ``<step>.jsonl`` files of ``trainer.rollout_data_dir`` or
+                     ``trainer.validation_data_dir`` (verl's ``_write_generations``: ``input``,
+                     ``output``, ``gts``, ``score``, ``step`` and, for validation, the reward's
+                     extra keys ``acc``, ``format_ok``, ...)
+SFT synthesis        ``kept.jsonl`` / ``rejected.jsonl`` of ``masksearch sft synthesize``
+learning report      ``report.json`` with ``stages`` (``make learn``); not samples, a page
+===================  ==========================================================================
+
+Every sample carries the same fields whatever its source: the prompt messages, the response split
+into the grammar's blocks (:func:`masksearch.core.grammar.parse_turns`), each observation split into
+its documents, the gold spans as alias groups, the extracted answer, the reward parts (``score``,
+``acc``, ``answer_score``, ``format_ok``, ``format_reason``, ``num_searches``; taken from the source
+when it has them, else recomputed with :func:`masksearch.rewards.compute_score` at its defaults and
+marked ``rewards_source="recomputed"``) and the env stats. Unreadable lines are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from masksearch.core.errors import UserFacingError
+from masksearch.core.grammar import INFORMATION, count_searches, extract_answer, parse_turns
+from masksearch.core.tokens import MASK_TOKEN
+
+logger = logging.getLogger(__name__)
+logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+
+__all__ = [
+    "REWARD_KEYS",
+    "LearnReport",
+    "LoadResult",
+    "Sample",
+    "Source",
+    "discover",
+    "load_sources",
+    "split_documents",
+]
+
+#: The reward parts every sample shows (the training reward's keys, ``pred`` aside).
+REWARD_KEYS = ("score", "acc", "answer_score", "format_ok", "format_reason", "num_searches")
+#: Env counters shown per sample (the agent loop's ``extra_fields``).
+STAT_KEYS = (
+    "num_searches",
+    "num_turns",
+    "num_invalid_actions",
+    "num_retrieval_errors",
+    "hit_turn_budget",
+    "hit_length_budget",
+    "retrieval_latency_s",
+)
+_MAX_SCAN_DEPTH = 3
+_STEP_FILE = re.compile(r"^(\d+)\.jsonl$")
+_DOC_RE = re.compile(r"(?m)^\s*Doc (\d+)\(Title: ")
+_PASSAGE_RE = re.compile(r"Passage: (.*?)\nNumber of masks:", re.S)
+_SEARCH_FAILED = "Search failed:"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One recognised input: ``kind`` is ``eval``, ``verl``, ``sft`` or ``learn``."""
+
+    kind: str
+    path: Path
+    label: str
+
+
+@dataclass
+class Sample:
+    """One trajectory, in the viewer's shape (JSON-ready through :meth:`to_json`)."""
+
+    run: str
+    kind: str  # eval | rollout | validation | sft
+    id: str
+    data_source: str
+    prompt: list[dict[str, str]]
+    response: str
+    golds: list[list[str]]
+    answer: str | None
+    rewards: dict[str, Any]
+    rewards_source: str  # source | recomputed
+    stats: dict[str, Any]
+    stats_source: str  # source | derived
+    step: int | None = None
+    stop_reason: str | None = None
+    error: str | None = None
+    status: str | None = None  # sft: kept | rejected
+    reason: str | None = None  # sft: the rejection reason
+    detail: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    key: int = -1
+    # filled by finish()
+    blocks: list[list[Any]] = field(default_factory=list)
+    group: str = ""
+    gold_in_docs: bool = False
+
+    @property
+    def missed(self) -> bool:
+        """A gold span was in a retrieved document, but the answer was not right."""
+        return self.gold_in_docs and float(self.rewards.get("acc") or 0.0) < 1.0
+
+    def finish(self) -> None:
+        """Split the response into blocks and documents; the prompt group; the gold-in-docs flag."""
+        self.blocks = []
+        observations: list[str] = []
+        for turn in parse_turns(self.response):
+            if turn.kind == INFORMATION.name:
+                observations.append(turn.content)
+                self.blocks.append([turn.kind, turn.content, turn.closed, split_documents(turn.content)])
+            else:
+                self.blocks.append([turn.kind, turn.content, turn.closed])
+        prompt_text = "\n".join(str(m.get("content", "")) for m in self.prompt)
+        self.group = hashlib.sha1(prompt_text.encode("utf-8", "replace")).hexdigest()[:12]
+        self.gold_in_docs = _gold_in(observations, self.golds)
+
+    def index_row(self) -> dict[str, Any]:
+        """The compact row of ``index.html`` (no texts beyond a short preview)."""
+        r = self.rewards
+        return {
+            "k": self.key,
+            "run": self.run,
+            "kind": self.kind,
+            "id": self.id,
+            "step": self.step,
+            "ds": self.data_source,
+            "score": _num(r.get("score")),
+            "acc": _num(r.get("acc")),
+            "fmt": _num(r.get("format_ok")),
+            "reason": str(r.get("format_reason", "")),
+            "ns": int(_num(r.get("num_searches")) or 0),
+            "turns": int(_num(self.stats.get("num_turns")) or 0),
+            "missed": self.missed,
+            "status": self.status or "",
+            "sreason": self.reason or "",
+            "g": self.group,
+            "ans": (self.answer or "")[:80],
+            "q": _preview(self.prompt),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "k": self.key,
+            "run": self.run,
+            "kind": self.kind,
+            "id": self.id,
+            "step": self.step,
+            "data_source": self.data_source,
+            "prompt": self.prompt,
+            "blocks": self.blocks,
+            "golds": self.golds,
+            "answer": self.answer,
+            "rewards": self.rewards,
+            "rewards_source": self.rewards_source,
+            "stats": self.stats,
+            "stats_source": self.stats_source,
+            "stop_reason": self.stop_reason,
+            "error": self.error,
+            "status": self.status,
+            "reason": self.reason,
+            "detail": self.detail,
+            "extra": self.extra,
+            "gold_in_docs": self.gold_in_docs,
+            "missed": self.missed,
+            "group": self.group,
+        }
+
+
+@dataclass
+class LearnReport:
+    """``outputs/learn/report.json`` (schema of ``make learn``), kept as read."""
+
+    label: str
+    path: Path
+    data: dict[str, Any]
+
+
+@dataclass
+class LoadResult:
+    """What :func:`load_sources` read: samples, learning reports, run summaries, skip counts."""
+
+    samples: list[Sample]
+    reports: list[LearnReport]
+    runs: dict[str, dict[str, Any]]  # label -> {"kind", "path", "results" (eval results.json) ...}
+    skipped: Counter[str]
+
+
+# --------------------------------------------------------------------------- helpers
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _preview(prompt: Sequence[Mapping[str, Any]], limit: int = 140) -> str:
+    """The last user message (or the whole prompt) collapsed to one line, cut to ``limit``."""
+    text = ""
+    for message in prompt:
+        if message.get("role") in ("user", "prompt"):
+            text = str(message.get("content", ""))
+    passage = _PASSAGE_RE.findall(text)
+    if passage:
+        text = passage[-1]
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _gold_in(observations: Sequence[str], golds: Sequence[Sequence[str]]) -> bool:
+    if not observations:
+        return False
+    haystack = _norm(" ".join(observations))
+    return any(alias.strip() and _norm(alias) in haystack for group in golds for alias in group)
+
+
+def split_documents(observation: str) -> list[list[Any]]:
+    """``[[n, title, text], ...]`` of a Search-R1 observation (``Doc i(Title: t) text``).
+
+    An observation that is not in that shape (a retrieval error, free text) gives ``[]``; a
+    title holding ``)`` is cut at its first ``)`` followed by a space.
+
+    >>> split_documents("Doc 1(Title: Paris) Capital.\\nDoc 2(Title: Lyon (city)) A city.\\n")
+    [[1, 'Paris', 'Capital.'], [2, 'Lyon (city)', 'A city.']]
+    >>> split_documents("Search failed: timeout")
+    []
+    """
+    starts = list(_DOC_RE.finditer(observation))
+    docs: list[list[Any]] = []
+    for i, m in enumerate(starts):
+        end = starts[i + 1].start() if i + 1 < len(starts) else len(observation)
+        body = observation[m.end() : end]
+        close = body.find(") ")
+        if close < 0:
+            close = body.find(")")
+        title, text = (body[:close], body[close + 1 :]) if close >= 0 else (body, "")
+        docs.append([int(m.group(1)), title, text.strip()])
+    return docs
+
+
+def _golds_of(data_source: str, ground_truth: Any) -> list[list[str]]:
+    """Alias groups: one per mask for RAMP, one group of aliases for QA."""
+    from masksearch.rewards import task_kind
+    from masksearch.rewards.ramp import as_span_golds
+
+    if task_kind(data_source) == "ramp":
+        return [[str(a) for a in group] for group in as_span_golds(ground_truth)]
+    value = ground_truth
+    if isinstance(value, Mapping):
+        value = value.get("target", value.get("answers", value.get("ground_truth", [])))
+    if value is None:
+        return [[]]
+    if isinstance(value, str):
+        return [[value]]
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    aliases: list[str] = []
+    for item in value if isinstance(value, list | tuple) else [value]:
+        if isinstance(item, list | tuple):
+            aliases.extend(str(a) for a in item)
+        elif item is not None:
+            aliases.append(str(item))
+    return [aliases]
+
+
+def _masked_text(prompt: Sequence[Mapping[str, Any]], extra_info: Mapping[str, Any] | None) -> str | None:
+    if extra_info and isinstance(extra_info.get("masked_text"), str) and extra_info["masked_text"]:
+        return extra_info["masked_text"]
+    for message in reversed(list(prompt)):
+        found = _PASSAGE_RE.findall(str(message.get("content", "")))
+        if found:
+            return found[-1]
+    return None
+
+
+def _recompute(
+    data_source: str, response: str, ground_truth: Any, prompt: Sequence[Mapping[str, Any]], extra: Any
+) -> dict[str, Any]:
+    """The training reward at its defaults (recall, format gate) for sources that lack the parts."""
+    from masksearch.rewards import compute_score
+
+    extra_info = dict(extra) if isinstance(extra, Mapping) else {}
+    masked = _masked_text(prompt, extra_info)
+    if masked:
+        extra_info["masked_text"] = masked
+    out = compute_score(data_source, response, ground_truth, extra_info)
+    return {k: out[k] for k in REWARD_KEYS}
+
+
+def _derived_stats(response: str) -> dict[str, Any]:
+    """Env counters read off the text (verl's dumps carry none)."""
+    turns = parse_turns(response)
+    observations = [t for t in turns if t.kind == INFORMATION.name]
+    return {
+        "num_searches": count_searches(response),
+        "num_turns": len(observations) + (1 if turns and turns[-1].kind != INFORMATION.name else 0),
+        "num_retrieval_errors": sum(t.content.strip().startswith(_SEARCH_FAILED) for t in observations),
+    }
+
+
+def _jsonl(path: Path, skipped: Counter[str]) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                skipped[f"{path.name}: unreadable line"] += 1
+                continue
+            if isinstance(record, dict):
+                yield record
+            else:
+                skipped[f"{path.name}: not an object"] += 1
+
+
+def _messages(value: Any) -> list[dict[str, str]]:
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    out = []
+    for m in value or []:
+        if isinstance(m, Mapping):
+            out.append({"role": str(m.get("role", "")), "content": str(m.get("content", ""))})
+    return out
+
+
+def _data_source_of(prompt_text: str) -> str:
+    return "ramp" if MASK_TOKEN in prompt_text else "qa"
+
+
+# --------------------------------------------------------------------------- per source
+def _load_eval(src: Source, skipped: Counter[str]) -> Iterator[Sample]:
+    for rec in _jsonl(src.path / "trajectories.jsonl", skipped):
+        traj = rec.get("trajectory") or {}
+        prompt = _messages(traj.get("messages") or [{"role": "user", "content": rec.get("question", "")}])
+        response = str(traj.get("response_text") or "")
+        data_source = str(rec.get("data_source") or "unknown")
+        golds_raw = rec.get("golds") or []
+        scores = dict(rec.get("scores") or {})
+        rewards = _recompute(data_source, response, golds_raw, prompt, None)
+        for key, value in scores.items():  # eval's own metrics (em, f1, recall, judge...) next to them
+            if key not in rewards and key != "pred":
+                rewards[key] = value
+        turn_errors = [t.get("error") for t in traj.get("turns") or [] if t.get("error")]
+        yield Sample(
+            run=src.label,
+            kind="eval",
+            id=str(rec.get("id")),
+            data_source=data_source,
+            prompt=prompt,
+            response=response,
+            golds=_golds_of(data_source, golds_raw),
+            answer=rec.get("answer"),
+            rewards=rewards,
+            rewards_source="recomputed",
+            stats=dict(rec.get("stats") or {}),
+            stats_source="source",
+            stop_reason=rec.get("stop_reason"),
+            error=rec.get("error"),
+            extra={
+                "dataset": rec.get("dataset"),
+                "question": rec.get("question"),
+                "turn_errors": turn_errors,
+            },
+        )
+
+
+def _load_verl(src: Source, skipped: Counter[str]) -> Iterator[Sample]:
+    kind = "validation" if "val" in src.path.name.lower() else "rollout"
+    files = sorted(
+        (p for p in src.path.iterdir() if _STEP_FILE.match(p.name)), key=lambda p: int(p.name.split(".")[0])
+    )
+    for path in files:
+        file_step = int(path.name.split(".")[0])
+        for i, rec in enumerate(_jsonl(path, skipped)):
+            prompt_text = str(rec.get("input", ""))
+            response = str(rec.get("output", ""))
+            data_source = str(rec.get("data_source") or _data_source_of(prompt_text))
+            prompt = [{"role": "prompt", "content": prompt_text}]
+            gts = rec.get("gts")
+            if all(k in rec for k in ("acc", "format_ok", "num_searches")):
+                rewards = {k: rec.get(k) for k in REWARD_KEYS}
+                rewards_source = "source"
+            else:
+                rewards = _recompute(data_source, response, gts, prompt, None)
+                rewards_source = "recomputed"
+            rewards["score"] = _num(rec.get("score"))  # what verl trained on (overlong shaping included)
+            for key in ("em", "f1", "recall", "judge"):
+                if key in rec:
+                    rewards[key] = rec[key]
+            step = rec.get("step", file_step)
+            yield Sample(
+                run=src.label,
+                kind=kind,
+                id=str(rec.get("uid") or rec.get("request_id") or f"{file_step}:{i}"),
+                step=int(step) if isinstance(step, int | float) else file_step,
+                data_source=data_source,
+                prompt=prompt,
+                response=response,
+                golds=_golds_of(data_source, gts),
+                answer=extract_answer(response),
+                rewards=rewards,
+                rewards_source=rewards_source,
+                stats=_derived_stats(response),
+                stats_source="derived",
+            )
+
+
+def _load_sft(src: Source, skipped: Counter[str]) -> Iterator[Sample]:
+    for name in ("kept.jsonl", "rejected.jsonl"):
+        path = src.path / name
+        if not path.is_file():
+            continue
+        for rec in _jsonl(path, skipped):
+            prompt = _messages(rec.get("prompt"))
+            response = str(rec.get("response") or "")
+            data_source = str(rec.get("data_source") or "unknown")
+            gt = rec.get("ground_truth")
+            rewards = _recompute(data_source, response, gt, prompt, rec.get("extra_info"))
+            if "answer_score" in rec:
+                rewards["sft_answer_score"] = rec["answer_score"]
+            yield Sample(
+                run=src.label,
+                kind="sft",
+                id=str(rec.get("id")),
+                data_source=data_source,
+                prompt=prompt,
+                response=response,
+                golds=_golds_of(data_source, gt),
+                answer=rec.get("answer"),
+                rewards=rewards,
+                rewards_source="recomputed",
+                stats={
+                    "num_searches": rec.get("num_searches", 0),
+                    "num_turns": rec.get("num_turns", 0),
+                    "num_retrieval_errors": _derived_stats(response)["num_retrieval_errors"],
+                },
+                stats_source="source",
+                stop_reason=rec.get("stop_reason"),
+                status=rec.get("status") or name.split(".")[0],
+                reason=rec.get("reason"),
+                detail=rec.get("detail") or None,
+                extra={"teacher": rec.get("teacher")},
+            )
+
+
+_LOADERS = {"eval": _load_eval, "verl": _load_verl, "sft": _load_sft}
+
+
+# --------------------------------------------------------------------------- discovery
+def _kind_of_dir(path: Path) -> str | None:
+    if (path / "trajectories.jsonl").is_file():
+        return "eval"
+    if (path / "kept.jsonl").is_file() or (path / "rejected.jsonl").is_file():
+        return "sft"
+    if any(_STEP_FILE.match(p.name) for p in path.iterdir() if p.is_file()):
+        return "verl"
+    report = path / "report.json"
+    if report.is_file() and _is_learn_report(report):
+        return "learn"
+    return None
+
+
+def _is_learn_report(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("stages"), list)
+
+
+def discover(paths: Sequence[str | os.PathLike[str]]) -> list[Source]:
+    """The recognised sources under ``paths`` (files or folders, searched three levels deep).
+
+    Raises:
+        UserFacingError: a path does not exist or holds nothing the viewer reads.
+    """
+    found: list[Source] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise UserFacingError(f"{path}: no such file or folder")
+        before = len(found)
+        if path.is_file():
+            name = path.name
+            parent = path.parent
+            if name == "trajectories.jsonl":
+                found.append(Source("eval", parent, _label(parent)))
+            elif name in ("kept.jsonl", "rejected.jsonl"):
+                found.append(Source("sft", parent, _label(parent)))
+            elif _STEP_FILE.match(name):
+                found.append(Source("verl", parent, _label(parent)))
+            elif name.endswith(".json") and _is_learn_report(path):
+                found.append(Source("learn", path, _label(parent)))
+        else:
+            for folder, _depth in _walk(path):
+                kind = _kind_of_dir(folder)
+                if kind:
+                    target = folder / "report.json" if kind == "learn" else folder
+                    found.append(Source(kind, target, _label(folder)))
+        if len(found) == before:
+            raise UserFacingError(
+                f"{path}: nothing to view (expected trajectories.jsonl, <step>.jsonl verl dumps, "
+                "kept/rejected.jsonl or a learning report.json, up to 3 folders down)"
+            )
+    unique: dict[tuple[str, Path], Source] = {}
+    for s in found:
+        unique.setdefault((s.kind, s.path.resolve()), s)
+    return _unique_labels(list(unique.values()))
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, int]]:
+    stack = [(root, 0)]
+    while stack:
+        folder, depth = stack.pop()
+        yield folder, depth
+        if depth < _MAX_SCAN_DEPTH:
+            try:
+                children = sorted((p for p in folder.iterdir() if p.is_dir()), reverse=True)
+            except OSError:
+                continue
+            for child in children:
+                if child.name not in (
+                    "cache",
+                    "checkpoints",
+                    "huggingface",
+                    "__pycache__",
+                ) and not child.name.startswith("."):
+                    stack.append((child, depth + 1))
+
+
+def _label(folder: Path) -> str:
+    parts = folder.resolve().parts
+    return "/".join(parts[-2:]) if len(parts) >= 2 else str(folder)
+
+
+def _unique_labels(sources: list[Source]) -> list[Source]:
+    counts = Counter(s.label for s in sources)
+    out = []
+    for s in sources:
+        label = s.label if counts[s.label] == 1 else f"{s.label} ({s.kind})"
+        out.append(Source(s.kind, s.path, label))
+    return out
+
+
+def load_sources(
+    paths: Sequence[str | os.PathLike[str]], *, labels: Sequence[str] | None = None
+) -> LoadResult:
+    """Read every source under ``paths`` into samples (keys 0..N-1 in reading order).
+
+    Args:
+        paths: files or folders (see the module docstring).
+        labels: optional run names, one per entry of ``paths`` (default: the last two folder names).
+
+    Raises:
+        UserFacingError: a path does not exist or holds nothing readable.
+    """
+    samples: list[Sample] = []
+    reports: list[LearnReport] = []
+    runs: dict[str, dict[str, Any]] = {}
+    skipped: Counter[str] = Counter()
+    for n, raw in enumerate(paths):
+        found = discover([raw])
+        for src in found:
+            if labels is not None:
+                name = labels[n] if len(found) == 1 else f"{labels[n]}/{src.label}"
+                src = Source(src.kind, src.path, name)
+            if src.kind == "learn":
+                reports.append(
+                    LearnReport(src.label, src.path, json.loads(src.path.read_text(encoding="utf-8")))
+                )
+                continue
+            info: dict[str, Any] = {"kind": src.kind, "path": str(src.path)}
+            results = src.path / "results.json"
+            if src.kind == "eval" and results.is_file():
+                try:
+                    info["results"] = json.loads(results.read_text(encoding="utf-8"))
+                except (OSError, json.JSONDecodeError):
+                    skipped[f"{src.label}: unreadable results.json"] += 1
+            sft_report = src.path / "report.json"
+            if src.kind == "sft" and sft_report.is_file():
+                try:
+                    info["report"] = json.loads(sft_report.read_text(encoding="utf-8"))
+                except (OSError, json.JSONDecodeError):
+                    skipped[f"{src.label}: unreadable report.json"] += 1
+            runs.setdefault(src.label, info)
+            for sample in _LOADERS[src.kind](src, skipped):
+                sample.key = len(samples)
+                sample.finish()
+                samples.append(sample)
+    for reason, count in skipped.items():
+        logger.warning("skipped %d: %s", count, reason)
+    return LoadResult(samples=samples, reports=reports, runs=runs, skipped=skipped)
