@@ -1,0 +1,55 @@
+"""Resume: the records already on disk (``kept.jsonl`` / ``rejected.jsonl``) and which ids are done."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from masksearch.sft.synthesis.config import ENDPOINT_FAILED, KEPT_FILE, REJECTED_FILE
+
+logger = logging.getLogger(__name__)
+logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+
+__all__ = ["prepare_resume", "read_records"]
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Records of a JSONL file; a torn last line (killed writer) is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            logger.warning("%s: skipping an unreadable line (interrupted write?)", path)
+    return records
+
+
+def _rewrite(path: Path, records: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def prepare_resume(out: Path, retry_failed: bool) -> set[str]:
+    """Ids already done; failed records are removed first when they are to be retried."""
+    kept = read_records(out / KEPT_FILE)
+    rejected = read_records(out / REJECTED_FILE)
+    if retry_failed and any(r.get("reason") == ENDPOINT_FAILED for r in rejected):
+        rejected = [r for r in rejected if r.get("reason") != ENDPOINT_FAILED]
+        _rewrite(out / REJECTED_FILE, rejected)
+    elif rejected or kept:
+        # rewrite anyway to drop a torn last line left by a killed run
+        _rewrite(out / REJECTED_FILE, rejected)
+    if kept:
+        _rewrite(out / KEPT_FILE, kept)
+    return {str(r["id"]) for r in kept + rejected if "id" in r}
