@@ -113,3 +113,203 @@ class TestWeightSync:
         server = HFRolloutServer(str(tiny_model_path), prompt_length=64, response_length=8)
         with pytest.raises(KeyError, match="not in the rollout model"):
             asyncio.run(server.update_weights({"model.not_a_layer.weight": torch.zeros(1)}))
+
+
+# --------------------------------------------------------------------------- batching (issue 14)
+QUESTIONS = [
+    "Who wrote Hamlet?",
+    "What is the capital of France? Answer in one word.",
+    "hi",
+    "List three colours and explain why the sky is blue, in detail please.",
+    "2 + 2 = ?",
+    "Translate 'good morning' into German.",
+]
+
+
+def _chat(tokenizer, question):
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+
+
+async def _concurrent(server, prompts, params_list):
+    return await asyncio.gather(
+        *[
+            server.generate(prompt_ids=p, sampling_params=params, request_id=f"r{i}")
+            for i, (p, params) in enumerate(zip(prompts, params_list, strict=True))
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def peaked_model_path(tiny_model_path, tmp_path_factory):
+    """The tiny model with larger random weights: its greedy continuations depend on the prompt
+    (the stock random init continues every prompt with the same newline)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_path), dtype=torch.float32)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if weight.dim() == 2:
+                weight.normal_(0.0, 1.0 if "embed" in name else 10.0 / weight.shape[1] ** 0.5)
+    out = tmp_path_factory.mktemp("peaked-tiny")
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(tiny_model_path)).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def divergent_prompts(peaked_model_path, embedded_tokenizer):
+    """Prompts whose greedy continuations differ pairwise (so a mixed-up row would show)."""
+    serial = HFRolloutServer(str(peaked_model_path), 64, 24, options={"max_batch_size": 1})
+    prompts = [_chat(embedded_tokenizer, q) for q in QUESTIONS]
+    alone = [_generate(serial, p, temperature=0.0, max_tokens=10) for p in prompts]
+    distinct = {tuple(o.token_ids) for o in alone}
+    assert len(distinct) == len(prompts), "the model should continue these prompts differently"
+    return prompts, alone
+
+
+class TestBatching:
+    def test_batched_equals_unbatched_under_greedy(self, peaked_model_path, divergent_prompts):
+        prompts, alone = divergent_prompts
+        server = HFRolloutServer(
+            str(peaked_model_path), 64, 24, options={"max_batch_size": 8, "batch_wait_ms": 200}
+        )
+        greedy = {"temperature": 0.0, "max_tokens": 10}
+        together = asyncio.run(_concurrent(server, prompts, [greedy] * len(prompts)))
+        assert max(server.batch_sizes) == len(prompts)  # really decoded as one batch
+        for solo, batched, prompt in zip(alone, together, prompts, strict=True):
+            assert batched.token_ids == solo.token_ids  # also: no row got another prompt's tokens
+            assert torch.allclose(torch.tensor(batched.log_probs), torch.tensor(solo.log_probs), atol=1e-4)
+            expected = _teacher_forced_log_probs(server.model, prompt, batched.token_ids, 1.0)
+            assert torch.allclose(torch.tensor(batched.log_probs), expected, atol=1e-4)
+
+    def test_sampled_batch_log_probs_match_teacher_forcing(self, peaked_model_path, divergent_prompts):
+        prompts, _ = divergent_prompts
+        server = HFRolloutServer(str(peaked_model_path), 64, 24, options={"batch_wait_ms": 200})
+        params = [
+            {"temperature": 0.7, "top_p": 0.9, "max_tokens": 12},
+            {"temperature": 1.0, "top_k": 20, "max_tokens": 12},
+            {"temperature": 1.3, "max_tokens": 12, "repetition_penalty": 1.2},
+        ] * 2
+        outs = asyncio.run(_concurrent(server, prompts, params))
+        for out, prompt, p in zip(outs, prompts, params, strict=True):
+            expected = _teacher_forced_log_probs(server.model, prompt, out.token_ids, p["temperature"])
+            assert torch.allclose(torch.tensor(out.log_probs), expected, atol=1e-4)
+
+    def test_late_requests_join_a_running_batch_without_mixing_rows(
+        self, peaked_model_path, divergent_prompts
+    ):
+        prompts, alone = divergent_prompts
+        server = HFRolloutServer(str(peaked_model_path), 64, 24, options={"batch_wait_ms": 0})
+
+        async def staggered():
+            first = [
+                asyncio.create_task(server.generate(prompt_ids=p, sampling_params=greedy, request_id=str(i)))
+                for i, p in enumerate(prompts[:2])
+            ]
+            while not server.batch_sizes:  # the first batch is decoding
+                await asyncio.sleep(0.001)
+            later = await _concurrent(server, prompts[2:], [greedy] * (len(prompts) - 2))
+            return [*(await asyncio.gather(*first)), *later]
+
+        greedy = {"temperature": 0.0, "max_tokens": 10}
+        outs = asyncio.run(staggered())
+        assert max(server.batch_sizes) > 2  # the late ones joined the running rows
+        for solo, out in zip(alone, outs, strict=True):
+            assert out.token_ids == solo.token_ids
+            assert torch.allclose(torch.tensor(out.log_probs), torch.tensor(solo.log_probs), atol=1e-4)
+
+    def test_rows_with_their_own_budgets_and_stops_end_where_they_should(
+        self, peaked_model_path, divergent_prompts, embedded_tokenizer
+    ):
+        prompts, alone = divergent_prompts
+        server = HFRolloutServer(str(peaked_model_path), 64, 24, options={"batch_wait_ms": 200})
+        # a stop string taken from inside row 0's greedy continuation: the row must end on that token
+        cut_at = 4
+        stop_text = embedded_tokenizer.decode(alone[0].token_ids[cut_at - 1 : cut_at])
+        assert stop_text.strip(), "pick a prompt whose 4th greedy token is visible text"
+        prefix = embedded_tokenizer.decode(alone[0].token_ids[: cut_at - 1])
+        assert stop_text not in prefix
+        params = [
+            {"temperature": 0.0, "max_tokens": 10, "stop": [stop_text]},
+            {"temperature": 0.0, "max_tokens": 3},
+            {"temperature": 0.0, "max_tokens": 7},
+            {"temperature": 0.0, "max_tokens": 1},
+            {"temperature": 0.0, "max_tokens": 0},
+            {"temperature": 0.0, "max_tokens": 10},
+        ]
+        outs = asyncio.run(_concurrent(server, prompts, params))
+        assert outs[0].token_ids == alone[0].token_ids[:cut_at] and outs[0].stop_reason == "completed"
+        for out, solo, budget in zip(outs[1:4], alone[1:4], (3, 7, 1), strict=True):
+            assert out.token_ids == solo.token_ids[:budget] and out.stop_reason == "length"
+        assert outs[4].token_ids == [] and outs[4].stop_reason == "length"
+        assert outs[5].token_ids == alone[5].token_ids
+        # finished rows leave the batch at once (the 1-token row is done by the prefill, the empty one
+        # never enters): rows of 4, 3, 7 and 10 tokens need 3, 2, 6 and 9 decode steps
+        assert server.batch_sizes == [4, 4, 3, 2, 2, 2, 1, 1, 1]
+
+    def test_max_batch_size_one_serves_requests_one_at_a_time(self, peaked_model_path, divergent_prompts):
+        prompts, alone = divergent_prompts
+        server = HFRolloutServer(str(peaked_model_path), 64, 24, options={"max_batch_size": 1})
+        greedy = {"temperature": 0.0, "max_tokens": 10}
+        outs = asyncio.run(_concurrent(server, prompts[:3], [greedy] * 3))
+        assert set(server.batch_sizes) == {1}
+        assert [o.token_ids for o in outs] == [a.token_ids for a in alone[:3]]
+
+    def test_unknown_option_is_a_one_line_error(self, peaked_model_path):
+        with pytest.raises(ValueError, match=r"unknown .*engine_kwargs.hf key.*max_batch"):
+            HFRolloutServer(str(peaked_model_path), 64, 24, options={"max_batch": 4})
+
+
+class TestAbort:
+    def test_abort_returns_in_flight_requests_as_aborted(self, peaked_model_path, divergent_prompts):
+        prompts, _ = divergent_prompts
+        server = HFRolloutServer(str(peaked_model_path), 64, 4096, options={"batch_wait_ms": 0})
+        endless = {"temperature": 1.0, "max_tokens": 4000}
+
+        async def scenario():
+            tasks = [
+                asyncio.create_task(server.generate(prompt_ids=p, sampling_params=endless, request_id=str(i)))
+                for i, p in enumerate(prompts[:3])
+            ]
+            while len(server.batch_sizes) < 3:  # decoding has started
+                await asyncio.sleep(0.001)
+            report = await server.abort_all_requests()
+            outs = await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+            # the gate stays closed until resume: a rejecting gate answers at once
+            await server.abort_all_requests(reject_request=True)
+            rejected = await server.generate(prompt_ids=prompts[0], sampling_params=endless, request_id="x")
+            await server.resume_generation()
+            after = await server.generate(
+                prompt_ids=prompts[0], sampling_params={"temperature": 0.0, "max_tokens": 2}, request_id="y"
+            )
+            return report, outs, rejected, after
+
+        report, outs, rejected, after = asyncio.run(scenario())
+        assert report["aborted_count"] == 3 and sorted(report["request_ids"]) == ["0", "1", "2"]
+        for out in outs:
+            assert out.stop_reason == "aborted"
+            assert 0 < len(out.token_ids) < 4000 and len(out.log_probs) == len(out.token_ids)
+        assert rejected.stop_reason == "aborted" and rejected.token_ids == []
+        assert after.stop_reason == "length" and len(after.token_ids) == 2
+        assert server.stats()["in_flight"] == 0
+
+
+class TestScriptedPolicy:
+    def test_scripted_policy_is_announced_and_batched_requests_are_forced(
+        self, peaked_model_path, divergent_prompts, caplog
+    ):
+        prompts, _ = divergent_prompts
+        with caplog.at_level("WARNING", logger="masksearch.backends.hf_rollout"):
+            server = HFRolloutServer(
+                str(peaked_model_path), 64, 48, scripted_policy=f"{__name__}:_searching_turn"
+            )
+        assert any("replaces sampling" in r.getMessage() for r in caplog.records)
+        params = {"temperature": 1.0, "max_tokens": 48, "stop": ["</search>"]}
+        outs = asyncio.run(_concurrent(server, prompts[:3], [params] * 3))
+        for out, prompt in zip(outs, prompts[:3], strict=True):
+            assert out.stop_reason == "completed"
+            expected = _teacher_forced_log_probs(server.model, prompt, out.token_ids, 1.0)
+            assert torch.allclose(torch.tensor(out.log_probs), expected, atol=1e-4)
