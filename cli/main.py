@@ -27,12 +27,20 @@ COMMAND_MODULES = [
 ]
 
 
+def _embedded_corpus():
+    from masksearch.data.corpus import embedded_corpus_path
+
+    return embedded_corpus_path()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="masksearch",
         description="MaskSearch on verl: data, retrieval, training, evaluation.",
     )
     parser.add_argument("--log-level", default="INFO", help="Python logging level (default: INFO).")
+    # Named corpora for commands of parts below data (``masksearch index build --corpus embedded``).
+    parser.set_defaults(named_corpora={"embedded": _embedded_corpus})
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)

@@ -12,8 +12,9 @@ shape Search-R1's wiki-18 corpus uses. Bad rows (missing fields, empty text, non
 JSON, duplicate ids) are counted and reported instead of crashing a long build; ``strict=True``
 makes the first one fatal.
 
-Everything downstream reads a corpus through :func:`read_corpus`, which returns :class:`Passage`
-objects whatever the on-disk flavour (our own output, or Search-R1's ``"\\"Title\\"\\ntext"`` rows).
+The format itself (:class:`Passage`, the file readers, :func:`read_corpus`, the checksum and the
+writer) belongs to the part that reads it, :mod:`masksearch.search_tool.corpus`; this module builds
+corpora in that format and re-exports those names.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,31 @@ from typing import Any
 from tqdm import tqdm
 
 from masksearch import cache_root
+from masksearch.search_tool.corpus import (  # the format is search_tool's; re-exported for builders
+    BadRow,
+    CorpusError,
+    Passage,
+    file_sha256,
+    iter_rows,
+    read_corpus,
+    to_passage,
+    write_passages_jsonl,
+)
+
+__all__ = [
+    "DEFAULT_CHUNK_WORDS",
+    "EMBEDDED",
+    "BuildReport",
+    "CorpusError",
+    "Passage",
+    "build_corpus",
+    "chunk_passage",
+    "embedded_corpus_path",
+    "file_sha256",
+    "iter_passages",
+    "read_corpus",
+    "write_passages_jsonl",
+]
 
 logger = logging.getLogger(__name__)
 if os.environ.get("MASKSEARCH_LOGGING_LEVEL"):
@@ -43,36 +69,6 @@ DEFAULT_CHUNK_WORDS = 100
 # Bumped whenever the embedded build changes, so stale cached corpora are rebuilt.
 _EMBEDDED_BUILD_VERSION = 1
 _MAX_BAD_EXAMPLES = 5
-
-
-class CorpusError(ValueError):
-    """A corpus cannot be built or read; the message says which row and why."""
-
-
-@dataclass(frozen=True)
-class Passage:
-    """One retrievable unit: the title is kept apart so observations can show ``(Title: …)``."""
-
-    id: str
-    title: str
-    text: str
-
-    @property
-    def contents(self) -> str:
-        """Search-R1's single-field form: ``Title\\ntext``."""
-        return f"{self.title}\n{self.text}"
-
-    @classmethod
-    def from_contents(cls, id: str, contents: str) -> Passage:
-        """Split Search-R1 ``contents``; wiki-18 wraps the title in double quotes, which we drop."""
-        title, _, text = contents.partition("\n")
-        title = title.strip()
-        if len(title) >= 2 and title.startswith('"') and title.endswith('"'):
-            title = title[1:-1]
-        return cls(id=id, title=title, text=text.strip())
-
-    def to_json(self) -> dict[str, str]:
-        return {"id": self.id, "contents": self.contents}
 
 
 @dataclass
@@ -103,17 +99,8 @@ class BuildReport:
         return "\n".join(lines)
 
 
-class _BadRow(Exception):
-    """Internal: one source row is unusable; carries where and why."""
-
-    def __init__(self, where: str, reason: str):
-        super().__init__(f"{where}: {reason}")
-        self.where = where
-        self.reason = reason
-
-
 # ---------------------------------------------------------------------------------------------
-# Sources: each yields either a raw document dict or a _BadRow (so bad rows are counted in order)
+# Sources: each yields either a raw document dict or a BadRow (so bad rows are counted in order)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -131,106 +118,28 @@ def _embedded_summaries_file() -> Path:
     return path
 
 
-def _iter_embedded() -> Iterator[dict[str, Any] | _BadRow]:
+def _iter_embedded() -> Iterator[dict[str, Any] | BadRow]:
     """Sorted by title so passage ids are stable across installs and Python versions."""
     data = json.loads(_embedded_summaries_file().read_text(encoding="utf-8"))
     for n, key in enumerate(sorted(data)):
         entry = data[key]
         if not isinstance(entry, dict):
-            yield _BadRow(f"entry {key!r}", "not an object")
+            yield BadRow(f"entry {key!r}", "not an object")
             continue
         yield {"id": str(n), "title": entry.get("title") or key, "text": entry.get("extract")}
 
 
-def _iter_jsonl(path: Path) -> Iterator[dict[str, Any] | _BadRow]:
-    """Read bytes and decode per line, so one bad line costs one row, not the file."""
-    with path.open("rb") as fh:
-        for line_no, raw in enumerate(fh, start=1):
-            where = f"line {line_no}"
-            if not raw.strip():
-                continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield _BadRow(where, f"not UTF-8 ({exc.reason} at byte {exc.start})")
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield _BadRow(where, f"bad JSON ({exc.msg})")
-                continue
-            if not isinstance(row, dict):
-                yield _BadRow(where, f"expected a JSON object, got {type(row).__name__}")
-                continue
-            row["_where"] = where
-            yield row
-
-
-def _iter_parquet(path: Path) -> Iterator[dict[str, Any] | _BadRow]:
-    """Stream record batches so a large parquet file never sits in memory as Python objects."""
-    import pyarrow.parquet as pq
-
-    parquet = pq.ParquetFile(path)
-    row_no = 0
-    for batch in parquet.iter_batches(batch_size=4096):
-        for row in batch.to_pylist():
-            row_no += 1
-            row["_where"] = f"row {row_no}"
-            yield row
-
-
-def _iter_source(source: str | os.PathLike[str]) -> Iterator[dict[str, Any] | _BadRow]:
+def _iter_source(source: str | os.PathLike[str]) -> Iterator[dict[str, Any] | BadRow]:
     if str(source) == EMBEDDED:
         return _iter_embedded()
-    path = Path(source)
-    if not path.is_file():
-        raise CorpusError(f"corpus source not found: {path} (use 'embedded' or a .jsonl/.parquet file)")
-    if path.suffix == ".parquet":
-        return _iter_parquet(path)
-    if path.suffix in {".jsonl", ".json", ".ndjson"}:
-        return _iter_jsonl(path)
-    raise CorpusError(f"unsupported corpus format {path.suffix!r}; expected .jsonl or .parquet")
+    if not Path(source).is_file():
+        raise CorpusError(f"corpus source not found: {source} (use 'embedded' or a .jsonl/.parquet file)")
+    return iter_rows(source)
 
 
 # ---------------------------------------------------------------------------------------------
 # Row normalisation and chunking
 # ---------------------------------------------------------------------------------------------
-
-
-def _as_text(value: Any, name: str) -> str:
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"field {name!r} is not UTF-8") from exc
-    if not isinstance(value, str):
-        raise ValueError(f"field {name!r} is {type(value).__name__}, expected a string")
-    return value
-
-
-def _to_passage(row: dict[str, Any]) -> Passage:
-    """Accept ``id``+``title``+``text`` or Search-R1 ``id``+``contents``; raise ValueError otherwise."""
-    raw_id = row.get("id")
-    if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
-        raise ValueError("missing 'id'")
-    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int, bytes)):
-        raise ValueError(f"'id' is {type(raw_id).__name__}, expected a string or integer")
-    doc_id = str(raw_id) if isinstance(raw_id, int) else _as_text(raw_id, "id").strip()
-    if row.get("text") is not None:
-        if row.get("title") is None:
-            raise ValueError("missing 'title' (rows need id+title+text or id+contents)")
-        passage = Passage(
-            doc_id, _as_text(row["title"], "title").strip(), _as_text(row["text"], "text").strip()
-        )
-    elif row.get("contents") is not None:
-        passage = Passage.from_contents(doc_id, _as_text(row["contents"], "contents"))
-    else:
-        raise ValueError("missing 'text' or 'contents'")
-    if not passage.text:
-        raise ValueError("empty text")
-    if "\x00" in passage.text or "\x00" in passage.title:
-        raise ValueError("NUL byte in text")
-    return passage
 
 
 def chunk_passage(passage: Passage, chunk_words: int) -> list[Passage]:
@@ -277,17 +186,17 @@ def iter_passages(
         if limit is not None and report.documents >= limit:
             break
         report.rows_read += 1
-        if isinstance(item, _BadRow):
+        if isinstance(item, BadRow):
             bad = item
         else:
             where = item.pop("_where", f"row {report.rows_read}")
             try:
-                passage = _to_passage(item)
+                passage = to_passage(item)
                 bad = None
             except ValueError as exc:
-                bad = _BadRow(where, str(exc))
+                bad = BadRow(where, str(exc))
             if bad is None and passage.id in seen and not embedded:
-                bad = _BadRow(where, f"duplicate id {passage.id!r}")
+                bad = BadRow(where, f"duplicate id {passage.id!r}")
         if bad is not None:
             if strict:
                 raise CorpusError(f"bad row at {bad.where}: {bad.reason} (--strict)")
@@ -343,23 +252,6 @@ def build_corpus(
     return report
 
 
-def read_corpus(path: str | os.PathLike[str]) -> Iterator[Passage]:
-    """Yield the passages of a corpus file (ours, Search-R1 JSONL, or any accepted source format).
-
-    Reading is lenient about row shape (``title``/``text`` or ``contents``) but strict about
-    validity: a corpus that made it past :func:`build_corpus` has no bad rows, so one here means
-    the file was edited or truncated, and we raise :class:`CorpusError` naming the row.
-    """
-    for item in _iter_source(path):
-        if isinstance(item, _BadRow):
-            raise CorpusError(f"{path}: bad row at {item.where}: {item.reason}")
-        where = item.pop("_where", "?")
-        try:
-            yield _to_passage(item)
-        except ValueError as exc:
-            raise CorpusError(f"{path}: bad row at {where}: {exc}") from None
-
-
 def embedded_corpus_path(
     cache_dir: str | os.PathLike[str] | None = None, *, chunk_words: int = DEFAULT_CHUNK_WORDS
 ) -> Path:
@@ -379,22 +271,3 @@ def embedded_corpus_path(
         logger.info("building the embedded corpus into %s", path)
         build_corpus(path, EMBEDDED, chunk_words=chunk_words, show_progress=False)
     return path
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Checksum of a file's bytes; identifies a corpus in index manifests and cache keys."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_passages_jsonl(passages: Iterable[Passage], out: str | os.PathLike[str]) -> int:
-    """Write passages in our JSONL shape (tests and tools that make small corpora use this)."""
-    n = 0
-    with open(out, "w", encoding="utf-8") as fh:
-        for passage in passages:
-            fh.write(json.dumps(passage.to_json(), ensure_ascii=False) + "\n")
-            n += 1
-    return n

@@ -325,7 +325,7 @@ def read_passages(path: str | Path) -> Iterator[PassageLike]:
     Any format that reader accepts works (Search-R1 ``id``/``contents`` JSONL, ``id``/``title``/
     ``text`` JSONL or parquet); it raises ``CorpusError`` (a ``ValueError``) on a broken row.
     """
-    from masksearch.data.corpus import read_corpus
+    from masksearch.search_tool.corpus import read_corpus
 
     return read_corpus(path)
 

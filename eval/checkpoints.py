@@ -94,7 +94,7 @@ def find_fsdp_checkpoint(path: str | os.PathLike[str]) -> Path | None:
 def _merged_dir(actor: Path) -> Path:
     if os.access(actor, os.W_OK):
         return actor / MERGED_DIRNAME
-    from masksearch.data.corpus import cache_root
+    from masksearch import cache_root
 
     digest = hashlib.sha256(str(actor.resolve()).encode()).hexdigest()[:16]
     return cache_root() / "merged-checkpoints" / digest

@@ -27,7 +27,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from masksearch.data.corpus import Passage
+from masksearch.search_tool.corpus import Passage
 from masksearch.search_tool.manifest import IndexLoadError, Manifest, package_versions
 from masksearch.search_tool.passage_store import PassageStore, write_passage_store
 from masksearch.search_tool.types import Hit

@@ -119,16 +119,18 @@ def _register_retriever(subparsers: argparse._SubParsersAction) -> None:
     serve.set_defaults(handler=_serve)
 
 
-def _resolve_corpus(value: str) -> str:
-    if value == "embedded":
-        from masksearch.data.corpus import embedded_corpus_path
+def _resolve_corpus(value: str, named: dict | None = None) -> str:
+    """A corpus file, or one of the named corpora the composing CLI provides (``embedded``).
 
-        return str(embedded_corpus_path())
-    return value
+    ``masksearch`` (``cli/main.py``) passes ``named_corpora`` (name -> function returning a path):
+    the embedded corpus is built by ``data``, a part above this one.
+    """
+    builder = (named or {}).get(value)
+    return str(builder()) if builder is not None else value
 
 
 def _index_build(args: argparse.Namespace) -> int:
-    from masksearch.data.corpus import CorpusError
+    from masksearch.search_tool.corpus import CorpusError
     from masksearch.search_tool.retrievers import build_index
 
     bm25 = {"k1": args.k1, "b": args.b}
@@ -142,7 +144,7 @@ def _index_build(args: argparse.Namespace) -> int:
     params = {"bm25": bm25, "dense": dense, "hybrid": {**bm25, **dense}}[args.retriever]
     try:
         manifest = build_index(
-            _resolve_corpus(args.corpus),
+            _resolve_corpus(args.corpus, getattr(args, "named_corpora", None)),
             args.retriever,
             args.out,
             overwrite=args.overwrite,

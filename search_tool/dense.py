@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from masksearch.data.corpus import Passage
+from masksearch.search_tool.corpus import Passage
 from masksearch.search_tool.manifest import Manifest, package_versions
 from masksearch.search_tool.passage_store import PassageStore, write_passage_store
 from masksearch.search_tool.types import Hit

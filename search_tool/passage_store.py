@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from masksearch.data.corpus import Passage
+from masksearch.search_tool.corpus import Passage
 
 PASSAGES_FILE = "passages.jsonl"
 OFFSETS_FILE = "passages.offsets.npy"

@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from masksearch.data.corpus import cache_root, file_sha256, read_corpus
+from masksearch import cache_root
+from masksearch.search_tool.corpus import file_sha256, read_corpus
 from masksearch.search_tool.manifest import KINDS, IndexLoadError, Manifest, package_versions
 from masksearch.search_tool.types import Hit
 

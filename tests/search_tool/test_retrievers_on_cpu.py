@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from masksearch.cli import main as cli_main
-from masksearch.data.corpus import Passage, read_corpus, write_passages_jsonl
+from masksearch.search_tool.corpus import Passage, read_corpus, write_passages_jsonl
 from masksearch.search_tool.bm25 import tokenize_for_bm25
 from masksearch.search_tool.hybrid import reciprocal_rank_fusion
 from masksearch.search_tool.manifest import IndexLoadError, IndexMismatchError, Manifest
