@@ -53,12 +53,15 @@ def _teacher_options(p: argparse.ArgumentParser, *, required: bool = True) -> No
     p.add_argument("--limit", type=int, default=None, help="Only the first N rows.")
     p.add_argument("--concurrency", type=int, default=4, help="Items in flight (default: 4).")
     p.add_argument(
-        "--max-turns", type=int, default=5, help="Model turns per trajectory, answer included (default: 5)."
+        "--max-turns",
+        type=int,
+        default=None,
+        help="Model turns per trajectory, answer included (default: the env's, as in RL).",
     )
     p.add_argument("--max-sub-questions", type=int, default=4, help="Planner's limit (default: 4).")
-    p.add_argument("--topk", type=int, default=3, help="Passages per search (default: 3).")
+    p.add_argument("--topk", type=int, default=None, help="Passages per search (default: the env's).")
     p.add_argument(
-        "--max-obs-tokens", type=int, default=512, help="Observation budget in tokens (default: 512)."
+        "--max-obs-tokens", type=int, default=None, help="Observation budget in tokens (default: the env's)."
     )
     p.add_argument(
         "--max-response-tokens", type=int, default=4096, help="Response budget in tokens (default: 4096)."
@@ -88,9 +91,18 @@ def _register_synthesize(sub: argparse._SubParsersAction) -> None:
         "agent) solve each row with the retriever; trajectories that pass the tag grammar and the answer "
         "check go to kept.jsonl, the others to rejected.jsonl with a reason; report.json sums it up.",
     )
-    _teacher_options(p)
+    _teacher_options(p, required=False)
     p.add_argument(
-        "--mode", choices=("agents", "policy"), default="agents", help="Teacher kind (default: agents)."
+        "--teacher",
+        "--mode",
+        dest="mode",
+        choices=("agents", "policy", "rules"),
+        default="agents",
+        help="Teacher kind: LLM agents or a served policy (both need --endpoint/--model), or rules "
+        "(deterministic planner / rewriter / observer over the retriever, no endpoint). Default: agents.",
+    )
+    p.add_argument(
+        "--samples", type=int, default=1, help="Trajectories per row (policy teacher; default: 1)."
     )
     p.add_argument("--api", choices=("completions", "chat"), default="completions", help="Policy mode API.")
     p.set_defaults(handler=_synthesize)
@@ -142,8 +154,25 @@ def _register_evolve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evolve",
         help="Self-evolving loop: synthesise -> train -> serve the trained model as the next teacher.",
+        description="Online: round 1's teacher is --endpoint/--model (LLM agents). Offline: round 0 is "
+        "--round0 (e.g. rules-teacher synthesis folders) and --round0-model the model trained on it; "
+        "every later teacher is the previous round's model behind masksearch sft serve, sampling "
+        "--samples trajectories per prompt, kept when the training reward gives acc = 1.",
     )
-    _teacher_options(p)
+    _teacher_options(p, required=False)
+    p.add_argument(
+        "--round0", nargs="*", default=[], help="Round-0 synthesis folders merged into every round's data."
+    )
+    p.add_argument("--round0-model", default=None, help="HF folder trained on --round0: round 1's teacher.")
+    p.add_argument(
+        "--samples", type=int, default=4, help="Trajectories per prompt from served teachers (default: 4)."
+    )
+    p.add_argument(
+        "--sample-temperature",
+        type=float,
+        default=1.0,
+        help="Sampling temperature of served teachers (default: 1.0).",
+    )
     p.add_argument("--rounds", type=int, required=True, help="Number of rounds.")
     p.add_argument(
         "--student", required=True, help="Student model trained every round (HF folder or hub id)."
@@ -178,6 +207,7 @@ def _synthesis_config(args: argparse.Namespace, mode: str) -> Any:
             max_response_tokens=args.max_response_tokens,
             answer_check=args.answer_check,
             concurrency=args.concurrency,
+            samples_per_item=getattr(args, "samples", 1),
             limit=args.limit,
             temperature=args.temperature,
             max_tokens=args.max_tokens,
@@ -229,6 +259,8 @@ def _synthesize(args: argparse.Namespace) -> int:
     from masksearch.sft.synthesize import synthesize
 
     config = _synthesis_config(args, args.mode)
+    if args.mode != "rules" and not (args.endpoint and args.model):
+        raise UserFacingError(f"--teacher {args.mode} needs --endpoint and --model (or use --teacher rules)")
     client, tokenizer = _inputs(args)
     try:
         report = synthesize(
@@ -297,6 +329,10 @@ def _evolve(args: argparse.Namespace) -> int:
     from masksearch.sft.evolve import evolve
 
     config = _synthesis_config(args, "agents")
+    if not args.round0_model and not (args.endpoint and args.model):
+        raise UserFacingError("give --endpoint and --model (online start) or --round0-model (offline start)")
+    if args.round0_model and not (Path(args.round0_model) / "config.json").is_file():
+        raise UserFacingError(f"--round0-model {args.round0_model}: not an HF model folder (no config.json)")
     client, tokenizer = _inputs(args)
     train_kwargs = {"batch_size": args.batch_size, "epochs": args.epochs, "steps": args.steps}
     if args.train_override:
@@ -307,6 +343,9 @@ def _evolve(args: argparse.Namespace) -> int:
         args.out,
         teacher_url=args.endpoint,
         teacher_model=args.model,
+        round0=args.round0,
+        round0_model=args.round0_model,
+        later_rounds={"samples_per_item": args.samples, "temperature": args.sample_temperature},
         student_model=args.student,
         search_client=client,
         tokenizer=tokenizer,

@@ -1,18 +1,27 @@
 """Self-evolving distillation: synthesise → train → serve the trained model as the next teacher.
 
-Round 1 uses the given teacher (normally the multi-agent mode against a large model). Each later
-round's teacher is the model trained in the round before, served on ``127.0.0.1`` by
+Two ways to start:
+
+* **online** (``teacher_url``): round 1 uses the given teacher (normally the multi-agent mode
+  against a large model);
+* **offline** (``round0`` + ``round0_model``): round 0 is data synthesised before (e.g. by the
+  rules teacher) and the model trained on it; round 1's teacher is that model.
+
+Every later teacher is the model trained in the round before, served on ``127.0.0.1`` by
 ``masksearch sft serve`` (or any command given as ``serve_cmd``, e.g. vLLM) and run in the search
-environment (``policy`` mode). Each round trains the *base* student on the kept trajectories of
-all rounds so far, so the data grows while errors of one round's model do not compound in the
-weights. Output::
+environment (``policy`` mode), sampling ``samples_per_item`` trajectories per training prompt
+(``later_rounds``); the training reward keeps those with ``acc = 1`` (rejection sampling). Each
+round trains the *base* student on the kept trajectories of all rounds so far (round 0's
+included), so the data grows while errors of one round's model do not compound in the weights.
+Output::
 
     out/round_1/synth/{kept,rejected}.jsonl, report.json
-    out/round_1/sft.parquet, out/round_1/train/checkpoints/global_step_N/huggingface/
-    out/evolve_report.json   one entry per round: teacher, kept share, mean searches, losses, model
+    out/round_1/sft.parquet, out/round_1/train/ (the trainer's folder), train_result.json
+    out/evolve_report.json   one entry per round: teacher, teacher acc, kept share, mean searches,
+                             losses, model, student_val (``evaluate_fn``'s metrics)
 
-Everything is resumable: synthesis resumes per item and a round whose checkpoint exists is not
-trained again.
+Everything is resumable: synthesis resumes per item and a round whose ``train_result.json``
+names an existing model is not trained again.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +45,7 @@ from masksearch.sft.synthesize import SynthesisConfig, synthesize
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
 
-__all__ = ["ServedModel", "evolve", "free_port"]
+__all__ = ["EVOLVE_REPORT", "TRAIN_RESULT", "ServedModel", "evolve", "free_port"]
 
 EVOLVE_REPORT = "evolve_report.json"
 
@@ -101,19 +110,33 @@ class ServedModel:
         self.proc = None
 
 
-def _trained(train_dir: Path) -> Any:
-    """The result of a round trained before (resume), or ``None``."""
-    from masksearch.recipes.sft_ramp import sft_checkpoint_to_hf
-    from masksearch.sft.train import TrainResult
+TRAIN_RESULT = "train_result.json"
 
-    ckpt = train_dir / "checkpoints"
-    if not (ckpt / "latest_checkpointed_iteration.txt").is_file():
+
+def _trained(round_dir: Path) -> Any:
+    """The result of a round trained before (resume), or ``None``."""
+    from types import SimpleNamespace
+
+    path = round_dir / TRAIN_RESULT
+    if not path.is_file():
         return None
     try:
-        hf = sft_checkpoint_to_hf(ckpt)
-    except (FileNotFoundError, RuntimeError):
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
         return None
-    return TrainResult(0, ckpt, hf, train_dir / "train.log", [])
+    hf = Path(saved.get("model") or "")
+    if not saved.get("model") or not (hf / "config.json").is_file():
+        return None
+    return SimpleNamespace(
+        returncode=0, hf_path=hf, losses=list(saved.get("losses") or []), log_file=saved.get("log_file")
+    )
+
+
+def _save_trained(round_dir: Path, result: Any) -> None:
+    if result.hf_path is None:
+        return
+    record = {"model": str(result.hf_path), "losses": list(result.losses), "log_file": str(result.log_file)}
+    (round_dir / TRAIN_RESULT).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 def evolve(
@@ -121,83 +144,90 @@ def evolve(
     data: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    teacher_url: str,
-    teacher_model: str,
     student_model: str | os.PathLike,
     search_client: Any,
     tokenizer: Any,
+    teacher_url: str | None = None,
+    teacher_model: str | None = None,
+    round0: Sequence[str | os.PathLike] = (),
+    round0_model: str | os.PathLike | None = None,
     config: SynthesisConfig | None = None,
     train_kwargs: dict[str, Any] | None = None,
     serve_cmd: str | None = None,
     api_key: str | None = None,
     later_rounds: dict[str, Any] | None = None,
     train_fn: Callable[..., Any] | None = None,
+    evaluate_fn: Callable[[Path, Path], dict[str, Any]] | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``rounds`` rounds of synthesise → train → serve; returns the per-round reports.
 
     Args:
         rounds: number of rounds (>= 1).
-        data: RAMP / QA parquet synthesised in every round.
+        data: RAMP / QA parquet synthesised in every round (the training prompts).
         out_dir: output folder (resumable).
-        teacher_url, teacher_model: the round-1 teacher.
         student_model: the model trained in every round (HF folder or hub id).
         search_client: retriever (``make_search_client``).
         tokenizer: the student's tokenizer.
-        config: synthesis settings of round 1 (later rounds switch to ``mode="policy"``).
-        train_kwargs: keyword arguments of :func:`masksearch.sft.train.train_sft`.
+        teacher_url, teacher_model: the round-1 teacher (online start).
+        round0: synthesis folders (or ``kept.jsonl`` files) of round 0, merged into every round's
+            SFT data (offline start).
+        round0_model: HF folder of the model trained on ``round0``: round 1's teacher (offline).
+        config: synthesis settings of round 1 (served teachers switch to ``mode="policy"``).
+        train_kwargs: keyword arguments of ``train_fn``.
         serve_cmd: command template serving ``{model}`` on ``{port}`` as ``{name}`` (default: the
             built-in ``masksearch sft serve``; e.g. ``"vllm serve {model} --port {port} --served-model-name {name}"``).
         api_key: bearer token for the round-1 teacher.
-        later_rounds: ``SynthesisConfig`` fields changed from round 2 on (e.g. ``temperature``).
+        later_rounds: ``SynthesisConfig`` fields for served teachers (e.g. ``temperature``,
+            ``samples_per_item``).
         train_fn: ``train_fn(parquet, student_model, out_dir, **train_kwargs) -> TrainResult``
             (default :func:`masksearch.sft.train.train_sft`).
+        evaluate_fn: ``evaluate_fn(model_dir, round_dir) -> metrics`` of each round's student on
+            validation data (stored as ``student_val``); the caller picks the evaluation.
         on_round: called with each round's report.
-    """
-    from masksearch.sft.train import train_sft
 
+    Raises:
+        ValueError: ``rounds < 1``, or neither an online nor an offline start.
+    """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if round0_model is None and not (teacher_url and teacher_model):
+        raise ValueError("give teacher_url and teacher_model (online) or round0_model (offline)")
+    if train_fn is None:
+        from masksearch.sft.train import train_sft as train_fn
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = config or SynthesisConfig()
+    served_cfg = replace(cfg, **{**(later_rounds or {}), "mode": "policy"})
     reports: list[dict[str, Any]] = []
-    teacher_hf: Path | None = None
-    kept_dirs: list[Path] = []
+    teacher_hf: Path | None = Path(round0_model) if round0_model is not None else None
+    kept_dirs: list[Path] = [Path(p) for p in round0]
     for r in range(1, rounds + 1):
         round_dir = out / f"round_{r}"
         synth_dir = round_dir / "synth"
-        server: ServedModel | None = None
-        if r == 1:
-            url, model, round_cfg, key = teacher_url, teacher_model, cfg, api_key
-        else:
-            assert teacher_hf is not None
-            server = ServedModel(teacher_hf, f"student-round-{r - 1}", serve_cmd=serve_cmd)
-            url, model, round_cfg, key = (
-                "",
-                server.name,
-                replace(cfg, **{**(later_rounds or {}), "mode": "policy"}),
-                None,
-            )
         started = time.perf_counter()
-        if server is not None:
-            with server as url:
+        if teacher_hf is None:
+            model, round_cfg = str(teacher_model), cfg
+            synth = synthesize(
+                data, synth_dir, endpoint_url=teacher_url, model=model, search_client=search_client,
+                tokenizer=tokenizer, config=round_cfg, api_key=api_key,
+            )  # fmt: skip
+        else:
+            model, round_cfg = f"student-round-{r - 1}", served_cfg
+            with ServedModel(teacher_hf, model, serve_cmd=serve_cmd) as url:
                 synth = synthesize(
                     data, synth_dir, endpoint_url=url, model=model, search_client=search_client,
-                    tokenizer=tokenizer, config=round_cfg, api_key=key,
+                    tokenizer=tokenizer, config=round_cfg,
                 )  # fmt: skip
-        else:
-            synth = synthesize(
-                data, synth_dir, endpoint_url=url, model=model, search_client=search_client,
-                tokenizer=tokenizer, config=round_cfg, api_key=key,
-            )  # fmt: skip
         kept_dirs.append(synth_dir)
         report: dict[str, Any] = {
             "round": r,
             "teacher": {"mode": round_cfg.mode, "model": model},
+            "samples_per_item": round_cfg.samples_per_item if round_cfg.mode == "policy" else 1,
             "items": synth["items"],
             "kept": synth["kept"],
             "kept_share": synth["kept_share"],
+            "teacher_acc": synth.get("teacher_acc", 0.0),
             "mean_searches": synth["mean_searches"],
             "rejection_reasons": synth["rejection_reasons"],
         }
@@ -207,17 +237,20 @@ def evolve(
             report["stopped"] = "no kept trajectory so far; nothing to train on"
             reports.append(report)
             break
-        result = _trained(round_dir / "train") or (train_fn or train_sft)(
-            parquet, student_model, round_dir / "train", **(train_kwargs or {})
-        )
+        result = _trained(round_dir)
+        if result is None:
+            result = train_fn(parquet, student_model, round_dir / "train", **(train_kwargs or {}))
+            _save_trained(round_dir, result)
         report.update(
             sft_rows=n_rows,
             train_returncode=result.returncode,
             train_losses=result.losses,
             model=str(result.hf_path) if result.hf_path else None,
             train_log=str(result.log_file),
-            wall_s=round(time.perf_counter() - started, 2),
         )
+        if result.hf_path is not None and evaluate_fn is not None:
+            report["student_val"] = evaluate_fn(Path(result.hf_path), round_dir)
+        report["wall_s"] = round(time.perf_counter() - started, 2)
         reports.append(report)
         (out / EVOLVE_REPORT).write_text(json.dumps(reports, indent=2) + "\n")
         if on_round is not None:
@@ -225,6 +258,6 @@ def evolve(
         if result.hf_path is None:
             report["stopped"] = f"training failed (rc={result.returncode}); see {result.log_file}"
             break
-        teacher_hf = result.hf_path
+        teacher_hf = Path(result.hf_path)
     (out / EVOLVE_REPORT).write_text(json.dumps(reports, indent=2) + "\n")
     return reports

@@ -17,11 +17,18 @@ def _share(kept: int, processed: int) -> float:
     return round(kept / processed, 4) if processed else 0.0
 
 
+def _mean(records: list[dict[str, Any]], key: str) -> float:
+    """Mean of a record field over the records that have it (older records may lack it)."""
+    values = [float(r[key]) for r in records if key in r]
+    return round(sum(values) / len(values), 4) if values else 0.0
+
+
 def build_report(out_dir: str | os.PathLike, items: int | None = None, **extra: Any) -> dict[str, Any]:
     """Counts over ``kept.jsonl`` / ``rejected.jsonl``.
 
     ``kept_share`` = kept / processed; ``mean_searches`` over kept trajectories;
-    ``mean_searches_all`` over every trajectory the teacher finished (failed items excluded);
+    ``mean_searches_all``, ``teacher_acc`` (mean training-reward ``acc``) and ``format_ok_share``
+    over every trajectory the teacher finished (failed items excluded);
     ``by_mask_count`` gives kept / processed / kept share and the rejection reasons per RAMP mask
     count (``"0"`` = QA rows).
     """
@@ -51,6 +58,8 @@ def build_report(out_dir: str | os.PathLike, items: int | None = None, **extra: 
         "failed": reasons.get(ENDPOINT_FAILED, 0),
         "kept_share": _share(len(kept), processed),
         "mean_searches": round(sum(r["num_searches"] for r in kept) / len(kept), 4) if kept else 0.0,
+        "teacher_acc": _mean(finished, "acc"),
+        "format_ok_share": _mean(finished, "format_ok"),
         "mean_searches_all": (
             round(sum(r["num_searches"] for r in finished) / len(finished), 4) if finished else 0.0
         ),
