@@ -6,7 +6,11 @@ verl loads ``compute_score`` by file path (:func:`verl_reward_path`)::
     reward.custom_reward_function.name=compute_score
     +reward.custom_reward_function.reward_kwargs.answer_reward=recall   # or em, f1, llm_judge, file.py:fn
 
-Modules: ``grammar`` (the tag grammar, shared with the env and eval), ``answer`` (EM/F1/recall),
+Validation logs the evaluation metrics through the same function:
+``+reward.custom_reward_function.reward_kwargs.eval_metrics=[em,f1,recall]`` (``masksearch eval``
+scores with :func:`masksearch.rewards.metrics.score_sample`, the same code).
+
+Modules: ``metrics`` (the eval/validation metrics), ``answer`` (EM/F1/recall),
 ``judge`` (LLM judge), ``ramp`` (masked-span answers), ``hybrid`` (format + answer),
 ``registry`` (names, entry points, ``file.py:fn`` specs).
 """
@@ -130,6 +134,7 @@ def compute_score(
     answer_weight: float = 1.0,
     format_weight: float = 0.0,
     format_gate: bool | str = True,
+    eval_metrics: Any = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """verl's custom reward function: hybrid (answer + format) score of one response.
@@ -149,11 +154,14 @@ def compute_score(
             ``llm_judge``), entry-point name, ``path/to/file.py:fn`` or a callable.
         answer_reward_options: options for a parametrised reward (e.g. ``{"max_ratio": 3}``).
         answer_weight, format_weight, format_gate: see :class:`HybridConfig`.
+        eval_metrics: answer rewards to add as validation metrics (``[em, f1, recall]``: extra keys
+            ``em``, ``f1``, ``recall``; :func:`masksearch.rewards.metrics.add_eval_metrics`), the
+            numbers ``masksearch eval`` reports. Default: none.
         **kwargs: anything else verl passes (``reward_router_address``...) is ignored.
 
     Returns:
         A dict with exactly the keys ``RESULT_KEYS``: score, acc, answer_score, format_ok,
-        format_reason, num_searches, pred.
+        format_reason, num_searches, pred; then one key per ``eval_metrics`` entry.
 
     Raises:
         KeyError/ValueError: only for configuration errors (unknown reward, bad weights),
@@ -163,6 +171,8 @@ def compute_score(
     >>> out = compute_score("hotpotqa", r, ["Paris"], None, unknown_kwarg=1)
     >>> out["score"], out["acc"], out["num_searches"], list(out) == list(RESULT_KEYS)
     (1.0, 1.0, 1, True)
+    >>> compute_score("hotpotqa", r, ["Paris"], eval_metrics=["em", "f1"])["f1"]
+    1.0
     """
     reward = resolve_reward(answer_reward, answer_reward_options)
     config = _hybrid_config(float(answer_weight), float(format_weight), _as_bool(format_gate))
@@ -170,4 +180,10 @@ def compute_score(
     response = (
         solution_str if isinstance(solution_str, str) else ("" if solution_str is None else str(solution_str))
     )
-    return hybrid_score(response, ground_truth, task_kind(data_source), reward, info, config)
+    result = hybrid_score(response, ground_truth, task_kind(data_source), reward, info, config)
+    if eval_metrics:
+        from masksearch.rewards.metrics import add_eval_metrics
+
+        metrics = [eval_metrics] if isinstance(eval_metrics, str) else _plain(eval_metrics)
+        add_eval_metrics(result, data_source, response, ground_truth, info, metrics)
+    return result

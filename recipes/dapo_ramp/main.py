@@ -22,6 +22,7 @@ import hydra
 
 from masksearch.backends.cpu_profile import cpu_overrides, gpu_overrides
 from masksearch.core.errors import UserFacingError
+from masksearch.recipes.budget import check_budget
 from masksearch.recipes.preflight import override_value, run_preflight
 
 PROFILES = ("auto", "cpu", "gpu")
@@ -62,7 +63,7 @@ def resolve_profile(overrides: Sequence[str]) -> str:
 def recipe_overrides(user_overrides: Sequence[str]) -> list[str]:
     """Profile and package-path overrides first, the user's last (Hydra applies them in order)."""
     from masksearch.env.agent_loop import agent_loop_config_path
-    from masksearch.eval.metrics import verl_reward_path  # training reward + the eval metrics for validation
+    from masksearch.rewards import verl_reward_path  # the one reward file (eval metrics: reward_kwargs.eval_metrics)
 
     profile = resolve_profile(user_overrides)
     on_cluster = bool(os.environ.get("RAY_ADDRESS"))  # started from the shell: see examples/multinode
@@ -101,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         overrides = recipe_overrides(user_overrides)
         run_preflight(overrides)
+        check_budget(overrides)  # one search per mask + the answer must fit (prints the fit)
     except UserFacingError as exc:
         print(f"masksearch: error: {exc}", file=sys.stderr)
         return 2

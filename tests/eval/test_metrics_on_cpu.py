@@ -1,13 +1,13 @@
-"""``masksearch.eval.metrics``: the scoring shared by ``masksearch eval`` and training validation."""
+"""``masksearch.eval.metrics``: the scoring shared by ``masksearch eval`` and training validation.
+
+The verl side (the one reward file with ``eval_metrics``) is tested in tests/rewards/test_metrics_on_cpu.py.
+"""
 
 from __future__ import annotations
 
-import pickle
-
 import pytest
 
-from masksearch.eval.metrics import DEFAULT_METRICS, SAMPLE_KEYS, compute_score, empty_scores, score_sample
-from masksearch.rewards import RESULT_KEYS
+from masksearch.eval.metrics import DEFAULT_METRICS, SAMPLE_KEYS, empty_scores, score_sample
 from masksearch.rewards import compute_score as reward_compute_score
 
 SEARCH = "<think>look</think>\n<search>q</search>\n\n<information>Doc 1(Title: X) y</information>\n\n"
@@ -82,26 +82,3 @@ class TestScoreSample:
 
     def test_empty_scores_has_the_same_keys(self):
         assert list(empty_scores()) == list(score_sample("nq", "x", ["a"]))
-
-
-class TestVerlEntry:
-    def test_training_keys_unchanged_plus_metrics(self):
-        response = SEARCH + "<think>ok</think>\n<answer>the Ostra</answer>"
-        out = compute_score(
-            "nq", response, ["Ostra"], {"index": 1}, answer_reward="em", reward_router_address="x"
-        )
-        train = reward_compute_score("nq", response, ["Ostra"], {"index": 1}, answer_reward="em")
-        assert {k: out[k] for k in RESULT_KEYS} == train
-        assert list(out) == [*RESULT_KEYS, *DEFAULT_METRICS]
-        assert out["em"] == 1.0 and out["recall"] == 1.0  # "the" is an article: dropped by normalisation
-
-    def test_picklable_and_loadable_by_path(self):
-        import importlib.util
-
-        from masksearch.eval.metrics import verl_reward_path
-
-        assert pickle.loads(pickle.dumps(compute_score)) is compute_score
-        spec = importlib.util.spec_from_file_location("custom_module", verl_reward_path())
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)  # what verl's load_extern_object does
-        assert module.compute_score("nq", "<think>t</think><answer>a</answer>", ["a"])["f1"] == 1.0
