@@ -32,12 +32,15 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 table.rows { width: 100%; font-size: 13px; }
 table.rows th { cursor: pointer; user-select: none; }
 table.rows th.sorted-asc::after { content: " ▲"; } table.rows th.sorted-desc::after { content: " ▼"; }
-table.rows td.q { max-width: 520px; color: #333; }
+table.rows td.q { min-width: 320px; max-width: 560px; color: #333; }
+table.rows td.run, table.rows td.id { max-width: 180px; overflow-wrap: anywhere; } table.rows td.ans { max-width: 220px; overflow-wrap: anywhere; }
+table.rows th { white-space: normal; } table.rows th[data-col=k] { white-space: nowrap; }
+.side table { table-layout: fixed; } .side td { overflow-wrap: anywhere; }
 table.rows tr:hover td { background: #fbfcfe; }
 .filters { display: flex; flex-wrap: wrap; gap: 8px 14px; align-items: end; padding: 8px; background: var(--soft);
            border: 1px solid var(--line); border-radius: 6px; }
 .filters label { display: flex; flex-direction: column; font-size: 12px; color: var(--muted); }
-.filters select, .filters input[type=text] { font-size: 13px; padding: 2px 4px; min-width: 90px; }
+.filters select, .filters input[type=text] { font-size: 13px; padding: 2px 4px; min-width: 90px; max-width: 260px; }
 .filters label.check { flex-direction: row; align-items: center; gap: 4px; color: var(--fg); }
 .count { margin: 6px 0; font-size: 13px; } .pager { display: flex; gap: 6px; align-items: center; font-size: 13px; }
 .pager button { font-size: 13px; }
@@ -183,7 +186,7 @@ APP_JS = r"""
     }
     FILTERS.forEach(function (f) {
       var values = distinct(f[0]);
-      if (values.length === 0) return;  // e.g. no steps (eval runs), no SFT status
+      if (values.length < 2) return;  // nothing to choose (one run, no steps, no SFT status...)
       var sel = el('select', { name: f[0], 'data-filter': f[0] }, el('option', { value: '' }, 'all'));
       values.forEach(function (v) { sel.appendChild(el('option', { value: v[0] }, v[0] + ' (' + v[1] + ')')); });
       sel.value = state[f[0]];
@@ -217,7 +220,14 @@ APP_JS = r"""
     var table = document.getElementById('rows');
     var thead = el('thead'), tbody = el('tbody');
     var tr = el('tr');
-    COLUMNS.forEach(function (c) {
+    // columns that say nothing here are left out (one run, one kind, no steps, no SFT status)
+    var hidden = {};
+    if (distinct('run').length < 2) hidden.run = true;
+    if (distinct('kind').length < 2) hidden.kind = true;
+    if (!data.has_steps) hidden.step = true;
+    if (!distinct('status').length) hidden.sreason = true;
+    var columns = COLUMNS.filter(function (c) { return !hidden[c[0]]; });
+    columns.forEach(function (c) {
       var th = el('th', { 'data-col': c[0] }, c[1]);
       th.addEventListener('click', function () {
         if (state.sort === c[0]) state.dir = state.dir === 'asc' ? 'desc' : 'asc';
@@ -274,15 +284,17 @@ APP_JS = r"""
         var accBadge = r.acc === null ? '–' : el('span', { class: 'badge ' + (r.acc >= 1 ? 'ok' : 'bad') }, fmt(r.acc, 2));
         var fmtBadge = r.fmt === null ? '–' : el('span', { class: 'badge ' + (r.fmt >= 1 ? 'ok' : 'bad') }, r.fmt >= 1 ? 'ok' : 'bad');
         var sft = r.status ? el('span', { class: 'badge ' + (r.status === 'kept' ? 'ok' : 'bad') }, r.status + (r.sreason && r.sreason !== 'ok' ? ': ' + r.sreason : '')) : '';
-        tbody.appendChild(el('tr', { 'data-k': r.k, class: 'row' },
-          el('td', { class: 'num' }, el('a', { href: link }, String(r.k))),
-          el('td', null, r.run), el('td', null, r.kind),
-          el('td', { class: 'num' }, r.step === null ? '' : el('a', { href: '#g=' + r.g + '&sort=step', title: 'follow this prompt across steps', class: 'follow' }, String(r.step))),
-          el('td', null, r.ds), el('td', null, el('a', { href: link }, r.id)),
-          el('td', { class: 'q' }, highlight(r.q, [], true)), el('td', null, r.ans),
-          el('td', { class: 'num' }, fmt(r.score)), el('td', { class: 'num' }, accBadge), el('td', null, fmtBadge),
-          el('td', null, r.reason), el('td', { class: 'num' }, String(r.ns)), el('td', { class: 'num' }, String(r.turns)),
-          el('td', null, r.missed ? el('span', { class: 'badge warn' }, 'yes') : ''), el('td', null, sft)));
+        var cells = {
+          k: el('td', { class: 'num' }, el('a', { href: link }, String(r.k))),
+          run: el('td', { class: 'run' }, r.run), kind: el('td', null, r.kind),
+          step: el('td', { class: 'num' }, r.step === null ? '' : el('a', { href: '#g=' + r.g + '&sort=step', title: 'follow this prompt across steps', class: 'follow' }, String(r.step))),
+          ds: el('td', null, r.ds), id: el('td', { class: 'id' }, el('a', { href: link }, r.id)),
+          q: el('td', { class: 'q' }, highlight(r.q, [], true)), ans: el('td', { class: 'ans' }, r.ans),
+          score: el('td', { class: 'num' }, fmt(r.score)), acc: el('td', { class: 'num' }, accBadge), fmt: el('td', null, fmtBadge),
+          reason: el('td', null, r.reason), ns: el('td', { class: 'num' }, String(r.ns)), turns: el('td', { class: 'num' }, String(r.turns)),
+          missed: el('td', null, r.missed ? el('span', { class: 'badge warn' }, 'yes') : ''), sreason: el('td', null, sft)
+        };
+        tbody.appendChild(el('tr', { 'data-k': r.k, class: 'row' }, columns.map(function (c) { return cells[c[0]]; })));
       });
       thead.querySelectorAll('th').forEach(function (th) {
         th.className = th.getAttribute('data-col') === state.sort ? 'sorted-' + state.dir : '';

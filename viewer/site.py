@@ -73,17 +73,29 @@ class BuildResult:
 
 
 # --------------------------------------------------------------------------- escaping
-_JS_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
-_JS_TABLE = str.maketrans(_JS_ESCAPES)
+_JS_ESCAPES = (
+    ("<", "\\u003c"),
+    (">", "\\u003e"),
+    ("&", "\\u0026"),
+    ("\u2028", "\\u2028"),
+    ("\u2029", "\\u2029"),
+)
 
 
 def js_json(value: Any) -> str:
-    """JSON safe to place in a script (no ``</script>``, no raw line separators).
+    """JSON safe to place in a script (no ``</script>``, no raw line separators; NaN/inf -> null).
 
-    >>> js_json({"t": "</script><b>&"})
-    '{"t": "\\\\u003c/script\\\\u003e\\\\u003cb\\\\u003e\\\\u0026"}'
+    >>> js_json({"t": "</script><b>&", "x": float("nan")})
+    '{"t": "\\\\u003c/script\\\\u003e\\\\u003cb\\\\u003e\\\\u0026", "x": null}'
     """
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, default=_default).translate(_JS_TABLE)
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, default=_default)
+    except ValueError:  # a NaN somewhere (rare): clean the whole value once
+        text = json.dumps(_clean(value), ensure_ascii=False, allow_nan=False, default=_default)
+    for raw, escaped in _JS_ESCAPES:  # str.replace runs in C; translate() with a dict does not
+        if raw in text:
+            text = text.replace(raw, escaped)
+    return text
 
 
 def _default(value: Any) -> Any:
@@ -94,6 +106,8 @@ def _default(value: Any) -> Any:
 
 def _clean(value: Any) -> Any:
     """NaN/inf -> None, recursively (JSON has no NaN)."""
+    if hasattr(value, "tolist") and not isinstance(value, str):
+        value = value.tolist()
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
@@ -437,7 +451,7 @@ def build_site(
         groups[s.group].append(s)
 
     # data: index rows, per-sample chunks
-    rows = [_clean(s.index_row()) for s in samples]
+    rows = [s.index_row() for s in samples]
     has_steps = any(s.step is not None for s in samples)
     multi_step_groups = sum(1 for g in groups.values() if len({s.step for s in g}) > 1)
     index_data = {
@@ -464,7 +478,7 @@ def build_site(
                     [o.key, o.run, o.kind, o.step, o.rewards.get("score")] for o in group[:MAX_SAME_PROMPT]
                 ]
                 record["same_prompt_total"] = len(group)
-            part.append(_clean(record))
+            part.append(record)
         (chunk_dir / f"{c:05d}.js").write_text(
             f"window.MS_CHUNK({c}, " + js_json(part) + ");\n", encoding="utf-8"
         )
@@ -480,7 +494,7 @@ def build_site(
         cmp["a"] = str(compare[0])  # type: ignore[index]
         cmp["b"] = str(compare[1])  # type: ignore[index]
         n_changed = len(cmp["rows"])
-        _write(out / "data" / "compare.js", "window.MS_COMPARE = " + js_json(_clean(cmp)) + ";\n")
+        _write(out / "data" / "compare.js", "window.MS_COMPARE = " + js_json(cmp) + ";\n")
         body = (
             "<h1>Compare</h1>"
             f"<p class='note'>A = {_e(compare[0])}<br>B = {_e(compare[1])}</p>"  # type: ignore[index]

@@ -1,0 +1,171 @@
+"""The built pages as a person sees them: rendered by headless Chromium from disk (file://).
+
+Each test builds a small site, loads a page with ``--dump-dom`` after its scripts ran
+(``--virtual-time-budget``) and counts what must be there. Errors are caught twice: the page's
+own collector (``<pre id="ms-errors" data-count>``) and Chromium's console log on stderr.
+Screenshots go to ``tmp_path`` (and to ``$MASKSEARCH_VIEWER_SHOTS`` when set, for the closing note).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from masksearch.viewer.site import build_site
+
+
+def _url(path: Path, fragment: str = "") -> str:
+    return path.resolve().as_uri() + (f"#{fragment}" if fragment else "")
+
+
+def _ready(r) -> None:
+    assert 'data-ready="1"' in r.dom, r.dom[-2000:]
+    assert re.search(r'<pre id="ms-errors" data-count="0"', r.dom), re.findall(
+        r'<pre id="ms-errors".*?</pre>', r.dom, re.S
+    )
+    assert r.console_errors() == [], r.console_errors()
+
+
+def _body_attr(dom: str, name: str) -> int:
+    return int(re.search(rf'<body[^>]* {name}="(\d+)"', dom).group(1))
+
+
+def _table_rows(dom: str) -> int:
+    body = re.search(r'<table id="rows".*?<tbody>(.*?)</tbody>', dom, re.S).group(1)
+    return body.count('<tr data-k="')
+
+
+def _keep_shot(path: Path) -> None:
+    target = os.environ.get("MASKSEARCH_VIEWER_SHOTS")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(target) / path.name)
+
+
+@pytest.fixture
+def eval_site(toy, tmp_path):
+    toy.write_eval_run(tmp_path / "run", toy.eval_records(7, planted=True))
+    build_site([tmp_path / "run"], tmp_path / "site")
+    return tmp_path / "site"
+
+
+class TestIndex:
+    def test_n_rows_for_n_samples_and_a_screenshot(self, browser, eval_site, tmp_path):
+        r = browser.dump_dom(_url(eval_site / "index.html"))
+        _ready(r)
+        assert _table_rows(r.dom) == 7 and _body_attr(r.dom, "data-rows") == 7
+        assert '<span id="count">7 samples</span>' in r.dom
+        shot = browser.screenshot(_url(eval_site / "index.html"), tmp_path / "viewer-index.png")
+        assert shot.stat().st_size > 20_000  # a real picture, not a blank page
+        _keep_shot(shot)
+
+    @pytest.mark.parametrize(
+        "fragment, rows",
+        [
+            ("missed=1", 3),  # answer in a retrieved document but not given: samples 0, 3, 6
+            ("ds=toyqa", 3),  # QA samples 1, 3, 5
+            ("acc=1", 4),  # right answers
+            ("ds=toyqa&acc=0", 1),  # filters combine: sample 3
+            ("q=glass%20orchard", 2),  # text search in the prompt preview (samples 1 and 5)
+        ],
+    )
+    def test_a_filter_reduces_the_rows(self, browser, eval_site, fragment, rows):
+        r = browser.dump_dom(_url(eval_site / "index.html", fragment))
+        _ready(r)
+        assert _table_rows(r.dom) == rows and f"{rows} of 7 samples" in r.dom
+
+    def test_sorting_by_score(self, browser, eval_site):
+        r = browser.dump_dom(_url(eval_site / "index.html", "sort=score&dir=asc"))
+        _ready(r)
+        keys = [int(k) for k in re.findall(r'<tr data-k="(\d+)"', r.dom)]
+        assert keys[:3] == [0, 3, 6] and 'class="sorted-asc" data-col="score"' in r.dom.replace(
+            'data-col="score" class="sorted-asc"', 'class="sorted-asc" data-col="score"'
+        )
+
+    def test_large_index_is_paged(self, browser, toy, tmp_path):
+        toy.write_eval_run(tmp_path / "run", toy.eval_records(1200))
+        build_site([tmp_path / "run"], tmp_path / "site", page_size=100)
+        r = browser.dump_dom(_url(tmp_path / "site" / "index.html", "page=3"))
+        _ready(r)
+        assert _table_rows(r.dom) == 100 and "page 3 / 12" in r.dom and 'data-k="200"' in r.dom
+
+
+class TestSample:
+    def test_query_and_highlighted_gold_span(self, browser, eval_site, tmp_path):
+        r = browser.dump_dom(_url(eval_site / "sample.html", "1"))  # QA sample
+        _ready(r)
+        assert (
+            '<div class="block search"><div class="kind">search</div><div class="pre">Who wrote The Glass Orchard?</div>'
+            in r.dom
+        )
+        doc = re.search(
+            r'<div class="doc"><span class="title">Doc 1 · The Glass Orchard</span>.*?</div>', r.dom, re.S
+        ).group(0)
+        assert '<mark class="gold g0" title="gold span 1">Tomas Verhoeven</mark>' in doc
+        for key in ("score", "acc", "answer_score", "format_ok", "format_reason", "num_searches"):
+            assert f"<td>{key}</td>" in r.dom
+        assert "<td>num_retrieval_errors</td>" in r.dom and "<td>hit_turn_budget</td>" in r.dom
+
+    def test_ramp_masks_and_each_span(self, browser, eval_site, tmp_path):
+        r = browser.dump_dom(_url(eval_site / "sample.html", "2"))  # 1-mask RAMP, answered right
+        _ready(r)
+        assert r.dom.count('<mark class="mask">[mask]</mark>') >= 1
+        assert '<mark class="gold g0" title="gold span 1">Marrowgate</mark>' in r.dom
+        r = browser.dump_dom(_url(eval_site / "sample.html", "6"))  # 2 masks (two colours), answered wrong
+        assert (
+            'title="gold span 1">Elena Marchetti</mark>' in r.dom
+            and 'class="gold g1" title="gold span 2">1921</mark>' in r.dom
+        )
+        shot = browser.screenshot(
+            _url(eval_site / "sample.html", "6"), tmp_path / "viewer-sample.png", size="1400,1300"
+        )
+        assert shot.stat().st_size > 20_000
+        _keep_shot(shot)
+
+    def test_planted_markup_renders_as_text(self, browser, eval_site):
+        r = browser.dump_dom(_url(eval_site / "sample.html", "0"))
+        _ready(r)
+        assert (
+            "Nothing here.&lt;script&gt;window.__pwned=1&lt;/script&gt;&lt;/div&gt;&lt;b&gt;bold?&lt;/b&gt;"
+            in r.dom
+        )
+        assert "<b>bold?</b>" not in r.dom and "__pwned=1</script>" not in r.dom
+        # the scripts of the page are the error collector, meta, app and the loaded chunk only
+        assert len(re.findall(r"<script\b", r.dom)) == 4
+
+    def test_unknown_sample_is_a_message(self, browser, eval_site):
+        r = browser.dump_dom(_url(eval_site / "sample.html", "99"))
+        _ready(r)
+        assert "no sample #99 (there are 7)" in r.dom
+
+
+class TestOtherPages:
+    def test_follow_one_prompt_across_steps(self, browser, toy, tmp_path):
+        from masksearch.viewer.sources import load_sources
+
+        toy.write_verl_dump(tmp_path / "rollouts", steps=3, prompts=2, n=2)
+        build_site([tmp_path / "rollouts"], tmp_path / "site")
+        group = load_sources([tmp_path / "rollouts"]).samples[0].group
+        r = browser.dump_dom(_url(tmp_path / "site" / "index.html", f"g={group}&sort=step"))
+        _ready(r)
+        assert _table_rows(r.dom) == 6 and "6 of 12 samples" in r.dom  # 3 steps x 2 rollouts
+        steps = re.findall(r'title="follow this prompt across steps" class="follow">(\d+)</a>', r.dom)
+        assert steps == ["1", "1", "2", "2", "3", "3"]
+        r = browser.dump_dom(_url(tmp_path / "site" / "sample.html", "0"))
+        _ready(r)
+        assert r.dom.count("<tr class=") == 6  # same prompt elsewhere: 6 samples listed
+
+    def test_compare_and_learn_pages(self, browser, toy, tmp_path):
+        a = toy.write_eval_run(tmp_path / "a", toy.eval_records(6, wrong_every=3))
+        b = toy.write_eval_run(tmp_path / "b", toy.eval_records(6, wrong_every=3, seed_shift=1))
+        toy.write_learn_report(tmp_path / "learn")
+        build_site([tmp_path / "learn"], tmp_path / "site", compare=(a, b))
+        r = browser.dump_dom(_url(tmp_path / "site" / "compare.html"))
+        _ready(r)
+        assert _body_attr(r.dom, "data-rows") == 4 and "4 of 6 common samples changed score" in r.dom
+        r = browser.dump_dom(_url(tmp_path / "site" / "learn.html"))
+        assert re.search(r'<pre id="ms-errors" data-count="0"', r.dom) and r.dom.count("<svg") == 3

@@ -1,0 +1,147 @@
+"""Reading eval runs, verl dumps, SFT synthesis and learning reports into viewer samples."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from masksearch.core.errors import UserFacingError
+from masksearch.viewer.sources import REWARD_KEYS, discover, load_sources, split_documents
+
+
+class TestDiscover:
+    def test_finds_every_kind_below_a_folder(self, toy, tmp_path):
+        toy.write_eval_run(tmp_path / "evals" / "base", toy.eval_records(2))
+        toy.write_verl_dump(tmp_path / "demo" / "rollouts")
+        toy.write_sft_run(tmp_path / "sft" / "synth")
+        toy.write_learn_report(tmp_path / "learn")
+        kinds = sorted(s.kind for s in discover([tmp_path]))
+        assert kinds == ["eval", "learn", "sft", "verl"]
+
+    @pytest.mark.parametrize(
+        "name, kind",
+        [
+            ("trajectories.jsonl", "eval"),  # a file names its folder
+            ("kept.jsonl", "sft"),
+            ("3.jsonl", "verl"),
+        ],
+    )
+    def test_a_file_names_its_folder(self, tmp_path, name, kind):
+        (tmp_path / name).write_text("{}\n")
+        (src,) = discover([tmp_path / name])
+        assert src.kind == kind and src.path == tmp_path
+
+    def test_missing_path_is_a_user_error(self, tmp_path):
+        with pytest.raises(UserFacingError, match="no such file"):
+            discover([tmp_path / "nope"])
+
+    def test_folder_without_sources_is_a_user_error(self, tmp_path):
+        (tmp_path / "notes.txt").write_text("hi")
+        with pytest.raises(UserFacingError, match="nothing to view"):
+            discover([tmp_path])
+
+    def test_sft_report_json_is_not_a_learning_report(self, toy, tmp_path):
+        toy.write_sft_run(tmp_path)  # has report.json without "stages"
+        assert [s.kind for s in discover([tmp_path])] == ["sft"]
+
+
+class TestEval:
+    def test_fields_rewards_and_flags(self, toy, tmp_path):
+        toy.write_eval_run(tmp_path / "run", toy.eval_records(6))
+        loaded = load_sources([tmp_path / "run"])
+        samples = loaded.samples
+        assert [s.key for s in samples] == list(range(6))
+        for s in samples:
+            assert s.kind == "eval" and s.stats["num_searches"] == 1
+            assert set(REWARD_KEYS) <= set(s.rewards) and {"em", "f1", "recall"} <= set(s.rewards)
+            kinds = [b[0] for b in s.blocks]
+            assert kinds == ["think", "search", "information", "think", "answer"]
+            docs = s.blocks[2][3]
+            assert [d[0] for d in docs] == [1, 2] and docs[1][1] == "Other"
+            assert s.gold_in_docs  # every toy observation holds the gold
+        # every third answer is wrong although the gold was retrieved (i = 0 and 3)
+        assert [s.missed for s in samples] == [True, False, False, True, False, False]
+        assert samples[1].rewards["acc"] == 1.0 and samples[1].rewards["format_reason"] == "ok"
+        ramp = samples[2]
+        assert ramp.data_source == "ramp" and ramp.golds == [["Marrowgate"]]
+        assert "results" in loaded.runs[samples[0].run]
+
+    def test_two_span_ramp_golds_are_groups(self, toy, tmp_path):
+        toy.write_eval_run(tmp_path, toy.eval_records(1, wrong_every=0))
+        (s,) = load_sources([tmp_path]).samples
+        assert s.golds == [["Elena Marchetti"], ["1921"]] and s.rewards["acc"] == 1.0
+
+    def test_unreadable_lines_are_skipped_and_counted(self, toy, tmp_path):
+        toy.write_eval_run(tmp_path, toy.eval_records(2))
+        with (tmp_path / "trajectories.jsonl").open("a") as fh:
+            fh.write('{"id": "torn", "traj\n[1, 2]\n')
+        loaded = load_sources([tmp_path])
+        assert len(loaded.samples) == 2
+        assert loaded.skipped == {
+            "trajectories.jsonl: unreadable line": 1,
+            "trajectories.jsonl: not an object": 1,
+        }
+
+    def test_failed_sample_without_trajectory(self, tmp_path):
+        rec = {"id": "x:1", "data_source": "toyqa", "question": "Q?", "golds": ["a"], "answer": None,
+               "scores": {"em": 0.0}, "stats": {}, "stop_reason": "error", "error": "generation: boom", "trajectory": None}  # fmt: skip
+        (tmp_path / "trajectories.jsonl").write_text(json.dumps(rec) + "\n")
+        (s,) = load_sources([tmp_path]).samples
+        assert (
+            s.blocks == []
+            and s.error == "generation: boom"
+            and s.rewards["format_reason"] == "empty response"
+        )
+        assert s.prompt == [{"role": "user", "content": "Q?"}]
+
+
+class TestVerl:
+    def test_rollout_dump_rescored_and_followed_across_steps(self, toy, tmp_path):
+        toy.write_verl_dump(tmp_path / "rollouts", steps=3, prompts=2, n=2)
+        samples = load_sources([tmp_path / "rollouts"]).samples
+        assert len(samples) == 12 and {s.kind for s in samples} == {"rollout"}
+        assert sorted({s.step for s in samples}) == [1, 2, 3]
+        assert {s.rewards_source for s in samples} == {"recomputed"} and {
+            s.stats_source for s in samples
+        } == {"derived"}
+        assert len({s.group for s in samples}) == 2  # two prompts, followed over three steps
+        right = [s for s in samples if s.rewards["score"] == 1.0]
+        assert right and all(s.rewards["acc"] == 1.0 and s.data_source == "ramp" for s in right)
+        assert all(s.stats["num_searches"] == 1 and s.stats["num_turns"] == 2 for s in samples)
+
+    def test_validation_dump_keeps_logged_reward_parts(self, toy, tmp_path):
+        toy.write_verl_dump(tmp_path / "validation", steps=1, validation=True)
+        samples = load_sources([tmp_path / "validation"]).samples
+        assert {s.kind for s in samples} == {"validation"} and {s.rewards_source for s in samples} == {
+            "source"
+        }
+
+
+class TestSftAndLearn:
+    def test_kept_and_rejected_with_reasons(self, toy, tmp_path):
+        toy.write_sft_run(tmp_path)
+        loaded = load_sources([tmp_path])
+        kept, rejected = loaded.samples
+        assert (kept.status, kept.reason, kept.rewards["acc"]) == ("kept", "ok", 1.0)
+        assert (rejected.status, rejected.reason) == ("rejected", "missing <think> at start")
+        assert rejected.rewards["format_ok"] == 0.0
+        assert loaded.runs[kept.run]["report"]["kept_share"] == 0.5
+
+    def test_learning_report_is_kept_as_read(self, toy, tmp_path):
+        toy.write_learn_report(tmp_path)
+        loaded = load_sources([tmp_path])
+        assert loaded.samples == [] and loaded.reports[0].data["stages"][1]["name"] == "sft"
+
+
+@pytest.mark.parametrize(
+    "text, docs",
+    [
+        ("Doc 1(Title: A) x\nDoc 2(Title: B) y\n", [[1, "A", "x"], [2, "B", "y"]]),  # search tool's format
+        ("Search failed: timeout after 10s", []),  # retrieval error: no documents
+        ("Doc 1(Title: Truncated", [[1, "Truncated", ""]]),  # cut by max_obs_tokens
+        ("", []),  # empty observation
+    ],
+)
+def test_split_documents(text, docs):
+    assert split_documents(text) == docs
