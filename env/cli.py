@@ -77,6 +77,7 @@ def _chat(args: argparse.Namespace) -> int:
     try:
         config = SearchEnvConfig.resolve(None, {k: v for k, v in overrides.items() if v is not None})
         client = get_search_client(config)
+        client.wait_ready()  # load the index / wait for the server before any model work
     except (ValueError, OSError, ImportError) as exc:
         raise UserFacingError(str(exc)) from exc
     if args.max_new_tokens < 1:

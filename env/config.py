@@ -49,6 +49,9 @@ class SearchEnvConfig:
         search_retries: retries handed to the search client.
         system_prompt: when set, replaces the system message of every prompt (or is inserted as
             the first message); ``None`` keeps the dataset's messages unchanged.
+        max_retrieval_error_rate, max_retrieval_error_steps: the RL trainer stops the run when the
+            step's ``env/retrieval_error_rate`` is above the rate for that many consecutive steps
+            (a dead or misconfigured retriever); rate 1.0 switches the check off.
     """
 
     max_turns: int = 4
@@ -59,6 +62,8 @@ class SearchEnvConfig:
     search_timeout_s: float = 10.0
     search_retries: int = 2
     system_prompt: str | None = None
+    max_retrieval_error_rate: float = 0.5
+    max_retrieval_error_steps: int = 3
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_turns, int) or self.max_turns < 1:
@@ -71,6 +76,14 @@ class SearchEnvConfig:
             raise ValueError(f"search_timeout_s must be > 0, got {self.search_timeout_s!r}")
         if not isinstance(self.search_retries, int) or self.search_retries < 0:
             raise ValueError(f"search_retries must be an int >= 0, got {self.search_retries!r}")
+        if not 0.0 <= self.max_retrieval_error_rate <= 1.0:
+            raise ValueError(
+                f"max_retrieval_error_rate must be in [0, 1], got {self.max_retrieval_error_rate!r}"
+            )
+        if not isinstance(self.max_retrieval_error_steps, int) or self.max_retrieval_error_steps < 1:
+            raise ValueError(
+                f"max_retrieval_error_steps must be an int >= 1, got {self.max_retrieval_error_steps!r}"
+            )
         if self.retriever_index and self.retriever_url:
             raise ValueError(
                 "Set only one of retriever_index and retriever_url "
@@ -157,12 +170,13 @@ def _section(trainer_config: Any) -> dict[str, Any]:
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     """Light type coercion for values that arrive as strings (env vars, CLI, YAML quirks)."""
     out = dict(values)
-    for key in ("max_turns", "topk", "max_obs_tokens", "search_retries"):
+    for key in ("max_turns", "topk", "max_obs_tokens", "search_retries", "max_retrieval_error_steps"):
         if key in out and isinstance(out[key], str) and out[key].strip().lstrip("-").isdigit():
             out[key] = int(out[key])
-    if "search_timeout_s" in out and isinstance(out["search_timeout_s"], (str, int)):
-        with contextlib.suppress(ValueError):
-            out["search_timeout_s"] = float(out["search_timeout_s"])
+    for key in ("search_timeout_s", "max_retrieval_error_rate"):
+        if key in out and isinstance(out[key], (str, int)) and not isinstance(out[key], bool):
+            with contextlib.suppress(ValueError):
+                out[key] = float(out[key])
     for key in ("retriever_index", "retriever_url", "system_prompt"):
         if key in out and out[key] is not None:
             out[key] = str(out[key])

@@ -161,6 +161,7 @@ def _eval(args: argparse.Namespace) -> int:
         if config.retriever_index and not Path(config.retriever_index).is_dir():
             raise ValueError(f"index folder not found: {config.retriever_index}")
         client = get_search_client(config)
+        client.wait_ready()  # load the index / wait for the server before any model work
     except (ValueError, OSError, ImportError) as exc:
         raise UserFacingError(" ".join(str(exc).split())[:300]) from None
 

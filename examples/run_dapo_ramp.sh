@@ -17,6 +17,7 @@ WORK_DIR=${WORK_DIR:-$PWD/outputs/dapo_ramp}
 CORPUS=${CORPUS:-$WORK_DIR/corpus.jsonl}          # Search-R1 JSONL corpus; built from the embedded Wikipedia if missing
 INDEX_DIR=${INDEX_DIR:-$WORK_DIR/index_bm25}      # in-process BM25 index; built if missing
 RETRIEVER_URL=${RETRIEVER_URL:-}                  # set to use a running retrieval server instead of INDEX_DIR
+RETRIEVER_WAIT=${RETRIEVER_WAIT:-600}             # seconds to wait for the server's /health to report ready
 DATA_DIR=${DATA_DIR:-$WORK_DIR/ramp}              # train.parquet / val.parquet; built with `masksearch ramp build` if missing
 RAMP_SAMPLES=${RAMP_SAMPLES:-2000}
 NNODES=${NNODES:-1}
@@ -52,7 +53,8 @@ if [ ! -f "$DATA_DIR/train.parquet" ]; then
 fi
 if [ -n "$RETRIEVER_URL" ]; then
   RETRIEVER=("+masksearch.env.retriever_url=$RETRIEVER_URL")
-  curl -sf "$RETRIEVER_URL/health" > /dev/null || { echo "retrieval server at $RETRIEVER_URL is not healthy" >&2; exit 1; }
+  # waits for a large index to load; exits with the reason (refused, not ready, wrong server)
+  masksearch retriever wait --url "$RETRIEVER_URL" --timeout "$RETRIEVER_WAIT"
 else
   RETRIEVER=("masksearch.env.retriever_index=$INDEX_DIR")
 fi

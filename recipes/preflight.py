@@ -1,7 +1,10 @@
 """Checks that turn the usual set-up mistakes into one clear line before Ray starts.
 
 Without them a missing torch, a different verl or a typo in the model path surfaces minutes later
-as a traceback inside a Ray worker.
+as a traceback inside a Ray worker, and a typo'd retriever setting trains a whole run on "Search
+failed" observations. The retriever check loads the index (``masksearch.env.retriever_index`` or
+``$MASKSEARCH_INDEX_DIR``) or polls the server's ``/health`` (``masksearch.env.retriever_url`` or
+``$MASKSEARCH_RETRIEVER_URL``) for up to ``$MASKSEARCH_RETRIEVER_WAIT_S`` seconds (default 60).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from masksearch.backends.plugin import REQUIRED_VERL_VERSION
 from masksearch.core.errors import UserFacingError
 
 MODEL_PATH_KEYS = ("actor_rollout_ref.model.path", "critic.model.path")
+RETRIEVER_WAIT_ENV = "MASKSEARCH_RETRIEVER_WAIT_S"  # read by search_tool.client.retriever_wait_s
 
 
 def check_torch() -> None:
@@ -79,6 +83,49 @@ def check_model_path(path: str, key: str = "actor_rollout_ref.model.path") -> No
             )
 
 
+def retriever_wait_s() -> float:
+    """Seconds to wait for a retrieval server: ``$MASKSEARCH_RETRIEVER_WAIT_S``, default 60."""
+    from masksearch.search_tool.client import retriever_wait_s as read
+
+    try:
+        return read()
+    except ValueError as exc:
+        raise UserFacingError(str(exc)) from None
+
+
+def check_retriever(overrides: Sequence[str], wait_s: float | None = None) -> dict | None:
+    """Load the configured index or wait for the configured server; None when none is configured.
+
+    The env's agent loop reads the same settings (``SearchEnvConfig.resolve``): the overrides'
+    ``masksearch.env.retriever_*``, else ``$MASKSEARCH_INDEX_DIR`` / ``$MASKSEARCH_RETRIEVER_URL``.
+    """
+    from masksearch.search_tool.client import RetrieverUnavailable, make_search_client
+
+    index = override_value(overrides, "masksearch.env.retriever_index")
+    url = override_value(overrides, "masksearch.env.retriever_url")
+    index = None if index in (None, "", "null") else index
+    url = None if url in (None, "", "null") else url
+    if index and url:
+        raise UserFacingError(
+            "set only one of masksearch.env.retriever_index and masksearch.env.retriever_url"
+        )
+    if not index and not url:
+        index = os.environ.get("MASKSEARCH_INDEX_DIR") or None
+        url = None if index else os.environ.get("MASKSEARCH_RETRIEVER_URL") or None
+    if not index and not url:
+        return None
+    wait = retriever_wait_s() if wait_s is None else wait_s
+    try:
+        client = make_search_client(index=index, url=url, timeout_s=min(10.0, wait))
+        try:
+            return client.wait_ready(wait)
+        finally:
+            client.close()
+    except (RetrieverUnavailable, ValueError) as exc:
+        key = "masksearch.env.retriever_index" if index else "masksearch.env.retriever_url"
+        raise UserFacingError(f"{key}: {' '.join(str(exc).split())}") from None
+
+
 def run_preflight(overrides: Sequence[str]) -> None:
     check_torch()
     check_verl()
@@ -86,3 +133,4 @@ def run_preflight(overrides: Sequence[str]) -> None:
         value = override_value(overrides, key)
         if value:
             check_model_path(value, key)
+    check_retriever(overrides)

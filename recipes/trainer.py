@@ -13,7 +13,10 @@ Differences from ``PPOTrainerSync``, and nothing else:
   has no data-sampler hook, so ``_init_dataloader`` rebuilds the train dataloader with our sampler.
   Its position rides on verl's own dataloader checkpoint (``global_step_N/data.pt``);
 * ``curriculum/mask_num_*`` metrics of the prompts drawn for each step, so the curriculum is visible;
-* DAPO dynamic sampling bounded per step (``masksearch.dynamic_sampling``; see ``dynamic_sampling``).
+* DAPO dynamic sampling bounded per step (``masksearch.dynamic_sampling``; see ``dynamic_sampling``);
+* the run stops when ``env/retrieval_error_rate`` stays above ``masksearch.env.max_retrieval_error_rate``
+  (default 0.5) for ``masksearch.env.max_retrieval_error_steps`` (default 3) consecutive steps, with
+  a message naming the retriever: a dead retriever must not train the policy on error text.
 """
 
 from __future__ import annotations
@@ -39,6 +42,58 @@ from masksearch.recipes.dynamic_sampling import BoundedDynamicSampling
 logger = logging.getLogger(__name__)
 
 TRAINER_MODE = "masksearch"
+RETRIEVAL_ERROR_METRIC = "env/retrieval_error_rate"
+
+
+class RetrievalErrorAbort(RuntimeError):
+    """Too many retrieval errors for too many consecutive steps; the message names the retriever."""
+
+
+class RetrievalErrorGuard:
+    """Counts consecutive steps whose retrieval error rate is above ``max_rate``; raises at ``max_steps``.
+
+    ``max_rate`` 1.0 switches it off (a rate is never above 1).
+
+    >>> guard = RetrievalErrorGuard(0.5, 2, "index /idx")
+    >>> guard.update({"env/retrieval_error_rate": 0.9}); guard.bad_steps
+    1
+    >>> guard.update({"env/retrieval_error_rate": 0.1}); guard.bad_steps  # a good step resets it
+    0
+    """
+
+    def __init__(self, max_rate: float, max_steps: int, retriever: str):
+        self.max_rate = float(max_rate)
+        self.max_steps = int(max_steps)
+        self.retriever = retriever
+        self.bad_steps = 0
+
+    def update(self, metrics: Mapping[str, Any]) -> None:
+        rate = _as_number(metrics.get(RETRIEVAL_ERROR_METRIC))
+        if rate is None:
+            return  # no env samples this step
+        self.bad_steps = self.bad_steps + 1 if rate > self.max_rate else 0
+        if self.bad_steps >= self.max_steps:
+            raise RetrievalErrorAbort(
+                f"retrieval error rate above {self.max_rate:g} for {self.bad_steps} consecutive steps "
+                f"(last {rate:.2f}) from the retriever {self.retriever}; check it is up and reachable "
+                "(masksearch.env.max_retrieval_error_rate=1.0 disables this check)"
+            )
+
+    @classmethod
+    def from_config(cls, config) -> RetrievalErrorGuard:
+        from masksearch.core.urls import public_url
+        from masksearch.env.config import SearchEnvConfig
+
+        env = SearchEnvConfig.resolve(config)
+        if env.retriever_index:
+            where = f"index {env.retriever_index}"
+        elif env.retriever_url:
+            where = f"server {public_url(env.retriever_url)}"
+        else:
+            where = "(none configured)"
+        return cls(env.max_retrieval_error_rate, env.max_retrieval_error_steps, where)
+
+
 REWARD_METRIC_PREFIX = "reward"
 
 
@@ -170,6 +225,9 @@ class MaskSearchTrainer(PPOTrainerSync):
         extra_fields = self._batch_extra_fields(batch)
         metrics.update(reward_extra_metrics(extra_fields))
         metrics.update(env_batch_metrics(extra_fields))
+        if getattr(self, "_retrieval_guard", None) is None:
+            self._retrieval_guard = RetrievalErrorGuard.from_config(self.config)
+        self._retrieval_guard.update(metrics)
         metrics.update(mask_num_batch_metrics(self._drawn_mask_nums))
         self._drawn_mask_nums = []
         if self.curriculum_sampler is not None:

@@ -117,6 +117,13 @@ def _register_retriever(subparsers: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("--uvicorn-log-level", default="warning", help="uvicorn log level (default: warning).")
     serve.set_defaults(handler=_serve)
+    wait = sub.add_parser(
+        "wait",
+        help="Wait until a retrieval server's /health reports ready (exit 2 with the reason if not).",
+    )
+    wait.add_argument("--url", required=True, help="Server base URL, e.g. http://10.0.0.5:8000.")
+    wait.add_argument("--timeout", type=float, default=600.0, help="Seconds to wait (default: 600).")
+    wait.set_defaults(handler=_wait)
 
 
 def _resolve_corpus(value: str, named: dict | None = None) -> str:
@@ -226,6 +233,19 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.uvicorn_log_level,
         token=token,
     )
+    return 0
+
+
+def _wait(args: argparse.Namespace) -> int:
+    from masksearch.search_tool.client import RetrieverUnavailable, make_search_client
+
+    if not args.timeout > 0:
+        raise UserFacingError("--timeout must be positive")
+    try:
+        health = make_search_client(url=args.url, timeout_s=5.0).wait_ready(args.timeout)
+    except RetrieverUnavailable as exc:
+        raise UserFacingError(str(exc)) from None
+    print(f"retrieval server ready: {health.get('kind')} index, {health.get('doc_count')} passages")
     return 0
 
 

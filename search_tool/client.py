@@ -41,6 +41,23 @@ if os.environ.get("MASKSEARCH_LOGGING_LEVEL"):
     logger.setLevel(os.environ["MASKSEARCH_LOGGING_LEVEL"].upper())
 
 EMPTY_QUERY_ERROR = "empty search query"
+#: Seconds :meth:`SearchClient.wait_ready` waits for a retrieval server (default 60).
+RETRIEVER_WAIT_ENV = "MASKSEARCH_RETRIEVER_WAIT_S"
+DEFAULT_RETRIEVER_WAIT_S = 60.0
+
+
+def retriever_wait_s() -> float:
+    """``$MASKSEARCH_RETRIEVER_WAIT_S`` as seconds (default 60); ValueError for a non-positive or non-number."""
+    raw = os.environ.get(RETRIEVER_WAIT_ENV, "")
+    if not raw.strip():
+        return DEFAULT_RETRIEVER_WAIT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"{RETRIEVER_WAIT_ENV}={raw!r}: give a positive number of seconds")
+    return value
 
 
 @dataclass(frozen=True)
@@ -135,6 +152,10 @@ class _LRU:
 
     def __len__(self) -> int:
         return 0 if self._data is None else len(self._data)
+
+
+class RetrieverUnavailable(ValueError):
+    """The configured retriever cannot be used (start-up check): a one-line reason."""
 
 
 class SearchError(Exception):
@@ -391,6 +412,70 @@ class SearchClient:
             logger.warning("search failed for %d queries: %s", len(todo), error)
         return self._finish(outcomes, todo, topk, found, error, time.perf_counter() - started)
 
+    def wait_ready(self, wait_s: float | None = None, poll_s: float = 0.5) -> dict[str, Any]:
+        """Fail-fast start-up check: load the index, or poll the server's ``/health`` until ready.
+
+        In-process, the index is loaded (and searched once) now, so a typo'd folder fails here and
+        not as "Search failed" observations for a whole run. Over HTTP, ``/health`` is polled until
+        it reports ``ready`` or ``wait_s`` passes (a large index takes a while to load); default
+        ``$MASKSEARCH_RETRIEVER_WAIT_S`` or 60 s.
+
+        Returns:
+            The health/describe dict.
+
+        Raises:
+            RetrieverUnavailable: one line naming the index folder or the (redacted) URL and why.
+        """
+        from masksearch.search_tool.manifest import IndexLoadError
+
+        if self.config.index is not None:
+            try:
+                return self.health()
+            except (IndexLoadError, OSError, ValueError) as exc:
+                raise RetrieverUnavailable(
+                    f"cannot load the search index {self.config.index}: {exc}"
+                ) from None
+        import httpx
+
+        where = public_url(self.config.url)
+        try:
+            wait_s = retriever_wait_s() if wait_s is None else wait_s
+            self._ensure()  # reads the token file
+        except ValueError as exc:
+            raise RetrieverUnavailable(str(exc)) from None
+        deadline = time.monotonic() + wait_s
+        last = "no answer"
+        while True:
+            try:
+                health = self.health()
+                if health.get("ready"):
+                    return health
+                last = f"status {health.get('status')!r}"
+            except httpx.HTTPStatusError as exc:
+                status = exc.response.status_code
+                if status == 404:  # Search-R1's own server has no /health: one real query instead
+                    try:
+                        self._backend.fetch(["health check"], 1)
+                        return {"status": "ok", "ready": True, "kind": "unknown (no /health)"}
+                    except SearchError as search_exc:
+                        raise RetrieverUnavailable(f"{where}: {search_exc}") from None
+                    except Exception as search_exc:
+                        last = _short_error(search_exc, self.config.url, self.config.timeout_s)
+                elif 400 <= status < 500 and status != 429:
+                    raise RetrieverUnavailable(
+                        f"{where}/health answered HTTP {status}: not a masksearch/Search-R1 retrieval server?"
+                    ) from None
+                else:
+                    last = f"HTTP {status}"
+            except (httpx.HTTPError, ValueError) as exc:
+                last = _short_error(exc, self.config.url, self.config.timeout_s)
+            if time.monotonic() + poll_s > deadline:
+                raise RetrieverUnavailable(
+                    f"the retrieval server at {where} was not ready within {wait_s:g}s ({last}); start it "
+                    "with 'masksearch retriever serve --index DIR --port N' or fix the URL"
+                )
+            time.sleep(poll_s)
+
     def health(self) -> dict[str, Any]:
         """Server ``/health`` (HTTP) or index info (in-process); raises on failure (for startup checks)."""
         backend = self._ensure()
@@ -398,7 +483,7 @@ class SearchClient:
             import httpx
 
             url = backend.url[: -len("/retrieve")] + "/health"
-            response = httpx.get(url, timeout=self.config.timeout_s, headers=backend.headers)
+            response = httpx.get(url, timeout=min(self.config.timeout_s, 5.0), headers=backend.headers)
             response.raise_for_status()
             return response.json()
         backend.fetch(["warmup"], 1)

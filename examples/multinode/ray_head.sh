@@ -18,6 +18,9 @@ NUM_CPUS=${NUM_CPUS:-}                        # default: Ray's own count
 NUM_GPUS=${NUM_GPUS:-}                        # set on CPU-only test clusters (logical GPUs)
 INDEX_DIR=${INDEX_DIR:-}                      # set to start the retrieval server here, once for all nodes
 RETRIEVER_PORT=${RETRIEVER_PORT:-8000}
+RETRIEVER_HOST=${RETRIEVER_HOST:-$NODE_IP}    # the node's address, not 0.0.0.0
+RETRIEVER_TOKEN_FILE=${RETRIEVER_TOKEN_FILE:-$HOME/.masksearch/retriever_token}  # created (0600) if missing
+RETRIEVER_WAIT=${RETRIEVER_WAIT:-600}         # seconds for the index to load before giving up
 WAIT_TIMEOUT=${WAIT_TIMEOUT:-600}
 # -------------------------
 
@@ -27,8 +30,20 @@ EXTRA=()
 ray start --head --node-ip-address "$NODE_IP" --port "$RAY_PORT" --disable-usage-stats "${EXTRA[@]}"
 
 if [ -n "$INDEX_DIR" ]; then
-  nohup masksearch retriever serve --index "$INDEX_DIR" --host 0.0.0.0 --port "$RETRIEVER_PORT" > retriever.log 2>&1 &
-  echo "retrieval server: http://$NODE_IP:$RETRIEVER_PORT (log: retriever.log)"
+  if [ ! -s "$RETRIEVER_TOKEN_FILE" ]; then   # a bearer token: only holders of the file can search
+    mkdir -p "$(dirname "$RETRIEVER_TOKEN_FILE")"
+    (umask 077 && python -c 'import secrets; print(secrets.token_urlsafe(32))' > "$RETRIEVER_TOKEN_FILE")
+  fi
+  nohup masksearch retriever serve --index "$INDEX_DIR" --host "$RETRIEVER_HOST" --port "$RETRIEVER_PORT" \
+    --token-file "$RETRIEVER_TOKEN_FILE" > retriever.log 2>&1 &
+  RETRIEVER_PID=$!
+  if ! masksearch retriever wait --url "http://$RETRIEVER_HOST:$RETRIEVER_PORT" --timeout "$RETRIEVER_WAIT"; then
+    kill -0 "$RETRIEVER_PID" 2>/dev/null || echo "retrieval server exited; last lines of retriever.log:" >&2
+    tail -n 20 retriever.log >&2
+    exit 1
+  fi
+  echo "retrieval server: http://$RETRIEVER_HOST:$RETRIEVER_PORT (log: retriever.log; token: $RETRIEVER_TOKEN_FILE)"
+  echo "the driver needs: export MASKSEARCH_RETRIEVER_TOKEN=\$(cat $RETRIEVER_TOKEN_FILE)"
 fi
 
 if [ "$WAIT_TIMEOUT" != "0" ]; then   # 0: start only (e.g. SLURM, which waits after starting the workers)

@@ -74,3 +74,88 @@ def test_entry_rejects_bad_model_path_before_ray(tmp_path):
     assert "no such folder" in proc.stderr and "Traceback" not in proc.stderr
     assert "ray" not in proc.stdout.lower()
     assert time.perf_counter() - started < 60
+
+
+@pytest.fixture(scope="module")
+def small_index(tmp_path_factory):
+    from masksearch.data.corpus import build_corpus
+    from masksearch.search_tool.retrievers import build_index
+
+    root = tmp_path_factory.mktemp("retriever")
+    build_corpus(root / "corpus.jsonl", "embedded", limit=30, show_progress=False)
+    build_index(root / "corpus.jsonl", "bm25", root / "index", show_progress=False)
+    return root / "index"
+
+
+class TestRetriever:
+    def test_typo_index_is_one_line(self, tmp_path):
+        with pytest.raises(
+            UserFacingError, match=r"masksearch\.env\.retriever_index: .*index folder not found"
+        ):
+            preflight.check_retriever([f"masksearch.env.retriever_index={tmp_path}/typo"])
+
+    def test_folder_that_is_not_an_index(self, tmp_path):
+        with pytest.raises(UserFacingError, match=r"no manifest\.json"):
+            preflight.check_retriever([f"+masksearch.env.retriever_index={tmp_path}"])
+
+    def test_index_from_the_environment(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("MASKSEARCH_INDEX_DIR", str(tmp_path / "typo"))
+        with pytest.raises(UserFacingError, match="index folder not found"):
+            preflight.check_retriever([])
+
+    def test_real_index_loads(self, small_index, monkeypatch):
+        monkeypatch.delenv("MASKSEARCH_INDEX_DIR", raising=False)
+        info = preflight.check_retriever([f"masksearch.env.retriever_index={small_index}"])
+        assert info["ready"] is True and info["doc_count"] >= 30
+
+    def test_nothing_configured_is_not_checked(self, monkeypatch):
+        monkeypatch.delenv("MASKSEARCH_INDEX_DIR", raising=False)
+        monkeypatch.delenv("MASKSEARCH_RETRIEVER_URL", raising=False)
+        assert preflight.check_retriever(["masksearch.env.retriever_index=null"]) is None
+
+    def test_dead_url_fails_within_the_deadline_without_secrets(self, free_port):
+        port = free_port()
+        started = time.monotonic()
+        with pytest.raises(UserFacingError) as info:
+            preflight.check_retriever(
+                [f"masksearch.env.retriever_url=http://u:pw@127.0.0.1:{port}?key=k3y"], wait_s=1.5
+            )
+        assert time.monotonic() - started < 5
+        message = str(info.value)
+        assert f"127.0.0.1:{port}" in message and "not ready within 1.5s" in message
+        assert "pw" not in message and "k3y" not in message and "\n" not in message
+
+    def test_server_that_becomes_ready(self, small_index, start_http_service, free_port):
+        port = free_port()
+        argv = [sys.executable, "-m", "masksearch.search_tool.cli", "retriever", "serve"]
+        argv += ["--index", str(small_index), "--port", str(port), "--backend", "numpy"]
+        with start_http_service(argv, f"http://127.0.0.1:{port}/health"):
+            info = preflight.check_retriever([f"masksearch.env.retriever_url=http://127.0.0.1:{port}"])
+        assert info["ready"] is True
+
+    @pytest.mark.parametrize("value", ["0", "-3", "soon"])
+    def test_bad_wait_setting(self, monkeypatch, value):
+        monkeypatch.setenv(preflight.RETRIEVER_WAIT_ENV, value)
+        with pytest.raises(UserFacingError, match=preflight.RETRIEVER_WAIT_ENV):
+            preflight.retriever_wait_s()
+
+
+def test_recipe_with_typo_index_fails_before_ray(tmp_path):
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "masksearch.recipes.dapo_ramp",
+            "masksearch.profile=cpu",
+            f"masksearch.env.retriever_index={tmp_path}/typo",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().count("\n") == 0 and "retriever_index" in proc.stderr
+    assert "Traceback" not in proc.stderr and "ray" not in proc.stdout.lower()
+    assert time.perf_counter() - started < 30

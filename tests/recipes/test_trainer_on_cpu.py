@@ -58,3 +58,39 @@ def test_reward_extra_metrics(fields, expected):
 
 def test_doctests():
     assert doctest.testmod(trainer).failed == 0
+
+
+class TestRetrievalErrorGuard:
+    def test_stops_after_k_consecutive_bad_steps_naming_the_retriever(self):
+        guard = trainer.RetrievalErrorGuard(0.5, 3, "server http://10.0.0.5:8000")
+        for rate in (0.9, 1.0):
+            guard.update({"env/retrieval_error_rate": rate})
+        with pytest.raises(
+            trainer.RetrievalErrorAbort, match=r"3 consecutive steps .*http://10\.0\.0\.5:8000"
+        ):
+            guard.update({"env/retrieval_error_rate": 0.75})
+
+    def test_good_step_or_no_env_samples(self):
+        guard = trainer.RetrievalErrorGuard(0.5, 2, "index /i")
+        guard.update({"env/retrieval_error_rate": 0.9})
+        guard.update({})  # a step without env samples neither counts nor resets
+        assert guard.bad_steps == 1
+        guard.update({"env/retrieval_error_rate": 0.5})  # at the threshold is not above it
+        assert guard.bad_steps == 0
+
+    def test_rate_one_disables(self):
+        guard = trainer.RetrievalErrorGuard(1.0, 1, "index /i")
+        for _ in range(5):
+            guard.update({"env/retrieval_error_rate": 1.0})
+
+    def test_from_config_defaults_on_and_reads_the_keys(self):
+        from omegaconf import OmegaConf
+
+        default = trainer.RetrievalErrorGuard.from_config(
+            OmegaConf.create({"masksearch": {"env": {"retriever_url": "http://u:secret@h:1/?k=v"}}})
+        )
+        assert (default.max_rate, default.max_steps) == (0.5, 3)
+        assert default.retriever == "server http://h:1/" and "secret" not in default.retriever
+        env = {"retriever_index": "/idx", "max_retrieval_error_rate": 0.2, "max_retrieval_error_steps": 5}
+        custom = trainer.RetrievalErrorGuard.from_config(OmegaConf.create({"masksearch": {"env": env}}))
+        assert (custom.max_rate, custom.max_steps, custom.retriever) == (0.2, 5, "index /idx")
