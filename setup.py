@@ -128,6 +128,11 @@ setup(
     entry_points={
         "console_scripts": ["masksearch=masksearch.cli.main:main"],
         # Imported by `import verl` in every process, Ray actors included.
-        "verl.plugins": ["masksearch=masksearch.backends.plugin"],
+        # backends: CPU platform, hf rollout, verl patches; recipes: the masksearch trainer mode
+        # and agent loop (the composition root is the only part that registers into verl).
+        "verl.plugins": [
+            "masksearch=masksearch.backends.plugin",
+            "masksearch_recipes=masksearch.recipes.plugin",
+        ],
     },
 )

@@ -2,10 +2,10 @@
 
 verl imports every module of the ``verl.plugins`` entry-point group at the end of its own
 ``__init__`` — in the driver, the TaskRunner, and every Ray worker — which is the one place to
-register things that verl looks up by name in remote processes:
+register things that verl looks up by name in remote processes. This one holds only generic
+support (what any verl user on a CPU machine needs); the masksearch trainer mode and agent loop
+are registered by the composition root's own entry point, ``masksearch.recipes.plugin``:
 
-* the ``masksearch`` V1 trainer mode (registered when verl imports its V1 trainers);
-* the ``masksearch_agent`` agent loop (registered when verl imports its agent-loop module);
 * the ``hf`` rollout (transformers in a Ray actor; usable on any machine);
 * on a machine with no accelerator, the CPU platform and the CPU patches of ``verl_compat``.
 
@@ -15,11 +15,8 @@ ERROR level and record what happened in ``STATE`` for tests and ``masksearch doc
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-
-from masksearch.backends.import_hooks import when_imported
 
 logger = logging.getLogger(__name__)
 
@@ -61,16 +58,6 @@ def wants_cpu() -> bool:
     return not accelerator_present()
 
 
-def _register_trainer_mode(_module) -> None:
-    importlib.import_module("masksearch.recipes.trainer")
-
-
-def _register_agent_loop(_module) -> None:
-    # Makes `agent_name=masksearch_agent` work without `agent_loop_config_path` (the YAML route
-    # in masksearch.env.agent_loop stays the explicit one).
-    importlib.import_module("masksearch.env.agent_loop")
-
-
 def _activate_cpu() -> None:
     os.environ.setdefault("VERL_PLATFORM", "cpu")
     # verl registers its FSDP engines for device "cuda"/"npu" only; this verl knob makes the engine
@@ -104,8 +91,6 @@ def activate() -> None:
     from masksearch.backends import verl_compat
 
     verl_compat.register_hf_rollout()
-    when_imported("verl.trainer.ppo.v1", _register_trainer_mode)
-    when_imported("verl.experimental.agent_loop.agent_loop", _register_agent_loop)
     if wants_cpu():
         _activate_cpu()
         STATE["cpu"] = True
