@@ -32,6 +32,8 @@ CURRICULUM=${CURRICULUM:-staged}                  # none | staged | linear | mix
 SAVE_FREQ=${SAVE_FREQ:-10}
 OUTPUT_DIR=${OUTPUT_DIR:-$WORK_DIR/checkpoints}
 TENSORBOARD_DIR=${TENSORBOARD_DIR:-$WORK_DIR/tensorboard}
+ROLLOUT_DATA_DIR=${ROLLOUT_DATA_DIR:-$WORK_DIR/rollouts}        # verl's per-step dumps, <step>.jsonl (train_batch_size x n lines); null = off
+VALIDATION_DATA_DIR=${VALIDATION_DATA_DIR:-$WORK_DIR/validation} # validation generations at each test; null = off (browse: masksearch view)
 EXPERIMENT_NAME=${EXPERIMENT_NAME:-dapo_ramp_$(basename "${MODEL_PATH:-smollm2-135m}")_n${GROUP_SIZE}}
 # -------------------------
 
@@ -84,8 +86,11 @@ TRAINER=(
   trainer.save_freq="$SAVE_FREQ"
   trainer.default_local_dir="$OUTPUT_DIR"
   trainer.experiment_name="$EXPERIMENT_NAME"
+  trainer.rollout_data_dir="$ROLLOUT_DATA_DIR"
+  trainer.validation_data_dir="$VALIDATION_DATA_DIR"
 )
 
 echo "tensorboard logs: $TENSORBOARD_DIR   checkpoints: $OUTPUT_DIR (resumes from the latest)"
 "$PYTHON" -m masksearch.recipes.dapo_ramp "${DATA[@]}" "${MODEL[@]}" "${MASKSEARCH[@]}" "${TRAINER[@]}" "$@"
 echo "done. tensorboard --logdir $TENSORBOARD_DIR ; checkpoints in $OUTPUT_DIR"
+echo "trajectories: masksearch view $WORK_DIR --out $WORK_DIR/view  (then open $WORK_DIR/view/index.html)"

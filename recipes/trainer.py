@@ -1,7 +1,7 @@
 """The ``masksearch`` V1 trainer mode: verl's sync PPO trainer plus what verl 0.9.1 does not log.
 
 Selected with ``trainer.v1.trainer_mode=masksearch``; registered by our ``verl.plugins`` entry point
-when verl imports its V1 trainers (see ``masksearch.backends.plugin``).
+when verl imports its V1 trainers (see ``masksearch.recipes.plugin``).
 
 Differences from ``PPOTrainerSync``, and nothing else:
 
