@@ -65,7 +65,7 @@ def default_data_source(path: str | Path) -> str:
 
 def read_qa_records(path: str | Path) -> Iterator[Mapping[str, Any]]:
     """Records of a ``.jsonl``, ``.json`` or ``.parquet`` file, or of a built-in set (``fanoutqa:dev``)."""
-    from masksearch.eval.datasets import builtin_qa_records, is_builtin_qa_source
+    from masksearch.data.qa_sets import builtin_qa_records, is_builtin_qa_source
 
     if is_builtin_qa_source(path):
         yield from builtin_qa_records(str(path))

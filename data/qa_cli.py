@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_prepare(args: argparse.Namespace) -> int:
     from masksearch.data.prompts import QA_TEMPLATE, load_prompt_template
     from masksearch.data.qa import default_data_source, prepare_qa, read_qa_records
+    from masksearch.data.qa_sets import is_builtin_qa_source
     from masksearch.data.schema import write_rows
-    from masksearch.eval.datasets import is_builtin_qa_source
 
     src = Path(args.input)
     if not src.is_file() and not is_builtin_qa_source(args.input):

@@ -12,6 +12,7 @@ MODULES = [
     "masksearch.data.spans",
     "masksearch.data.prompts",
     "masksearch.data.qa",
+    "masksearch.data.qa_sets",
     "masksearch.curriculum.metrics",
 ]
 
