@@ -1,0 +1,270 @@
+"""Rollout benchmark: the ``hf`` rollout server, serial vs batched, on SmolLM2-135M with RAMP prompts.
+
+Measured in one run, in one process (the server object is driven directly, without Ray):
+
+* the pre-issue-14 path: one request at a time, each a batch-1 ``model.generate`` (reproduced here
+  as ``LegacySerialServer``, the code the server had before);
+* the new server with ``max_batch_size=1`` (its serial setting);
+* the new server batched, with 1 / 4 / 16 / 32 concurrent clients (each client sends its next
+  request when the previous one returns), rows joining a running batch between decode steps;
+  at 16 clients also with ``join_running=False`` (a batch runs until its last row is done);
+
+For each: generated tokens/s (all requests' tokens / wall time), p50/p95 request latency, and the
+max |log-prob| difference between the returned log-probs and a teacher-forced, unbatched fp32
+forward pass of the same tokens. Sampling is verl's default for training (T = 1, top-p 1).
+
+Targets (issue 14): >= 5x generated tokens/s at 16 concurrent requests vs serial; log-prob gap
+<= 1e-4. Usage::
+
+    python benchmarks/rollout.py                   # ~10 min on 2 cores
+    python benchmarks/rollout.py --quick --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from masksearch import cache_root
+from masksearch.backends.hf_rollout import HFRolloutServer
+from masksearch.backends.models import embedded_model_path
+
+TARGETS = {"speedup_at_16_min": 5.0, "log_prob_gap_max": 1e-4}
+SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "logprobs": True}
+
+
+def ramp_prompts(tokenizer, count: int) -> list[list[int]]:
+    """Chat-rendered RAMP training prompts (one-shot system prompt included), built once and cached."""
+    import pandas as pd
+
+    root = cache_root() / "benchmarks" / "rollout-ramp"
+    parquet = root / "ramp" / "train.parquet"
+    if not parquet.is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        cli = [sys.executable, "-m", "masksearch.cli.main"]
+        subprocess.run(
+            [*cli, "corpus", "build", "--out", "corpus.jsonl", "--limit", "300"], cwd=root, check=True
+        )
+        subprocess.run(
+            [
+                *cli,
+                "ramp",
+                "build",
+                "--corpus",
+                "corpus.jsonl",
+                "--out",
+                "ramp",
+                "--num-samples",
+                "96",
+                "--seed",
+                "0",
+                "--no-progress",
+            ],
+            cwd=root,
+            check=True,
+        )
+    rows = pd.read_parquet(parquet)["prompt"].tolist()
+    prompts = [
+        tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        for messages in rows
+    ]
+    return [prompts[i % len(prompts)] for i in range(count)]
+
+
+class LegacySerialServer:
+    """The server before issue 14: an asyncio lock around a batch-1 ``generate`` (same model object)."""
+
+    def __init__(self, server: HFRolloutServer):
+        self.model, self.eos, self.pad = server.model, server.eos_token_ids, server.pad_token_id
+        self._lock = asyncio.Lock()
+
+    async def generate(self, prompt_ids, sampling_params, request_id):
+        async with self._lock:
+            return await asyncio.to_thread(self._generate, prompt_ids, sampling_params)
+
+    @torch.no_grad()
+    def _generate(self, prompt_ids, params):
+        input_ids = torch.tensor([prompt_ids], dtype=torch.long)
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=params["max_tokens"],
+            do_sample=True,
+            temperature=params["temperature"],
+            top_p=1.0,
+            top_k=0,
+            eos_token_id=self.eos,
+            pad_token_id=self.pad,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        new = out.sequences[0, input_ids.shape[1] :]
+        logits = torch.stack(out.logits, dim=1)[0].float()
+        log_probs = (
+            torch.log_softmax(logits / params["temperature"], dim=-1).gather(-1, new[:, None]).squeeze(-1)
+        )
+        return dataclasses.make_dataclass("Out", ["token_ids", "log_probs", "stop_reason"])(
+            new.tolist(), log_probs.tolist(), "completed"
+        )
+
+
+async def closed_loop(server, prompts: list[list[int]], clients: int, max_tokens: int):
+    """``clients`` concurrent clients work through ``prompts``; returns (wall_s, [(prompt, out, latency)])."""
+    queue = list(enumerate(prompts))
+    results = []
+
+    async def client():
+        while queue:
+            index, prompt = queue.pop(0)
+            started = time.perf_counter()
+            out = await server.generate(
+                prompt_ids=prompt,
+                sampling_params={**SAMPLING, "max_tokens": max_tokens},
+                request_id=str(index),
+            )
+            results.append((prompt, out, time.perf_counter() - started))
+
+    started = time.perf_counter()
+    await asyncio.gather(*[client() for _ in range(clients)])
+    return time.perf_counter() - started, results
+
+
+@torch.no_grad()
+def log_prob_gap(model, results, limit: int) -> float:
+    """Max |returned log-prob - teacher-forced unbatched fp32 log-prob| over ``limit`` responses."""
+    worst = 0.0
+    for prompt, out, _ in results[:limit]:
+        if not out.token_ids:
+            continue
+        ids = torch.tensor([prompt + list(out.token_ids)])
+        logits = model(ids).logits[0, len(prompt) - 1 : -1].float()
+        expected = torch.log_softmax(logits / SAMPLING["temperature"], dim=-1)
+        expected = expected.gather(-1, torch.tensor(out.token_ids)[:, None]).squeeze(-1)
+        worst = max(worst, float((expected - torch.tensor(out.log_probs)).abs().max()))
+    return worst
+
+
+def run_level(name, server, prompts, clients, max_tokens, gap_limit, model):
+    torch.manual_seed(0)
+    wall, results = asyncio.run(closed_loop(server, prompts, clients, max_tokens))
+    tokens = sum(len(out.token_ids) for _, out, _ in results)
+    latencies = sorted(latency for _, _, latency in results)
+    row = {
+        "setting": name,
+        "clients": clients,
+        "requests": len(results),
+        "tokens": tokens,
+        "wall_s": round(wall, 1),
+        "tok_per_s": round(tokens / wall, 1),
+        "p50_s": round(statistics.median(latencies), 2),
+        "p95_s": round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 2),
+        "log_prob_gap": log_prob_gap(model, results, gap_limit),
+        "mean_rows_per_step": round(statistics.fmean(server.batch_sizes), 1)
+        if getattr(server, "batch_sizes", None)
+        else 1.0,
+    }
+    if getattr(server, "batch_sizes", None) is not None:
+        server.batch_sizes.clear()
+    print(
+        f"{name:<26} {clients:>7} {row['requests']:>8} {tokens:>7} {row['wall_s']:>7} {row['tok_per_s']:>7} "
+        f"{row['p50_s']:>6} {row['p95_s']:>6} {row['log_prob_gap']:>9.2e} {row['mean_rows_per_step']:>5}",
+        flush=True,
+    )
+    return row
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-tokens", type=int, default=96, help="budget per request")
+    parser.add_argument("--quick", action="store_true", help="fewer requests per level")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all CPUs of this process)")
+    parser.add_argument("--gap-samples", type=int, default=16, help="responses re-scored per level")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    model_path = embedded_model_path()
+    server = HFRolloutServer(str(model_path), 2048, args.max_tokens, options={"num_threads": args.threads})
+    model = server.model
+    scale = 1 if args.quick else 2
+    print(
+        f"model {model_path.name}, {torch.get_num_threads()} threads, budget {args.max_tokens} tokens/request"
+    )
+    header = f"{'setting':<26} {'clients':>7} {'requests':>8} {'tokens':>7} {'wall_s':>7} {'tok/s':>7} "
+    print(header + f"{'p50_s':>6} {'p95_s':>6} {'lp_gap':>9} {'rows':>5}")
+
+    def configure(**changes):
+        server.options = dataclasses.replace(server.options, **changes)
+        return server
+
+    rows = []
+    serial_prompts = ramp_prompts(server.tokenizer, 16)
+    rows.append(
+        run_level(
+            "legacy serial (pre-14)",
+            LegacySerialServer(server),
+            serial_prompts,
+            16,
+            args.max_tokens,
+            4,
+            model,
+        )
+    )
+    rows.append(
+        run_level(
+            "new, max_batch_size=1",
+            configure(max_batch_size=1),
+            serial_prompts,
+            16,
+            args.max_tokens,
+            4,
+            model,
+        )
+    )
+    for clients in (1, 4, 16, 32):
+        count = max(4, clients * scale)
+        prompts = ramp_prompts(server.tokenizer, count)
+        rows.append(
+            run_level(
+                "batched (join on)", configure(max_batch_size=32, join_running=True), prompts, clients,
+                args.max_tokens, args.gap_samples, model,
+            )
+        )  # fmt: skip
+    prompts = ramp_prompts(server.tokenizer, 16 * scale)
+    rows.append(
+        run_level(
+            "batched, join off", configure(max_batch_size=32, join_running=False), prompts, 16,
+            args.max_tokens, args.gap_samples, model,
+        )
+    )  # fmt: skip
+
+    serial = next(r for r in rows if r["setting"].startswith("legacy"))
+    at16 = next(r for r in rows if r["clients"] == 16 and r["setting"] == "batched (join on)")
+    speedup = at16["tok_per_s"] / serial["tok_per_s"]
+    gap = max(r["log_prob_gap"] for r in rows if r["setting"].startswith("batched"))
+    print(
+        f"\nspeed-up at 16 clients vs legacy serial: {speedup:.1f}x (target >= {TARGETS['speedup_at_16_min']}x)"
+    )
+    print(
+        f"max log-prob gap, batched vs teacher-forced unbatched: {gap:.2e} (target <= {TARGETS['log_prob_gap_max']})"
+    )
+    ok = speedup >= TARGETS["speedup_at_16_min"] and gap <= TARGETS["log_prob_gap_max"]
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "speedup_at_16": speedup, "max_gap": gap}, indent=2))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
