@@ -12,6 +12,8 @@ ERROR_COLLECTOR = (
     "p.setAttribute('data-count',String(window.__msErrors.length));}}"
     "window.addEventListener('error',function(e){add('error: '+(e.message||e.type)+' @ '+(e.filename||'')+':'+(e.lineno||0));},true);"
     "window.addEventListener('unhandledrejection',function(e){add('rejection: '+e.reason);});"
+    "var ce=console.error;console.error=function(){add('console.error: '+Array.prototype.join.call(arguments,' '));"
+    "return ce.apply(console,arguments);};"
     "window.__msAddError=add;})();"
 )
 
@@ -33,7 +35,7 @@ table.rows { width: 100%; font-size: 13px; }
 table.rows th { cursor: pointer; user-select: none; }
 table.rows th.sorted-asc::after { content: " ▲"; } table.rows th.sorted-desc::after { content: " ▼"; }
 table.rows td.q { min-width: 320px; max-width: 560px; color: #333; }
-table.rows td.run, table.rows td.id { max-width: 180px; overflow-wrap: anywhere; } table.rows td.ans { max-width: 220px; overflow-wrap: anywhere; }
+table.rows td.run, table.rows td.id { min-width: 110px; max-width: 180px; overflow-wrap: anywhere; } table.rows td.ans { max-width: 220px; overflow-wrap: anywhere; }
 table.rows th { white-space: normal; } table.rows th[data-col=k] { white-space: nowrap; }
 .side table { table-layout: fixed; } .side td { overflow-wrap: anywhere; }
 table.rows tr:hover td { background: #fbfcfe; }

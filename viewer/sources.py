@@ -147,7 +147,7 @@ class Sample:
             "status": self.status or "",
             "sreason": self.reason or "",
             "g": self.group,
-            "ans": (self.answer or "")[:80],
+            "ans": " | ".join(line.strip() for line in (self.answer or "").splitlines() if line.strip())[:80],
             "q": _preview(self.prompt),
         }
 

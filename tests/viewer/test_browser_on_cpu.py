@@ -169,3 +169,13 @@ class TestOtherPages:
         assert _body_attr(r.dom, "data-rows") == 4 and "4 of 6 common samples changed score" in r.dom
         r = browser.dump_dom(_url(tmp_path / "site" / "learn.html"))
         assert re.search(r'<pre id="ms-errors" data-count="0"', r.dom) and r.dom.count("<svg") == 3
+
+
+def test_a_broken_page_is_caught(browser, toy, tmp_path):
+    """The checks above can fail: a truncated data file shows in the collector and the console log."""
+    toy.write_eval_run(tmp_path / "run", toy.eval_records(2))
+    build_site([tmp_path / "run"], tmp_path / "site")
+    (tmp_path / "site" / "data" / "index.js").write_text("window.MS_INDEX = {", encoding="utf-8")
+    r = browser.dump_dom(_url(tmp_path / "site" / "index.html"))
+    assert 'data-count="0"' not in r.dom and "did not load" in r.dom
+    assert any("SyntaxError" in line for line in r.console_errors())
