@@ -33,6 +33,12 @@ def _embedded_corpus():
     return embedded_corpus_path()
 
 
+def _sft_train(*args, **kwargs):
+    from masksearch.recipes.sft_ramp.train import train_sft
+
+    return train_sft(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="masksearch",
@@ -40,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="INFO", help="Python logging level (default: INFO).")
     # Named corpora for commands of parts below data (``masksearch index build --corpus embedded``).
-    parser.set_defaults(named_corpora={"embedded": _embedded_corpus})
+    # and the SFT recipe's trainer for `masksearch sft train|evolve` (sft never imports a recipe).
+    parser.set_defaults(named_corpora={"embedded": _embedded_corpus}, sft_train=_sft_train)
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)

@@ -119,7 +119,7 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="SFT through verl (recipes/sft_ramp) and print the HF model folder.",
-        description="Runs python -m masksearch.recipes.sft_ramp; trailing Hydra overrides are passed on.",
+        description="Runs the SFT recipe (recipes/sft_ramp) in a subprocess; trailing Hydra overrides are passed on.",
     )
     p.add_argument("--data", required=True, help="SFT parquet (masksearch sft convert).")
     p.add_argument("--model", required=True, help="Student model (HF folder or hub id).")
@@ -291,9 +291,16 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from masksearch.sft.train import train_sft
+def _trainer(args: argparse.Namespace):
+    """The SFT recipe's ``train_sft``, provided by the ``masksearch`` CLI (sft never imports a recipe)."""
+    train_sft = getattr(args, "sft_train", None)
+    if train_sft is None:
+        raise UserFacingError("SFT training runs through the masksearch command (it provides the SFT recipe)")
+    return train_sft
 
+
+def _train(args: argparse.Namespace) -> int:
+    train_sft = _trainer(args)
     if not Path(args.data).is_file():
         raise UserFacingError(f"--data {args.data}: no such file")
     cpu = None if args.device == "auto" else args.device == "cpu"
@@ -333,6 +340,7 @@ def _evolve(args: argparse.Namespace) -> int:
         raise UserFacingError("give --endpoint and --model (online start) or --round0-model (offline start)")
     if args.round0_model and not (Path(args.round0_model) / "config.json").is_file():
         raise UserFacingError(f"--round0-model {args.round0_model}: not an HF model folder (no config.json)")
+    train_fn = _trainer(args)
     client, tokenizer = _inputs(args)
     train_kwargs = {"batch_size": args.batch_size, "epochs": args.epochs, "steps": args.steps}
     if args.train_override:
@@ -351,6 +359,7 @@ def _evolve(args: argparse.Namespace) -> int:
         tokenizer=tokenizer,
         config=config,
         train_kwargs=train_kwargs,
+        train_fn=train_fn,
         serve_cmd=args.serve_cmd,
         api_key=os.environ.get(args.api_key_env) or None,
     )

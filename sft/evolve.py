@@ -181,7 +181,7 @@ def evolve(
         later_rounds: ``SynthesisConfig`` fields for served teachers (e.g. ``temperature``,
             ``samples_per_item``).
         train_fn: ``train_fn(parquet, student_model, out_dir, **train_kwargs) -> TrainResult``
-            (default :func:`masksearch.sft.train.train_sft`).
+            (required; the CLI passes :func:`masksearch.recipes.sft_ramp.train.train_sft`).
         evaluate_fn: ``evaluate_fn(model_dir, round_dir) -> metrics`` of each round's student on
             validation data (stored as ``student_val``); the caller picks the evaluation.
         on_round: called with each round's report.
@@ -193,8 +193,8 @@ def evolve(
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     if round0_model is None and not (teacher_url and teacher_model):
         raise ValueError("give teacher_url and teacher_model (online) or round0_model (offline)")
-    if train_fn is None:
-        from masksearch.sft.train import train_sft as train_fn
+    if train_fn is None:  # the trainer is the SFT recipe's (masksearch.recipes.sft_ramp.train)
+        raise ValueError("give train_fn (the masksearch CLI passes the SFT recipe's train_sft)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = config or SynthesisConfig()

@@ -37,7 +37,7 @@ def test_sft_through_verl(
     from verl.utils.dataset.dataset_utils import SFTTensorCollator
 
     from masksearch.recipes.sft_ramp import sft_checkpoint_to_hf
-    from masksearch.sft.train import train_sft
+    from masksearch.recipes.sft_ramp.train import train_sft
 
     report = synthesize(
         rows_file, tmp_path / "synth", endpoint_url=agent_server.url, model="teacher",
@@ -93,8 +93,8 @@ def test_evolve_two_rounds(
     round 2 against the "trained" model served by ``masksearch sft serve`` (a subprocess loading
     the tiny model). Training itself is stubbed here (it returns the tiny model); verl's SFT run is
     covered by ``test_sft_through_verl``, and doing it twice more would double this file's time."""
+    from masksearch.recipes.sft_ramp.train import TrainResult
     from masksearch.sft.evolve import EVOLVE_REPORT, evolve
-    from masksearch.sft.train import TrainResult
 
     trained = []
 

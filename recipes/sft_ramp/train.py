@@ -1,7 +1,9 @@
 """Launch the SFT recipe (``python -m masksearch.recipes.sft_ramp``) and return the HF model.
 
 A subprocess, so torch.distributed, Hydra and verl's globals stay out of the caller (the
-``evolve`` loop trains once per round).
+``evolve`` loop trains once per round). The launch lives with the recipe; ``masksearch sft
+train`` and ``masksearch sft evolve`` get :func:`train_sft` from the ``masksearch`` CLI (the
+``sft`` part never imports a recipe).
 """
 
 from __future__ import annotations
