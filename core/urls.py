@@ -26,3 +26,16 @@ def public_url(url: str | None) -> str:
     except ValueError:
         return "<unparseable URL>"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def has_credentials(url: str) -> bool:
+    """Whether a URL carries userinfo or a query string (where keys hide).
+
+    >>> has_credentials("http://u:p@h/"), has_credentials("http://h/?key=1"), has_credentials("http://Host:8/v1")
+    (True, True, False)
+    """
+    try:
+        parts = urlsplit(str(url))
+    except ValueError:
+        return False
+    return bool(parts.username or parts.password or parts.query)

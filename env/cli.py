@@ -39,7 +39,12 @@ def register(subparsers: Any) -> None:
         default="completions",
         help="OpenAI API (default: completions).",
     )
-    p.add_argument("--api-key", default=None, help="Bearer token for --url (default: $OPENAI_API_KEY).")
+    p.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        metavar="NAME",
+        help="Environment variable holding the bearer token for --url (default: OPENAI_API_KEY).",
+    )
     p.add_argument("--tokenizer", help="Tokenizer dir or hub name (default: --model).")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--index", help="In-process index directory (or $MASKSEARCH_INDEX_DIR).")
@@ -110,7 +115,7 @@ def _make_generator(args: argparse.Namespace) -> tuple[Any, Any]:
             from masksearch.env.generators import OpenAIGenerator
 
             tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
-            api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
+            api_key = os.environ.get(args.api_key_env) or None
             gen = OpenAIGenerator(args.url, args.model, api_key, api=args.api, temperature=args.temperature)
             return gen, tokenizer
         if args.backend == "vllm":

@@ -51,7 +51,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--url", help="OpenAI-compatible server URL (--backend openai).")
     p.add_argument("--api", choices=("completions", "chat"), default="completions", help="OpenAI API.")
-    p.add_argument("--api-key", default=None, help="Bearer token for --url (default: $OPENAI_API_KEY).")
+    p.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        metavar="NAME",
+        help="Environment variable holding the bearer token for --url (default: OPENAI_API_KEY).",
+    )
     p.add_argument("--tokenizer", help="Tokenizer folder or hub name (default: the model's).")
     p.add_argument(
         "--device", default=None, help="torch device for --backend hf (default: cuda if available)."
@@ -256,7 +261,7 @@ def _make_generator(args: argparse.Namespace) -> tuple[Any, Any, str]:
             if Path(tok_src).expanduser().exists():
                 tok_src = _resolve_local_model(tok_src)
             tokenizer = AutoTokenizer.from_pretrained(tok_src)
-            api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
+            api_key = os.environ.get(args.api_key_env) or None
             gen = OpenAIGenerator(
                 args.url,
                 model,

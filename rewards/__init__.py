@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from masksearch.core.secrets import redact
 from masksearch.rewards.hybrid import RESULT_KEYS, HybridConfig, TaskKind, format_reward, hybrid_score
 from masksearch.rewards.registry import RewardFn, get, register, registered
 
@@ -108,7 +109,7 @@ def resolve_reward(
         if fn is None:
             fn = get(str(answer_reward), **opts)
             _RESOLVED[key] = fn
-            logger.info("answer reward %s%s resolved to %r", answer_reward, opts or "", fn)
+            logger.info("answer reward %s%s resolved to %r", answer_reward, redact(opts) or "", fn)
     return fn
 
 

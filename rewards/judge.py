@@ -47,6 +47,7 @@ from masksearch.core.openai_client import (
     cache_key,
     chat_text,
 )
+from masksearch.core.urls import public_url
 from masksearch.rewards.answer import as_gold_list, as_text, token_recall
 
 logger = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ class LLMJudge:
         self._init_runtime()
 
     def __repr__(self) -> str:
-        return f"LLMJudge(url={self.url!r}, model={self.model!r}, cache_path={self.cache_path!r})"
+        return f"LLMJudge(url={public_url(self.url)!r}, model={self.model!r}, cache_path={self.cache_path!r})"
 
     # ---- public ----
     def stats(self) -> dict[str, Any]:
