@@ -431,10 +431,10 @@ def build_site(
     compare_labels: tuple[str, str] | None = None
     if loaded is None:
         paths = list(sources)
-        labels: list[str] | None = None
+        labels: list[str | None] | None = None
         if compare is not None:
             paths += [compare[0], compare[1]]
-            labels = [_auto_label(p) for p in sources] + ["A", "B"]
+            labels = [None] * len(sources) + ["A", "B"]
             compare_labels = ("A", "B")
         if not paths:
             raise UserFacingError("nothing to view: give at least one SRC (or --compare A B)")
@@ -517,8 +517,8 @@ def build_site(
         )
         pages.append("learn.html")
 
-    links = "".join(
-        f"<a href='{_e(p)}'>{_e(p.split('.')[0])}</a> "
+    links = " · ".join(
+        f"<a href='{_e(p)}'>{_e(p.split('.')[0])}</a>"
         for p in pages
         if p not in ("index.html", "sample.html")
     )
@@ -560,8 +560,3 @@ def build_site(
         skipped=dict(loaded.skipped),
         n_changed=n_changed,
     )
-
-
-def _auto_label(path: str | os.PathLike[str]) -> str:
-    parts = Path(path).resolve().parts
-    return "/".join(parts[-2:]) if len(parts) >= 2 else str(path)

@@ -344,6 +344,24 @@ def _messages(value: Any) -> list[dict[str, str]]:
     return out
 
 
+_DECODED_CHAT = re.compile(r"\A\s*system\n(?P<system>.*?)\nuser\n(?P<user>.*?)(?:\nassistant\n?)?\s*\Z", re.S)
+
+
+def _split_decoded_prompt(text: str) -> list[dict[str, str]]:
+    """verl decodes the prompt with special tokens skipped (``system\\n…\\nuser\\n…\\nassistant``);
+    split that back into messages when it has this shape, else keep it as one ``prompt`` message.
+
+    >>> [m["role"] for m in _split_decoded_prompt("system\\nBe brief.\\nuser\\nHi?\\nassistant\\n")]
+    ['system', 'user']
+    >>> _split_decoded_prompt("Question: why?")
+    [{'role': 'prompt', 'content': 'Question: why?'}]
+    """
+    m = _DECODED_CHAT.match(text)
+    if m is None or "\nuser\n" in m.group("user"):  # several user turns: keep the text as it is
+        return [{"role": "prompt", "content": text}]
+    return [{"role": "system", "content": m.group("system")}, {"role": "user", "content": m.group("user")}]
+
+
 def _data_source_of(prompt_text: str) -> str:
     return "ramp" if MASK_TOKEN in prompt_text else "qa"
 
@@ -396,7 +414,7 @@ def _load_verl(src: Source, skipped: Counter[str]) -> Iterator[Sample]:
             prompt_text = str(rec.get("input", ""))
             response = str(rec.get("output", ""))
             data_source = str(rec.get("data_source") or _data_source_of(prompt_text))
-            prompt = [{"role": "prompt", "content": prompt_text}]
+            prompt = _split_decoded_prompt(prompt_text)
             gts = rec.get("gts")
             if all(k in rec for k in ("acc", "format_ok", "num_searches")):
                 rewards = {k: rec.get(k) for k in REWARD_KEYS}
@@ -564,13 +582,14 @@ def _unique_labels(sources: list[Source]) -> list[Source]:
 
 
 def load_sources(
-    paths: Sequence[str | os.PathLike[str]], *, labels: Sequence[str] | None = None
+    paths: Sequence[str | os.PathLike[str]], *, labels: Sequence[str | None] | None = None
 ) -> LoadResult:
     """Read every source under ``paths`` into samples (keys 0..N-1 in reading order).
 
     Args:
         paths: files or folders (see the module docstring).
-        labels: optional run names, one per entry of ``paths`` (default: the last two folder names).
+        labels: optional run names, one per entry of ``paths`` (``None`` or no list: the last two
+            folder names of each source found).
 
     Raises:
         UserFacingError: a path does not exist or holds nothing readable.
@@ -582,7 +601,7 @@ def load_sources(
     for n, raw in enumerate(paths):
         found = discover([raw])
         for src in found:
-            if labels is not None:
+            if labels is not None and labels[n] is not None:
                 name = labels[n] if len(found) == 1 else f"{labels[n]}/{src.label}"
                 src = Source(src.kind, src.path, name)
             if src.kind == "learn":

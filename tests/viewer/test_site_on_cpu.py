@@ -184,3 +184,11 @@ class TestCli:
         finally:
             server.shutdown()
             server.server_close()
+
+
+def test_compare_keeps_the_labels_of_the_other_sources(toy, tmp_path):
+    a = toy.write_eval_run(tmp_path / "a", toy.eval_records(2))
+    toy.write_verl_dump(tmp_path / "demo" / "rollouts", steps=1)
+    build_site([tmp_path / "demo"], tmp_path / "site", compare=(a, a))
+    runs = _read_js(tmp_path / "site" / "data" / "index.js", "window.MS_INDEX = ")["runs"]
+    assert runs == ["demo/rollouts", "A", "B"]

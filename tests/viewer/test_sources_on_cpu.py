@@ -109,6 +109,8 @@ class TestVerl:
         right = [s for s in samples if s.rewards["score"] == 1.0]
         assert right and all(s.rewards["acc"] == 1.0 and s.data_source == "ramp" for s in right)
         assert all(s.stats["num_searches"] == 1 and s.stats["num_turns"] == 2 for s in samples)
+        assert [m["role"] for m in samples[0].prompt] == ["system", "user"]  # decoded chat split back
+        assert samples[0].prompt[1]["content"].startswith("Title: Zorvath Bridge\nPassage: ")
 
     def test_validation_dump_keeps_logged_reward_parts(self, toy, tmp_path):
         toy.write_verl_dump(tmp_path / "validation", steps=1, validation=True)
