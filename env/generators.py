@@ -4,7 +4,8 @@ All of them follow :class:`TextGenerator`: ``generate(prompt, max_new_tokens, st
 GenerationResult``. ``token_in`` generators take the prompt as token ids and return token ids
 (exact, as in training); the others take and return text, which the runner tokenises.
 
-- :class:`HFGenerator` -- a transformers causal LM, batched with left padding (CPU-friendly).
+- :class:`HFGenerator` -- a transformers causal LM, batched with left padding; finished rows leave
+  the batch and waiting prompts take their place (CPU-friendly).
 - :class:`OpenAIGenerator` -- any OpenAI-compatible server (``/v1/completions`` or
   ``/v1/chat/completions``), with httpx; no ``openai`` package needed.
 - :class:`VLLMGenerator` -- offline vLLM, only when ``vllm`` is installed.
@@ -101,7 +102,14 @@ def _per_prompt_limits(max_new_tokens: Sequence[int] | int, count: int) -> list[
 
 
 class HFGenerator(_BatchGenerator):
-    """A transformers causal LM; batches are left-padded and generated together.
+    """A transformers causal LM, decoded in batches that rows join and leave as they go.
+
+    Rows are left-padded with attention masks and per-row position ids (numerics of an unbatched
+    pass); a row that hits EOS, a stop string or its own token limit leaves the batch at once and
+    costs no further decode steps, and the next waiting prompt takes its place. Stop strings are
+    checked per row on the decoded tail of its new tokens, the same rule as transformers'
+    ``stop_strings`` but per row (``generate`` stops a batch only when every row has stopped).
+    Decoding is ``masksearch.backends.hf_decode.BatchDecoder``, shared with the ``hf`` rollout.
 
     Args:
         model_path: model directory or hub name (``AutoModelForCausalLM``).
@@ -111,10 +119,13 @@ class HFGenerator(_BatchGenerator):
         seed: seeds torch before each batch when set (reproducible sampling).
         device: torch device.
         torch_dtype: e.g. ``"float32"``; default: the model's.
+        max_batch_size: most rows decoded together; default: what fits a quarter of the available
+            memory for the longest row of each call (``batch_size_for_memory``), at most 64.
         **model_kwargs: passed to ``from_pretrained`` (e.g. ``gguf_file``).
     """
 
     token_in = True
+    MAX_AUTO_BATCH = 64  # beyond this a 2-core CPU gains nothing per step (benchmarks/rollout.py)
 
     def __init__(
         self,
@@ -126,6 +137,7 @@ class HFGenerator(_BatchGenerator):
         seed: int | None = None,
         device: str = "cpu",
         torch_dtype: str | None = None,
+        max_batch_size: int | None = None,
         **model_kwargs: Any,
     ):
         import torch
@@ -141,6 +153,9 @@ class HFGenerator(_BatchGenerator):
         self.temperature = float(temperature)
         self.top_p = float(top_p)
         self.seed = seed
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        self.max_batch_size = max_batch_size
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else self.tokenizer.eos_token_id
         if self.pad_token_id is None:
@@ -150,6 +165,15 @@ class HFGenerator(_BatchGenerator):
         if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in eos:
             eos.append(self.tokenizer.eos_token_id)
         self.eos_token_ids = [int(t) for t in eos]
+        self.last_decode_stats: dict[str, int] = {}  # forward passes and row-steps of the last call
+
+    def batch_size_for(self, tokens_per_row: int) -> int:
+        """Rows decoded together for rows of up to ``tokens_per_row`` tokens (prompt + new)."""
+        from masksearch.backends.hf_decode import batch_size_for_memory
+
+        if self.max_batch_size is not None:
+            return self.max_batch_size
+        return min(self.MAX_AUTO_BATCH, batch_size_for_memory(self.model, tokens_per_row))
 
     def generate_batch(
         self,
@@ -157,8 +181,7 @@ class HFGenerator(_BatchGenerator):
         max_new_tokens: Sequence[int] | int,
         stop: Sequence[str],
     ) -> list[GenerationResult]:
-        torch = self._torch
-        from transformers import StoppingCriteriaList
+        from masksearch.backends.hf_decode import BatchDecoder, Row, RowSpec
 
         ids = [
             self.tokenizer.encode(p, add_special_tokens=False) if isinstance(p, str) else [int(t) for t in p]
@@ -169,76 +192,39 @@ class HFGenerator(_BatchGenerator):
         limits = _per_prompt_limits(max_new_tokens, len(ids))
         if len(limits) != len(ids):
             raise ValueError(f"{len(limits)} max_new_tokens for {len(ids)} prompts")
-        width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), self.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(ids), width), dtype=torch.long)
-        for row, x in enumerate(ids):  # left padding
-            if x:
-                input_ids[row, width - len(x) :] = torch.tensor(x, dtype=torch.long)
-                attention[row, width - len(x) :] = 1
-        criteria = _StopCriteria(self.tokenizer, list(stop), limits, width)
         if self.seed is not None:
-            torch.manual_seed(self.seed)
-        sampling = {"do_sample": False}
-        if self.temperature > 0:
-            sampling = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
-        with torch.no_grad():
-            out = self.model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=attention.to(self.device),
-                max_new_tokens=max(1, max(limits)),
-                stopping_criteria=StoppingCriteriaList([criteria]),
-                pad_token_id=self.pad_token_id,
-                eos_token_id=self.eos_token_ids,
-                **sampling,
+            self._torch.manual_seed(self.seed)
+        rows = [
+            Row(
+                RowSpec(
+                    prompt_ids=x,
+                    max_tokens=max(0, limit),
+                    temperature=self.temperature,
+                    top_p=self.top_p,
+                    stop=tuple(stop),
+                )
             )
-        results = []
-        eos = set(self.eos_token_ids)
-        for row in range(len(ids)):
-            gen = out[row, width:].tolist()
-            end, finish = min(len(gen), limits[row]), "length"
-            for i, tok in enumerate(gen[:end]):
-                if tok in eos:
-                    end, finish = i + 1, "eos"
-                    break
-            stop_at = criteria.stopped_at[row]
-            if stop_at is not None and stop_at <= end and criteria.stopped_by_string[row]:
-                end, finish = stop_at, "stop"
-            kept = gen[:end]
-            text = self.tokenizer.decode(kept, skip_special_tokens=True)
-            results.append(GenerationResult(text=text, token_ids=kept, finish_reason=finish))
-        return results
-
-
-class _StopCriteria:
-    """Per-row stop: a stop string in the row's new text, or the row's own token limit."""
-
-    def __init__(self, tokenizer: Any, stops: list[str], limits: list[int], prompt_width: int):
-        self.tokenizer = tokenizer
-        self.stops = stops
-        self.limits = limits
-        self.prompt_width = prompt_width
-        self.stopped_at: list[int | None] = [None] * len(limits)
-        self.stopped_by_string: list[bool] = [False] * len(limits)
-        self._tail = max((len(s) for s in stops), default=1) + 8  # tokens re-decoded per check
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        n_new = input_ids.shape[1] - self.prompt_width
-        for row in range(input_ids.shape[0]):
-            if self.stopped_at[row] is not None:
-                done[row] = True
-                continue
-            tail = input_ids[row, max(self.prompt_width, input_ids.shape[1] - self._tail) :].tolist()
-            text = self.tokenizer.decode(tail, skip_special_tokens=False)
-            if any(s in text for s in self.stops):
-                self.stopped_at[row], self.stopped_by_string[row] = n_new, True
-            elif n_new >= self.limits[row]:
-                self.stopped_at[row] = n_new
-            done[row] = self.stopped_at[row] is not None
-        return done
+            for x, limit in zip(ids, limits, strict=True)
+        ]
+        size = self.batch_size_for(max(len(x) for x in ids) + max(limits))
+        decoder = BatchDecoder(self.model, self.tokenizer, self.eos_token_ids, self.pad_token_id)
+        waiting = list(rows)  # an empty prompt with a budget is a ValueError in BatchDecoder.add
+        while waiting or decoder.running:
+            free = size - len(decoder.running)
+            if waiting and free > 0:  # refill the batch as rows finish
+                decoder.add(waiting[:free])
+                waiting = waiting[free:]
+            decoder.step()
+        self.last_decode_stats = {"forward_passes": decoder.forward_passes, "row_steps": decoder.row_steps}
+        return [
+            GenerationResult(
+                text=self.tokenizer.decode(row.tokens, skip_special_tokens=True),
+                token_ids=row.tokens,
+                logprobs=row.log_probs,
+                finish_reason=row.finish,
+            )
+            for row in rows
+        ]
 
 
 # --------------------------------------------------------------------------- OpenAI-compatible
