@@ -115,12 +115,13 @@ APP_JS = r"""
       (g || []).forEach(function (a) { a = String(a).trim(); if (a) terms.push([a, i]); });
     });
     terms.sort(function (x, y) { return y[0].length - x[0].length; });
-    var parts = terms.map(function (t) { return escapeRe(t[0]).replace(/\s+/g, '\\s+'); });
+    // whole words only (as the index's "gold in docs" flag): "15" is not marked inside "1915"
+    var parts = terms.map(function (t) { return '(?<![\\p{L}\\p{N}_])' + escapeRe(t[0]).replace(/\s+/g, '\\s+') + '(?![\\p{L}\\p{N}_])'; });
     if (maskToo) parts.unshift('\\[mask\\]');
     if (!parts.length) { frag.appendChild(document.createTextNode(text)); return frag; }
     var lookup = {};
     terms.forEach(function (t) { var key = t[0].toLowerCase().replace(/\s+/g, ' '); if (!(key in lookup)) lookup[key] = t[1]; });
-    var re = new RegExp(parts.join('|'), 'gi');
+    var re = new RegExp(parts.join('|'), 'giu');
     var last = 0, m;
     while ((m = re.exec(text)) !== null) {
       if (m[0].length === 0) { re.lastIndex++; continue; }

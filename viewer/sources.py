@@ -111,7 +111,7 @@ class Sample:
     @property
     def missed(self) -> bool:
         """A gold span was in a retrieved document, but the answer was not right."""
-        return self.gold_in_docs and float(self.rewards.get("acc") or 0.0) < 1.0
+        return self.gold_in_docs and (_num(self.rewards.get("acc")) or 0.0) < 1.0
 
     def finish(self) -> None:
         """Split the response into blocks and documents; the prompt group; the gold-in-docs flag."""
@@ -120,7 +120,8 @@ class Sample:
         for turn in parse_turns(self.response):
             if turn.kind == INFORMATION.name:
                 observations.append(turn.content)
-                self.blocks.append([turn.kind, turn.content, turn.closed, split_documents(turn.content)])
+                docs = split_documents(turn.content)  # the raw text only when it has no documents
+                self.blocks.append([turn.kind, "" if docs else turn.content, turn.closed, docs])
             else:
                 self.blocks.append([turn.kind, turn.content, turn.closed])
         prompt_text = "\n".join(str(m.get("content", "")) for m in self.prompt)
@@ -228,10 +229,20 @@ def _norm(text: str) -> str:
 
 
 def _gold_in(observations: Sequence[str], golds: Sequence[Sequence[str]]) -> bool:
+    """Some gold alias occurs in the observations as whole words (case and spacing ignored).
+
+    >>> _gold_in(["Doc 1(Title: X) founded in 1915."], [["15"]]), _gold_in(["in 1915."], [["1915"]])
+    (False, True)
+    """
     if not observations:
         return False
     haystack = _norm(" ".join(observations))
-    return any(alias.strip() and _norm(alias) in haystack for group in golds for alias in group)
+    for group in golds:
+        for alias in group:
+            needle = _norm(alias)
+            if needle and needle in haystack and re.search(rf"(?<!\w){re.escape(needle)}(?!\w)", haystack):
+                return True
+    return False
 
 
 def split_documents(observation: str) -> list[list[Any]]:

@@ -179,3 +179,16 @@ def test_a_broken_page_is_caught(browser, toy, tmp_path):
     r = browser.dump_dom(_url(tmp_path / "site" / "index.html"))
     assert 'data-count="0"' not in r.dom and "did not load" in r.dom
     assert any("SyntaxError" in line for line in r.console_errors())
+
+
+def test_gold_marks_whole_words_case_insensitively(browser, toy, tmp_path):
+    records = toy.eval_records(4)
+    records[3]["golds"] = ["ostra", "Ost"]  # "Ost" is inside "Ostra" only: not a match of its own
+    toy.write_eval_run(tmp_path / "run", records)
+    build_site([tmp_path / "run"], tmp_path / "site")
+    r = browser.dump_dom(_url(tmp_path / "site" / "sample.html", "3"))
+    _ready(r)
+    doc = re.search(
+        r'<div class="doc"><span class="title">Doc 1 · Castelmoor</span>.*?</div>', r.dom, re.S
+    ).group(0)
+    assert re.findall(r"<mark [^>]*>([^<]*)</mark>", doc) == ["Ostra"]
