@@ -13,7 +13,6 @@ config and seed give the same rows.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import random
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from masksearch.core.atomic import atomic_write_json
 from masksearch.data.masking import (
     REJECT_REASONS,
     apply_masks,
@@ -307,16 +307,18 @@ def build_ramp(
 
 
 def write_ramp(build: RampBuild, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``train.parquet``, ``val.parquet`` and ``summary.json`` into ``out_dir``."""
+    """Write ``val.parquet``, ``summary.json`` and, last, ``train.parquet`` into ``out_dir``.
+
+    Each file is written atomically, and ``train.parquet`` last: scripts test for it to decide
+    whether to rebuild, so its presence means the whole set is complete.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "train": write_rows(build.train, out / "train.parquet"),
-        "val": write_rows(build.val, out / "val.parquet"),
-        "summary": out / "summary.json",
-    }
-    paths["summary"].write_text(json.dumps(build.summary.to_dict(), indent=2) + "\n", encoding="utf-8")
-    return paths
+    (out / "train.parquet").unlink(missing_ok=True)  # a rebuild is complete only when it is back
+    val = write_rows(build.val, out / "val.parquet")
+    summary = atomic_write_json(out / "summary.json", build.summary.to_dict(), indent=2)
+    train = write_rows(build.train, out / "train.parquet")
+    return {"train": train, "val": val, "summary": summary}
 
 
 def read_passages(path: str | Path) -> Iterator[PassageLike]:

@@ -16,6 +16,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from masksearch.core.atomic import atomic_path
+
 EXTRA_INFO_TYPE = pa.struct(
     [
         ("mask_num", pa.int64()),
@@ -78,5 +80,6 @@ def write_rows(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(list(rows), schema=ROW_SCHEMA)
-    pq.write_table(table, path)
+    with atomic_path(path) as tmp:  # a crash leaves the old file or none, never a torn one
+        pq.write_table(table, tmp)
     return path

@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from masksearch.core.atomic import atomic_write_json, atomic_write_text
 from masksearch.env.config import SearchEnvConfig
 from masksearch.env.standalone import Trajectory, run_search_episode, run_search_episodes
 from masksearch.eval.datasets import EvalDataset, EvalSample
@@ -284,8 +285,11 @@ def _check_resume(out_dir: Path, fingerprint: dict[str, Any], has_records: bool)
     if has_records and path.is_file():
         try:
             previous = json.loads(path.read_text(encoding="utf-8")).get("fingerprint", {})
-        except (OSError, json.JSONDecodeError):
-            previous = {}
+        except (OSError, json.JSONDecodeError, AttributeError):
+            raise EvalResumeError(
+                f"{path} is unreadable or torn, so the earlier run's settings are unknown; "
+                "use another --out or --overwrite"
+            ) from None
         old, new = (
             json.loads(json.dumps(previous, default=str)),
             json.loads(json.dumps(fingerprint, default=str)),
@@ -300,7 +304,7 @@ def _check_resume(out_dir: Path, fingerprint: dict[str, Any], has_records: bool)
                 f"{out_dir} holds a run with other settings ({'; '.join(diffs)[:400]}); "
                 "use another --out or --overwrite"
             )
-    path.write_text(json.dumps({"fingerprint": fingerprint}, indent=2, default=str) + "\n", encoding="utf-8")
+    atomic_write_json(path, {"fingerprint": fingerprint}, indent=2, default=str)
 
 
 def _rescore_missing(
@@ -429,12 +433,10 @@ def run_eval(
 
         stats = getattr(resolve_reward("llm_judge"), "stats", None)
         results["judge_stats"] = stats() if callable(stats) else None
-    (out / RESULTS_FILE).write_text(
-        json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
+    atomic_write_json(out / RESULTS_FILE, results, indent=2, ensure_ascii=False)
     title = f"# masksearch eval: {info.get('model', '?')}\n\n"
     note = "\nEM / F1 / Recall (and Judge) are mean answer scores in %; format ok: responses that follow the tag grammar.\n"
-    (out / RESULTS_MD).write_text(title + results_table(results) + note, encoding="utf-8")
+    atomic_write_text(out / RESULTS_MD, title + results_table(results) + note)
     return EvalReport(
         out_dir=out,
         results=results,

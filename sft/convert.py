@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from masksearch.core.atomic import atomic_path
 from masksearch.sft.synthesize import read_records
 
 __all__ = ["SFT_SCHEMA", "records_to_rows", "write_sft_parquet"]
@@ -74,5 +75,6 @@ def write_sft_parquet(kept_files: Sequence[str | os.PathLike], out: str | os.Pat
         raise ValueError(f"no kept trajectory in {[str(p) for p in kept_files]}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=SFT_SCHEMA), out)
+    with atomic_path(out) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=SFT_SCHEMA), tmp)
     return out, len(rows)

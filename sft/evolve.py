@@ -33,6 +33,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -66,7 +67,9 @@ class ServedModel:
         *,
         serve_cmd: str | None = None,
         startup_s: float = 300.0,
+        log_path: str | os.PathLike | None = None,
     ):
+        self.log_path = Path(log_path) if log_path else None  # default: a temp file, kept for reading
         self.model_dir = str(model_dir)
         self.name = name
         self.port = free_port()
@@ -84,12 +87,21 @@ class ServedModel:
     def __enter__(self) -> str:
         import httpx
 
-        self.proc = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # stderr goes to a file (a pipe nobody reads blocks the server after 64 KB); its tail is
+        # shown when the server fails to start
+        if self.log_path is None:
+            fd, name = tempfile.mkstemp(prefix="masksearch-teacher-", suffix=".log")
+            os.close(fd)
+            self.log_path = Path(name)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + self.startup_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = (self.proc.stderr.read() if self.proc.stderr else b"").decode(errors="replace")[-1500:]
-                raise RuntimeError(f"teacher server exited with {self.proc.returncode}: {err}")
+                raise RuntimeError(
+                    f"teacher server exited with {self.proc.returncode} (log {self.log_path}): {self.log_tail()}"
+                )
             try:
                 if httpx.get(self.url + "/v1/models", timeout=2.0).status_code == 200:
                     return self.url
@@ -97,7 +109,18 @@ class ServedModel:
                 pass
             time.sleep(0.5)
         self.__exit__(None, None, None)
-        raise RuntimeError(f"teacher server did not answer on {self.url} within {self.startup_s:.0f}s")
+        raise RuntimeError(
+            f"teacher server did not answer on {self.url} within {self.startup_s:.0f}s "
+            f"(log {self.log_path}): {self.log_tail()}"
+        )
+
+    def log_tail(self, chars: int = 1500) -> str:
+        """The last ``chars`` characters of the server's stderr log, on one line."""
+        try:
+            text = self.log_path.read_bytes()[-chars:].decode(errors="replace") if self.log_path else ""
+        except OSError:
+            return ""
+        return " | ".join(line for line in text.splitlines() if line.strip())
 
     def __exit__(self, *exc: Any) -> None:
         if self.proc is not None and self.proc.poll() is None:

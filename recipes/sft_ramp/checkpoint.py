@@ -9,11 +9,14 @@ the shards are merged with verl's model merger (``python -m verl.model_merger me
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from masksearch.core.atomic import atomic_dir
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
@@ -52,9 +55,38 @@ def latest_checkpoint(path: str | os.PathLike) -> Path:
     return steps[-1]
 
 
+def _whole_safetensors(path: Path) -> bool:
+    """A safetensors file is at least its 8-byte header length, the JSON header and the data it names."""
+    try:
+        with path.open("rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(header_len))
+    except (OSError, ValueError):
+        return False
+    ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    return path.stat().st_size >= 8 + header_len + max(ends, default=0)
+
+
 def _has_weights(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and any(
-        p.name.endswith(_WEIGHT_SUFFIXES) for p in folder.iterdir() if p.is_file()
+    """config.json plus complete weights: every shard an index names, or one whole weight file."""
+    if not (folder / "config.json").is_file():
+        return False
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = folder / index_name
+        if index.is_file():
+            try:
+                shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+            except (OSError, ValueError, KeyError, AttributeError):
+                return False
+            return bool(shards) and all(
+                (folder / shard).is_file()
+                and (folder / shard).stat().st_size > 0
+                and (not shard.endswith(".safetensors") or _whole_safetensors(folder / shard))
+                for shard in shards
+            )
+    weights = [p for p in folder.iterdir() if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES)]
+    return bool(weights) and all(
+        _whole_safetensors(p) if p.name.endswith(".safetensors") else p.stat().st_size > 0 for p in weights
     )
 
 
@@ -93,9 +125,13 @@ def sft_checkpoint_to_hf(path: str | os.PathLike, target_dir: str | os.PathLike 
         "--target_dir",
         str(target),
     ]
-    logger.info("merging FSDP shards: %s", " ".join(command))
-    proc = subprocess.run(command, capture_output=True, text=True, check=False)
-    if proc.returncode != 0 or not _has_weights(target):
-        tail = (proc.stdout + proc.stderr)[-2000:]
-        raise RuntimeError(f"verl.model_merger failed for {step_dir} (rc={proc.returncode}): {tail}")
+    # Merge into a temporary sibling that replaces ``target`` only when every shard is there: a
+    # crash mid-merge must not leave a folder that looks like a model.
+    with atomic_dir(target) as tmp:
+        command[command.index("--target_dir") + 1] = str(tmp)
+        logger.info("merging FSDP shards: %s", " ".join(command))
+        proc = subprocess.run(command, capture_output=True, text=True, check=False)
+        if proc.returncode != 0 or not _has_weights(tmp):
+            tail = (proc.stdout + proc.stderr)[-2000:]
+            raise RuntimeError(f"verl.model_merger failed for {step_dir} (rc={proc.returncode}): {tail}")
     return target

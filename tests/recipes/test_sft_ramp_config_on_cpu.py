@@ -65,7 +65,9 @@ class TestCheckpoint:
             hf.mkdir(parents=True)
             (hf / "config.json").write_text("{}")
             if weights:
-                (hf / "model.safetensors").write_bytes(b"")
+                # the smallest whole safetensors file (8-byte header length, empty header): an
+                # empty file is a torn write, which the checkpoint lookup refuses
+                (hf / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
         (root / "latest_checkpointed_iteration.txt").write_text(str(latest))
         return root
 
