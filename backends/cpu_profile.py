@@ -6,11 +6,17 @@ The recipe's ``cpu`` profile and the end-to-end tests use this one list.
 
 from __future__ import annotations
 
+import os
+
 # Logical resources declared to Ray. verl's resource pools count only "GPU"/"NPU", so a CPU run
 # declares one logical GPU per trainer process (CPU torch ignores the CUDA_VISIBLE_DEVICES Ray sets);
 # CPUs are over-subscribed logically because TransferQueue, the rollout server and placement-group
 # bundles each reserve one, and Ray would otherwise wait forever for a free slot on 2 cores.
 RAY_LOGICAL_CPUS = 16
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _fp32(fsdp_config_key: str) -> list[str]:
@@ -37,6 +43,10 @@ def cpu_overrides(
             # always a fresh local cluster: without it ray.init() attaches to whatever cluster a stale
             # /tmp/ray/ray_current_cluster names (and then refuses num_cpus/num_gpus)
             "++ray_kwargs.ray_init.address=local",
+            # Ray gives every actor with num_cpus <= 1 one torch thread (OMP_NUM_THREADS=1); the trainer
+            # and the rollout take turns in sync mode, so each may use every core (issue 14: measured
+            # in the demo step profile, /tmp/notes/issue-14.md)
+            f"++ray_kwargs.ray_init.runtime_env.env_vars.OMP_NUM_THREADS='{_cpu_count()}'",
         ]
     )
     return [
