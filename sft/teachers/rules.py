@@ -54,7 +54,7 @@ SNIPPET_WORDS = 3
 
 _MASK_RE = re.compile(re.escape(MASK_TOKEN), re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
-_WORD = re.compile(r"[^\W_][\w'’.\-]*", re.UNICODE)
+_WORD = re.compile(r"[^\W_](?:[\w'’\-]|\.(?=\w))*", re.UNICODE)  # "7.7" and "U.S" stay whole; a final "." goes
 _DOC = re.compile(r"Doc (\d+)\(Title: (.*?)\) ")
 _STOPWORDS = frozenset(
     ["a", "an", "the", "of", "in", "on", "at", "to", "for", "from", "by", "with", "and", "or", "but", "is", "are", "was", "were", "be", "been", "being", "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "does", "do", "did", "that", "this", "these", "those", "it", "its", "as", "into", "than", "then"]

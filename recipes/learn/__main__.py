@@ -1,0 +1,5 @@
+import sys
+
+from masksearch.recipes.learn.main import main
+
+sys.exit(main())

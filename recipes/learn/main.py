@@ -1,0 +1,265 @@
+"""``python -m masksearch.recipes.learn``: run the stages in order, skip the finished ones, report.
+
+A stage is finished when ``<work dir>/stages/<name>.json`` holds its summary; delete that file (or
+the stage's folder) to run it again. The budget fit of the RL stage is checked first, so a
+configuration that cannot succeed is refused in a second, not after the SFT stages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from masksearch.core.errors import UserFacingError
+from masksearch.recipes.learn.settings import LearnSettings, settings_from_env
+
+__all__ = ["STAGES", "main", "run_pipeline"]
+
+#: Stage names, in order.
+STAGES = (
+    "data",
+    "eval_base",
+    "sft",
+    "eval_sft",
+    "evolve",
+    "eval_evolve",
+    "rl",
+    "eval_rl",
+    "eval_rl_fanoutqa",
+)
+#: Paired recall differences reported (the last one is the headline: final vs SFT).
+PAIRS = (("base", "sft"), ("sft", "evolve"), ("evolve", "rl"), ("sft", "rl"))
+
+
+def _say(message: str) -> None:
+    print(f"[learn] {message}", flush=True)
+
+
+def check_rl_budget(s: LearnSettings, echo: Callable[[str], None] = _say) -> None:
+    """The RL recipe's budget fit for this run's settings (largest mask count), refused if it fails."""
+    from masksearch.recipes.budget import budget_fit, max_fitting_masks
+
+    env = s.env_config()
+    fit = budget_fit(
+        max_response_length=s.max_response_length,
+        max_prompt_length=s.max_prompt_length,
+        max_turns=env.max_turns,
+        topk=env.topk,
+        max_obs_tokens=env.max_obs_tokens,
+        masks=s.max_masks,
+    )
+    echo(fit.line())
+    if not fit.fits:
+        raise UserFacingError(
+            f"budget cannot fit: {'; '.join(fit.problems())}. Fix: MAX_RESPONSE_LENGTH >= {fit.needed()}, "
+            f"MAX_TURNS >= {s.max_masks + 1}, or MAX_MASKS={max(1, max_fitting_masks(fit))}"
+        )
+
+
+#: The knobs each stage depends on (a stage also depends on every stage before it).
+STAGE_KNOBS = {
+    "data": ("ramp_samples", "val_fraction", "max_masks", "corpus_limit"),
+    "eval_base": ("model_path", "max_turns", "topk", "max_obs_tokens", "max_response_length", "val_samples"),
+    "sft": ("sft_rows", "sft_steps", "sft_batch", "sft_micro_batch", "sft_lr", "max_prompt_length"),
+    "eval_sft": (),
+    "evolve": ("evolve_rounds", "evolve_prompts", "evolve_samples", "evolve_temperature", "evolve_steps"),
+    "eval_evolve": (),
+    "rl": ("rl_steps", "rl_batch", "group_size", "rl_lr", "format_weight", "curriculum", "rl_from"),
+    "eval_rl": (),
+    "eval_rl_fanoutqa": ("fanout_samples",),
+}
+
+
+def stage_fingerprint(s: LearnSettings, name: str) -> dict[str, Any]:
+    """The knob values a stage's result depends on (its own and every earlier stage's)."""
+    values = s.to_dict()
+    keys: list[str] = []
+    for stage in STAGES:
+        keys += STAGE_KNOBS[stage]
+        if stage == name:
+            break
+    return {k: values[k] for k in keys}
+
+
+class _Stages:
+    """Markers under ``stages/``: a finished stage's summary, read back on resume."""
+
+    def __init__(self, root: Path, settings: LearnSettings):
+        self.dir = root / "stages"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.timings: dict[str, float] = {}
+
+    def run(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        marker = self.dir / f"{name}.json"
+        fingerprint = stage_fingerprint(self.settings, name)
+        if marker.is_file():
+            try:
+                saved = json.loads(marker.read_text(encoding="utf-8"))
+            except ValueError:
+                saved = None  # a torn marker: run the stage again
+            if saved is not None:
+                old = saved.get("_knobs", fingerprint)
+                changed = sorted(k for k in fingerprint if old.get(k) != fingerprint[k])
+                if changed:
+                    knobs = ", ".join(f"{k.upper()} {old.get(k)!r} -> {fingerprint[k]!r}" for k in changed)
+                    raise UserFacingError(
+                        f"stage {name} in {self.dir.parent} was run with other settings ({knobs}); "
+                        "use another WORK_DIR, or delete that folder to start over"
+                    )
+                self.timings[name] = float(saved.get("_wall_s", 0.0))
+                _say(f"{name}: finished before, skipped ({marker})")
+                return saved
+        _say(f"{name}: running")
+        started = time.perf_counter()
+        result = fn()
+        wall = round(time.perf_counter() - started, 1)
+        result["_wall_s"] = wall
+        result["_knobs"] = fingerprint
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, marker)
+        self.timings[name] = wall
+        _say(f"{name}: done in {wall:.0f}s")
+        return result
+
+
+def _eval_line(r: dict[str, Any]) -> str:
+    def pct(x: Any) -> str:
+        return "–" if x is None else f"{100 * float(x):.1f}%"
+
+    return (
+        f"{r['name']}: n={r['n']} format_ok={pct(r['format_ok'])} em={pct(r['em'])} "
+        f"recall={pct(r['recall'])} searches={float(r['mean_searches'] or 0):.2f}"
+    )
+
+
+def run_pipeline(s: LearnSettings) -> dict[str, Any]:
+    """Every stage (skipping finished ones), then the report; returns ``report.json``'s content."""
+    from masksearch.recipes.learn import stages as st
+    from masksearch.recipes.learn.report import write_report
+
+    root = s.root
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "settings.json").write_text(json.dumps(s.to_dict(), indent=2) + "\n", encoding="utf-8")
+    check_rl_budget(s)
+    runs = _Stages(root, s)
+    data = runs.run("data", lambda: st.stage_data(s))
+    base = st.base_model(s)
+    val = data["val"]
+    evals = []
+
+    def evaluate(name: str, model: Path, spec: str = val, n: int = s.val_samples) -> dict[str, Any]:
+        result = runs.run(f"eval_{name.replace('-', '_')}", lambda: st.stage_eval(s, name, model, spec, n))
+        _say(_eval_line(result))
+        return result
+
+    evals.append(evaluate("base", base))
+    sft = runs.run("sft", lambda: st.stage_sft(s))
+    evals.append(evaluate("sft", Path(sft["model"])))
+    evolve = runs.run("evolve", lambda: st.stage_evolve(s, Path(sft["model"])))
+    evals.append(evaluate("evolve", Path(evolve["model"])))
+    start = Path(evolve["model"] if s.rl_from == "evolve" else sft["model"])
+    rl = runs.run("rl", lambda: st.stage_rl(s, start))
+    evals.append(evaluate("rl", Path(rl["model"])))
+    evals.append(evaluate("rl-fanoutqa", Path(rl["model"]), "fanoutqa:dev", s.fanout_samples))
+    report = write_report(
+        root,
+        evals,
+        PAIRS,
+        rl["rl_curve"],
+        extra={
+            "teacher": sft.get("teacher"),
+            "evolve": evolve.get("rounds"),
+            "timings": runs.timings,
+            "final_model": rl["model"],
+            "budget": rl.get("budget"),
+        },
+    )
+    _say(f"report: {root / 'report.json'}, {root / 'report.md'}, {root / 'learning.png'}")
+    _say(f"final model (HF folder): {rl['model']}")
+    total = sum(runs.timings.values())
+    _say(f"stage time in all: {total / 60:.1f} min (skipped stages count their first run)")
+    return report
+
+
+README_BEGIN = "<!-- learn:begin"
+README_END = "<!-- learn:end -->"
+
+
+def update_readme(root: Path, readme: Path, picture: Path) -> None:
+    """Put a finished run's ``report.md`` and ``learning.png`` into the README between the markers.
+
+    Raises:
+        UserFacingError: no finished report, or a README without the markers.
+    """
+    import shutil
+
+    report = root / "report.md"
+    if not report.is_file() or not (root / "learning.png").is_file():
+        raise UserFacingError(f"no finished run in {root} (report.md / learning.png): run make learn first")
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        raise UserFacingError(f"{readme}: no '{README_BEGIN} ... {README_END}' block to write into")
+    picture.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(root / "learning.png", picture)
+    body = report.read_text(encoding="utf-8").strip().splitlines()
+    title = body[0].lstrip("# ").strip() if body else ""
+    rel = picture.resolve().relative_to(readme.resolve().parent)
+    block = "\n".join(
+        [
+            text[start : text.index("-->", start) + 3],
+            f"**{title}**",
+            "",
+            *body[1:],
+            "",
+            f"![make learn]({rel.as_posix()})",
+            "",
+        ]
+    )
+    readme.write_text(text[:start] + block + text[end:], encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry: knobs from the environment (``masksearch.recipes.learn.settings``); no arguments."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        print(__doc__)
+        from masksearch.recipes.learn import settings
+
+        print(settings.__doc__)
+        return 0
+    if args == ["--readme"]:
+        try:
+            root = settings_from_env().root
+            repo = Path(__file__).resolve().parents[2]
+            update_readme(root, repo / "README.md", repo / "docs" / "learning.png")
+        except UserFacingError as exc:
+            print(f"masksearch learn: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"README.md: the run of {root} written in; picture: docs/learning.png")
+        return 0
+    if args:
+        print(
+            "masksearch learn: error: the only option is --readme; set knobs as environment variables (see --help)",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(level=os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARNING"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        settings = settings_from_env()
+        report = run_pipeline(settings)
+    except UserFacingError as exc:
+        print(f"masksearch learn: error: {exc}", file=sys.stderr)
+        return 2
+    md = (settings.root / "report.md").read_text(encoding="utf-8")
+    print(md)
+    return 0 if report["stages"] else 1

@@ -1,0 +1,138 @@
+"""The knobs of ``make learn``: environment variables, as in ``examples/run_dapo_ramp.sh``.
+
+``LEARN_SCALE`` picks a preset (``tiny``: the CI plumbing test with the random tiny model;
+``default``: SmolLM2-135M on 2 CPU cores in under an hour; ``full``: bigger runs on better
+hardware); every knob below overrides its preset value. The search-environment settings
+(``MAX_TURNS``, ``TOPK``, ``MAX_OBS_TOKENS``) are chosen once here and handed to every stage —
+synthesis, evaluation and RL run the same env, so SFT trajectories are what RL rollouts look
+like. ``full`` keeps :class:`~masksearch.env.config.SearchEnvConfig`'s defaults for them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from masksearch.core.errors import UserFacingError
+from masksearch.env.config import SearchEnvConfig
+
+__all__ = ["SCALES", "LearnSettings", "settings_from_env"]
+
+
+@dataclass(frozen=True)
+class LearnSettings:
+    """Every knob (environment variable = upper-case field name)."""
+
+    work_dir: str = "outputs/learn"
+    model_path: str = ""  # empty: the embedded SmolLM2-135M-Instruct
+    # data
+    ramp_samples: int = 2000
+    val_fraction: float = 0.06
+    max_masks: int = 4
+    corpus_limit: int = 0  # 0: the whole embedded corpus
+    # env (one setting for every stage); 0 = SearchEnvConfig's default
+    max_turns: int = 5
+    topk: int = 1
+    max_obs_tokens: int = 160
+    max_response_length: int = 1024
+    max_prompt_length: int = 1024
+    # evaluation
+    val_samples: int = 100
+    eval_batch: int = 16
+    fanout_samples: int = 20
+    # SFT on the rules teacher
+    sft_rows: int = 64
+    sft_steps: int = 14
+    sft_batch: int = 4
+    sft_micro_batch: int = 1
+    sft_lr: float = 5e-5
+    # self-evolve
+    evolve_rounds: int = 1
+    evolve_prompts: int = 32
+    evolve_samples: int = 2
+    evolve_temperature: float = 0.7
+    evolve_steps: int = 14
+    # RL
+    rl_steps: int = 3
+    rl_batch: int = 2
+    group_size: int = 4
+    rl_lr: float = 1e-6
+    format_weight: float = 0.1
+    curriculum: str = "staged"
+    rl_from: str = "evolve"  # evolve | sft: which SFT checkpoint RL starts from
+    scale: str = "default"
+
+    def env_config(self) -> SearchEnvConfig:
+        given = {"max_turns": self.max_turns, "topk": self.topk, "max_obs_tokens": self.max_obs_tokens}
+        return SearchEnvConfig(**{k: v for k, v in given.items() if v})
+
+    @property
+    def root(self) -> Path:
+        return Path(self.work_dir).resolve()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+#: Presets; a knob set in the environment wins over its preset.
+SCALES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "ramp_samples": 60, "val_fraction": 0.2, "corpus_limit": 400, "max_turns": 3, "max_masks": 2,
+        "max_obs_tokens": 160, "max_response_length": 448, "max_prompt_length": 1024, "val_samples": 4,
+        "eval_batch": 4, "fanout_samples": 2, "sft_rows": 6, "sft_steps": 1, "sft_batch": 2,
+        "sft_micro_batch": 1, "evolve_prompts": 2, "evolve_samples": 1, "evolve_steps": 1,
+        "rl_steps": 1, "rl_batch": 2, "group_size": 2,
+    },
+    "default": {},
+    "full": {
+        "ramp_samples": 20000, "val_fraction": 0.02, "max_turns": 5, "topk": 0, "max_obs_tokens": 0,
+        "max_response_length": 3072, "val_samples": 400, "eval_batch": 32, "fanout_samples": 200,
+        "sft_rows": 4000, "sft_steps": 500, "sft_batch": 16, "sft_micro_batch": 2, "evolve_prompts": 2000,
+        "evolve_samples": 4, "evolve_steps": 500, "rl_steps": 200, "rl_batch": 32, "group_size": 8,
+    },
+}  # fmt: skip
+
+
+def _parse(kind: type, name: str, raw: str) -> Any:
+    try:
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+    except ValueError:
+        raise UserFacingError(
+            f"{name}={raw!r}: expected {'an integer' if kind is int else 'a number'}"
+        ) from None
+    return raw
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> LearnSettings:
+    """``LearnSettings`` from ``LEARN_SCALE`` and the knobs set in ``environ``.
+
+    Raises:
+        UserFacingError: an unknown scale or a knob that does not parse.
+    """
+    env = os.environ if environ is None else environ
+    scale = env.get("LEARN_SCALE", "default").strip() or "default"
+    if scale not in SCALES:
+        raise UserFacingError(f"LEARN_SCALE={scale}: choose one of {', '.join(SCALES)}")
+    settings = replace(LearnSettings(), scale=scale, **SCALES[scale])
+    changes = {}
+    for f in fields(LearnSettings):
+        raw = env.get(f.name.upper())
+        if raw is not None and raw != "" and f.name != "scale":
+            kind = type(getattr(settings, f.name))
+            changes[f.name] = _parse(kind, f.name.upper(), raw)
+    settings = replace(settings, **changes)
+    if settings.rl_from not in ("evolve", "sft"):
+        raise UserFacingError(f"RL_FROM={settings.rl_from}: choose evolve or sft")
+    if settings.val_samples < 1 or settings.sft_steps < 1 or settings.rl_steps < 1:
+        raise UserFacingError("VAL_SAMPLES, SFT_STEPS and RL_STEPS must be >= 1")
+    try:
+        settings.env_config()
+    except ValueError as exc:
+        raise UserFacingError(f"env settings: {exc}") from None
+    return settings

@@ -1,0 +1,368 @@
+"""The stages of ``make learn``, one function each; every one returns a JSON-ready summary.
+
+Each stage writes into its own folder under the work dir and can be re-run: the builders are
+atomic, ``run_eval`` and synthesis resume per sample, SFT and RL resume from their checkpoints.
+``main`` records a finished stage's summary in ``stages/<name>.json`` and skips it next time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from masksearch.core.errors import UserFacingError
+from masksearch.recipes.learn.settings import LearnSettings
+
+logger = logging.getLogger(__name__)
+logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+
+__all__ = [
+    "base_model",
+    "stage_data",
+    "stage_eval",
+    "stage_evolve",
+    "stage_rl",
+    "stage_sft",
+]
+
+
+def base_model(s: LearnSettings) -> Path:
+    """The student: ``MODEL_PATH`` or the embedded SmolLM2-135M-Instruct."""
+    if s.model_path:
+        path = Path(s.model_path).expanduser()
+        if not (path / "config.json").is_file():
+            raise UserFacingError(f"MODEL_PATH={s.model_path}: not an HF model folder (no config.json)")
+        return path.resolve()
+    from masksearch.backends.models import embedded_model_path
+
+    return embedded_model_path()
+
+
+def _paths(s: LearnSettings) -> dict[str, Path]:
+    r = s.root
+    return {
+        "corpus": r / "data" / "corpus.jsonl",
+        "index": r / "data" / "index_bm25",
+        "ramp": r / "data" / "ramp",
+        "train": r / "data" / "ramp" / "train.parquet",
+        "val": r / "data" / "ramp" / "val.parquet",
+    }
+
+
+def _search_client(s: LearnSettings) -> Any:
+    from dataclasses import replace
+
+    from masksearch.env.retrieval import get_search_client
+
+    return get_search_client(replace(s.env_config(), retriever_index=str(_paths(s)["index"])))
+
+
+def _device() -> tuple[str, str | None]:
+    import torch
+
+    return ("cuda", None) if torch.cuda.is_available() else ("cpu", "float32")
+
+
+# ------------------------------------------------------------------------------------ data
+def stage_data(s: LearnSettings) -> dict[str, Any]:
+    """Corpus (the embedded Wikipedia) + BM25 index + RAMP train / val (split by passage)."""
+    from masksearch.data.corpus import build_corpus
+    from masksearch.data.ramp import RampConfig, build_ramp, read_passages, write_ramp
+    from masksearch.data.spans import make_extractor
+    from masksearch.search_tool.retrievers import build_index
+
+    p = _paths(s)
+    if not p["corpus"].is_file():
+        build_corpus(p["corpus"], limit=s.corpus_limit or None, show_progress=False)
+    if not (p["index"] / "manifest.json").is_file():
+        build_index(p["corpus"], "bm25", p["index"], overwrite=True, show_progress=False)
+    if not p["train"].is_file() or not p["val"].is_file():
+        config = RampConfig(
+            num_samples=s.ramp_samples, max_masks=s.max_masks, seed=0, val_fraction=s.val_fraction
+        )
+        build = build_ramp(read_passages(p["corpus"]), make_extractor("rule"), config)
+        write_ramp(build, p["ramp"])
+    summary = json.loads((p["ramp"] / "summary.json").read_text(encoding="utf-8"))
+    return {
+        "corpus": str(p["corpus"]),
+        "index": str(p["index"]),
+        "train": str(p["train"]),
+        "val": str(p["val"]),
+        "mask_num": summary.get("mask_num"),
+    }
+
+
+# ------------------------------------------------------------------------------------ eval
+def stage_eval(s: LearnSettings, name: str, model: Path, data: str, max_samples: int) -> dict[str, Any]:
+    """Greedy ``masksearch eval`` of ``model`` on ``data`` with the run's env settings."""
+    from dataclasses import replace
+
+    from masksearch.env.generators import HFGenerator
+    from masksearch.eval.datasets import load_eval_dataset
+    from masksearch.eval.runner import EvalSettings, run_eval
+
+    out = s.root / "eval" / name
+    config = replace(s.env_config(), retriever_index=str(_paths(s)["index"]))
+    device, dtype = _device()
+    generator = HFGenerator(str(model), temperature=0.0, seed=0, device=device, torch_dtype=dtype)
+    settings = EvalSettings(
+        batch_size=s.eval_batch,
+        max_response_tokens=s.max_response_length,
+        max_samples=max_samples,
+        show_progress=False,
+    )
+    run_info = {"model": name, "model_path": str(model), "backend": "hf", "temperature": 0.0, "seed": 0}
+    report = run_eval(
+        generator, generator.tokenizer, [load_eval_dataset(data)], _search_client(s), config, out,
+        settings=settings, run_info=run_info,
+    )  # fmt: skip
+    overall = report.results["overall"]
+    return {
+        "name": name,
+        "model": str(model),
+        "data": data,
+        "out": str(out),
+        "n": int(overall["n"]),
+        "format_ok": overall.get("format_ok"),
+        "em": overall.get("em"),
+        "f1": overall.get("f1"),
+        "recall": overall.get("recall"),
+        "mean_searches": overall.get("mean_searches"),
+        "failures": int(overall.get("failures", 0)),
+        "wall_s": round(report.elapsed_s, 1),
+    }
+
+
+# ------------------------------------------------------------------------------------- SFT
+def _train(s: LearnSettings, parquet: Path, out: Path, steps: int) -> Any:
+    from masksearch.recipes.sft_ramp.train import train_sft  # moved from sft/train.py (issue 13)
+
+    result = train_sft(
+        parquet,
+        base_model(s),
+        out,
+        batch_size=s.sft_batch,
+        micro_batch_size=s.sft_micro_batch,
+        steps=steps,
+        max_length=s.max_prompt_length + s.max_response_length,
+        overrides=[f"optim.lr={s.sft_lr}"],
+    )
+    if result.returncode != 0 or result.hf_path is None:
+        tail = (
+            result.log_file.read_text(encoding="utf-8", errors="replace")[-1500:]
+            if result.log_file.is_file()
+            else ""
+        )
+        raise UserFacingError(
+            f"SFT failed (rc={result.returncode}); see {result.log_file}: {' '.join(tail.split())[-400:]}"
+        )
+    return result
+
+
+def stage_sft(s: LearnSettings) -> dict[str, Any]:
+    """Rules-teacher trajectories on the training rows → SFT parquet → SFT of the base student."""
+    from masksearch.sft.convert import write_sft_parquet
+    from masksearch.sft.synthesize import SynthesisConfig, synthesize
+
+    p = _paths(s)
+    out = s.root / "sft"
+    env = s.env_config()
+    config = SynthesisConfig(
+        mode="rules",
+        max_turns=env.max_turns,
+        topk=env.topk,
+        max_obs_tokens=env.max_obs_tokens,
+        max_response_tokens=s.max_response_length,
+        answer_check="em",
+        concurrency=1,
+        limit=s.sft_rows,
+    )
+    tokenizer = _tokenizer(s)
+    synth = synthesize(
+        p["train"], out / "rules", search_client=_search_client(s), tokenizer=tokenizer, config=config
+    )
+    try:
+        parquet, rows = write_sft_parquet([out / "rules"], out / "sft.parquet")
+    except ValueError:
+        raise UserFacingError(
+            f"the rules teacher kept no trajectory of {synth['items']} rows ({synth['rejection_reasons']}); "
+            "raise MAX_OBS_TOKENS / TOPK / MAX_TURNS or SFT_ROWS"
+        ) from None
+    result = _train(s, parquet, out / "train", s.sft_steps)
+    return {
+        "teacher": {
+            "items": synth["items"],
+            "kept": synth["kept"],
+            "kept_share": synth["kept_share"],
+            "mean_searches": synth["mean_searches"],
+            "rejection_reasons": synth["rejection_reasons"],
+            "by_mask_count": synth["by_mask_count"],
+        },
+        "sft_rows": rows,
+        "steps": s.sft_steps,
+        "losses": result.losses,
+        "model": str(result.hf_path),
+    }
+
+
+def _tokenizer(s: LearnSettings) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(base_model(s)))
+
+
+# ---------------------------------------------------------------------------------- evolve
+def stage_evolve(s: LearnSettings, sft_model: Path) -> dict[str, Any]:
+    """One (or ``EVOLVE_ROUNDS``) self-evolve round(s): the SFT model, served by ``masksearch sft
+    serve``, samples ``EVOLVE_SAMPLES`` trajectories per training prompt; the training reward keeps
+    ``acc = 1``; the base student is trained on those plus round 0's rules data."""
+    import pyarrow.parquet as pq
+
+    from masksearch.sft.evolve import evolve
+    from masksearch.sft.synthesize import SynthesisConfig
+
+    p = _paths(s)
+    out = s.root / "evolve"
+    out.mkdir(parents=True, exist_ok=True)
+    prompts = out / "prompts.parquet"
+    if not prompts.is_file():  # training prompts the rules teacher did not see, up to EVOLVE_PROMPTS
+        table = pq.read_table(p["train"])
+        start = min(s.sft_rows, max(0, table.num_rows - s.evolve_prompts))
+        pq.write_table(table.slice(start, s.evolve_prompts), prompts)
+    env = s.env_config()
+    config = SynthesisConfig(
+        mode="policy",
+        max_turns=env.max_turns,
+        topk=env.topk,
+        max_obs_tokens=env.max_obs_tokens,
+        max_response_tokens=s.max_response_length,
+        answer_check="em",
+        concurrency=max(1, min(16, s.evolve_prompts * s.evolve_samples)),
+        samples_per_item=s.evolve_samples,
+        temperature=s.evolve_temperature,
+    )
+    reports = evolve(
+        s.evolve_rounds,
+        prompts,
+        out,
+        student_model=base_model(s),
+        search_client=_search_client(s),
+        tokenizer=_tokenizer(s),
+        round0=[s.root / "sft" / "rules"],
+        round0_model=sft_model,
+        config=config,
+        later_rounds={"samples_per_item": s.evolve_samples, "temperature": s.evolve_temperature},
+        train_fn=lambda parquet, student, train_dir, **kw: _train(
+            s, Path(parquet), Path(train_dir), s.evolve_steps
+        ),
+    )
+    last = reports[-1]
+    if "stopped" in last or not last.get("model"):
+        raise UserFacingError(f"self-evolve stopped: {last.get('stopped', 'no model')}; see {out}")
+    return {"rounds": reports, "model": last["model"]}
+
+
+# -------------------------------------------------------------------------------------- RL
+def _rl_overrides(s: LearnSettings, model: Path, out: Path) -> list[str]:
+    p = _paths(s)
+    env = s.env_config()
+    return [
+        f"data.train_files={p['train']}",
+        f"data.val_files={p['val']}",
+        f"data.train_batch_size={s.rl_batch}",
+        f"data.max_prompt_length={s.max_prompt_length}",
+        f"data.max_response_length={s.max_response_length}",
+        f"actor_rollout_ref.model.path={model}",
+        f"actor_rollout_ref.rollout.n={s.group_size}",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={s.rl_batch}",
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1",
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
+        f"actor_rollout_ref.actor.optim.lr={s.rl_lr}",
+        f"masksearch.env.retriever_index={p['index']}",
+        f"masksearch.env.max_turns={env.max_turns}",
+        f"masksearch.env.topk={env.topk}",
+        f"masksearch.env.max_obs_tokens={env.max_obs_tokens}",
+        f"masksearch.curriculum.strategy={s.curriculum}",
+        "masksearch.dynamic_sampling.max_gen_batches=1",
+        f"reward.custom_reward_function.reward_kwargs.format_weight={s.format_weight}",
+        f"reward.reward_kwargs.overlong_buffer_cfg.len={max(16, s.max_response_length // 8)}",
+        f"trainer.total_training_steps={s.rl_steps}",
+        f"trainer.save_freq={s.rl_steps}",
+        "trainer.test_freq=-1",  # the eval stage after RL is the validation
+        "trainer.val_before_train=false",
+        f"trainer.default_local_dir={out / 'checkpoints'}",
+        "trainer.logger=[console,file,tensorboard]",
+        "trainer.experiment_name=learn",
+    ]
+
+
+def read_rl_curve(metrics_file: Path) -> dict[str, list[float]]:
+    """The RL curves of the report from verl's file logger (one JSON line per step)."""
+    keys = ("reward/acc/mean", "reward/format_ok/mean", "env/searches_per_sample")
+    curve: dict[str, list[float]] = {"step": [], **{k: [] for k in keys}}
+    if not metrics_file.is_file():
+        return curve
+    by_step: dict[int, dict[str, Any]] = {}
+    for line in metrics_file.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        data = row.get("data") or {}
+        if any(k in data for k in keys):
+            by_step[int(row.get("step", len(by_step) + 1))] = data  # a resumed step: the last wins
+    for step in sorted(by_step):
+        curve["step"].append(step)
+        for k in keys:
+            curve[k].append(float(by_step[step].get(k, float("nan"))))
+    return curve
+
+
+def stage_rl(s: LearnSettings, start_model: Path) -> dict[str, Any]:
+    """DAPO on RAMP from the SFT checkpoint (``python -m masksearch.recipes.dapo_ramp``), then the
+    final actor as an HF folder."""
+    from masksearch.backends.checkpoints import resolve_model_path
+
+    out = s.root / "rl"
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = out / "metrics.jsonl"
+    log_file = out / "rl.log"
+    env = {
+        **os.environ,
+        "TENSORBOARD_DIR": str(out / "tensorboard"),
+        "VERL_FILE_LOGGER_PATH": str(metrics),
+        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+        "MASKSEARCH_BUDGET_CHECK": os.environ.get("MASKSEARCH_BUDGET_CHECK", "strict"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [sys.executable, "-m", "masksearch.recipes.dapo_ramp", *_rl_overrides(s, start_model, out)]
+    started = time.perf_counter()
+    with log_file.open("a", encoding="utf-8") as fh:
+        fh.write(f"$ {' '.join(command)}\n")
+        fh.flush()
+        proc = subprocess.run(command, cwd=out, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False)
+    text = log_file.read_text(encoding="utf-8", errors="replace")
+    if proc.returncode != 0:
+        errors = [line for line in text.splitlines() if line.startswith("masksearch: error:")]
+        detail = errors[-1] if errors else " ".join(text[-600:].split())
+        raise UserFacingError(f"RL failed (rc={proc.returncode}): {detail} (log: {log_file})")
+    step_dir = out / "checkpoints" / f"global_step_{s.rl_steps}"
+    if not step_dir.is_dir():
+        raise UserFacingError(f"RL ended without {step_dir}; see {log_file}")
+    final = resolve_model_path(step_dir)
+    budget = next((line for line in text.splitlines() if line.startswith("budget: ")), None)
+    return {
+        "start_model": str(start_model),
+        "steps": s.rl_steps,
+        "checkpoint": str(step_dir),
+        "model": str(final),
+        "budget": budget,
+        "rl_curve": read_rl_curve(metrics),
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
