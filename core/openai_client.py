@@ -369,10 +369,17 @@ class OpenAIClient:
         import httpx
 
         url = self.base_url + path
+        deadline = self.deadline_s if deadline_s is None else deadline_s
+        started = time.monotonic()
 
         def call() -> Any:
+            # Each attempt's timeout is bounded by what is left of the deadline, so a server that
+            # accepts and never answers costs at most the deadline, not deadline + timeout_s.
+            timeout = self.timeout_s
+            if deadline is not None:
+                timeout = min(timeout, max(0.001, deadline - (time.monotonic() - started)))
             try:
-                response = self.http().post(url, json=body)
+                response = self.http().post(url, json=body, timeout=httpx.Timeout(timeout))
             except httpx.TimeoutException as exc:
                 raise Retryable(f"{type(exc).__name__}: {exc}", reason="timeout") from exc
             except httpx.HTTPError as exc:
@@ -397,5 +404,4 @@ class OpenAIClient:
             except (KeyError, IndexError, TypeError, ValueError) as exc:
                 raise Retryable(f"malformed response: {exc}", reason="malformed") from exc
 
-        deadline = self.deadline_s if deadline_s is None else deadline_s
         return call_with_retries(call, self.retry, self.stats, url, sleep=self.sleep, deadline_s=deadline)

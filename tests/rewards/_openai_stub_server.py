@@ -38,10 +38,14 @@ def create_app() -> FastAPI:
         model = body.get("model", "")
         if model == "slow":
             await asyncio.sleep(5)
-        golds_m = re.search(r"Gold answers: (.*)", prompt)
+        golds_m = re.search(r"Gold answers(?: \(JSON list\))?: (.*)", prompt)
+        quoted_m = re.search(r"<<<PREDICTION\n(.*)\nPREDICTION>>>", prompt)  # JSON-quoted, as data
         pred_m = re.search(r"Predicted answer: (.*)", prompt)
         golds = [g.lower().strip() for g in json.loads(golds_m.group(1))] if golds_m else []
-        pred = pred_m.group(1).lower().strip() if pred_m else ""
+        if quoted_m:
+            pred = json.loads(quoted_m.group(1)).lower().strip()
+        else:
+            pred = pred_m.group(1).lower().strip() if pred_m else ""
         verdict = "Yes" if pred in golds else "No"
         if model == "garbage":
             verdict = "I cannot decide"

@@ -15,6 +15,8 @@ from masksearch.rewards.judge import LLMJudge
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "rewards" / "contains_answer.py"
 BUILTINS = ["em", "f1", "recall", "recall_length_penalty", "llm_judge"]
+# llm_judge needs a URL since issue 16 (without one it is a start-up error): an unreachable one
+JUDGE_OPTS = {"url": "http://127.0.0.1:1", "cache_path": "", "max_retries": 0}
 
 
 @pytest.fixture
@@ -30,7 +32,7 @@ class TestBuiltins:
 
     @pytest.mark.parametrize("name", BUILTINS)
     def test_get_returns_bounded_callable(self, name):
-        fn = rewards.get(name, **({"url": "", "cache_path": ""} if name == "llm_judge" else {}))
+        fn = rewards.get(name, **(JUDGE_OPTS if name == "llm_judge" else {}))
         assert 0.0 <= fn("Paris", ["Paris"]) <= 1.0
 
     def test_factory_options(self):
@@ -125,7 +127,7 @@ class TestEntryPoints:
 class TestPickle:
     @pytest.mark.parametrize("name", BUILTINS)
     def test_builtins_pickle(self, name):
-        fn = rewards.get(name, **({"url": "", "cache_path": ""} if name == "llm_judge" else {}))
+        fn = rewards.get(name, **(JUDGE_OPTS if name == "llm_judge" else {}))
         clone = pickle.loads(pickle.dumps(fn))
         assert clone("Paris", ["Paris"]) == fn("Paris", ["Paris"])
 
