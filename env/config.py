@@ -35,7 +35,14 @@ TRAINER_CONFIG_KEY = "masksearch.env"
 
 @dataclass(frozen=True)
 class SearchEnvConfig:
-    """Settings of the search environment (shared by the verl agent loop and the standalone runner).
+    """Settings of the search environment: the one definition RL, SFT synthesis, eval and chat share.
+
+    The defaults are the RL recipe's values (``recipes/dapo_ramp/config/dapo_ramp.yaml``,
+    ``masksearch.env``; a test pins that they are equal), sized for a small (135M) model on CPU:
+    4 turns (up to 3 searches and the answer), 3 documents a search, 256 tokens an observation
+    (three ~100-word passages fit; more would crowd a 1k-token response budget). ``masksearch chat``,
+    ``masksearch eval`` and ``masksearch sft synthesize`` take these unless a flag overrides
+    them, so their episodes match RL rollouts.
 
     Attributes:
         max_turns: most model turns (generation calls) per episode; a search asked for in the
@@ -56,7 +63,7 @@ class SearchEnvConfig:
 
     max_turns: int = 4
     topk: int = 3
-    max_obs_tokens: int = 512
+    max_obs_tokens: int = 256
     retriever_index: str | None = None
     retriever_url: str | None = None
     search_timeout_s: float = 10.0

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.core.errors import UserFacingError
+from masksearch.env.cli_options import add_env_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,26 +44,14 @@ def _teacher_options(p: argparse.ArgumentParser, *, required: bool = True) -> No
         default="OPENAI_API_KEY",
         help="Env var holding the teacher's API key (default: OPENAI_API_KEY).",
     )
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--index", help="Index folder (masksearch index build).")
-    where.add_argument("--retriever-url", help="Retrieval server (masksearch retriever serve).")
+    add_env_args(p, retriever_required=True, system_prompt=False)  # the env's flags and defaults, as in RL
     p.add_argument("--out", required=True, help="Output folder (an existing one is resumed).")
     p.add_argument(
         "--tokenizer", default=None, help="Student's tokenizer (default: the embedded SmolLM2 one)."
     )
     p.add_argument("--limit", type=int, default=None, help="Only the first N rows.")
     p.add_argument("--concurrency", type=int, default=4, help="Items in flight (default: 4).")
-    p.add_argument(
-        "--max-turns",
-        type=int,
-        default=None,
-        help="Model turns per trajectory, answer included (default: the env's, as in RL).",
-    )
     p.add_argument("--max-sub-questions", type=int, default=4, help="Planner's limit (default: 4).")
-    p.add_argument("--topk", type=int, default=None, help="Passages per search (default: the env's).")
-    p.add_argument(
-        "--max-obs-tokens", type=int, default=None, help="Observation budget in tokens (default: the env's)."
-    )
     p.add_argument(
         "--max-response-tokens", type=int, default=4096, help="Response budget in tokens (default: 4096)."
     )

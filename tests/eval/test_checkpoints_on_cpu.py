@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from masksearch.eval.checkpoints import (
+from masksearch.backends.checkpoints import (
     MERGED_DIRNAME,
     CheckpointError,
     find_fsdp_checkpoint,
@@ -100,7 +100,7 @@ class TestDetection:
             resolve_model_path(path)
 
     def test_failed_merge_is_one_line_and_leaves_no_folder(self, tmp_path, monkeypatch):
-        from masksearch.eval import checkpoints
+        from masksearch.backends import checkpoints
 
         def failing_merger(
             command, **kwargs

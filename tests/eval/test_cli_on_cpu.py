@@ -62,7 +62,7 @@ class TestFailures:
 
         bad = "Who founded Halvorsen Shipping?"
         monkeypatch.setattr(
-            eval_cli, "_make_generator", lambda args: (oracle(fail_on=[bad]), embedded_tokenizer, "oracle")
+            eval_cli, "make_generator", lambda args: (oracle(fail_on=[bad]), embedded_tokenizer, "oracle")
         )
         rc = main(_eval_args("oracle", qa_parquet, qa_index, tmp_path))
         printed = capsys.readouterr().out
@@ -115,7 +115,7 @@ class TestCompare:
         _, tiny_out = tiny_run
         oracle_out = tmp_path / "oracle"
         monkeypatch.setattr(
-            eval_cli, "_make_generator", lambda args: (oracle(), embedded_tokenizer, "oracle")
+            eval_cli, "make_generator", lambda args: (oracle(), embedded_tokenizer, "oracle")
         )
         assert main(_eval_args("oracle", qa_parquet, qa_index, oracle_out)) == 0
         capsys.readouterr()
