@@ -2,7 +2,7 @@
 
 Inputs are written the way their producers write them: eval records with the fields of
 ``masksearch eval`` (observations built by the search tool's own ``format_observation``, prompts by
-``masksearch.data.prompts``, scores by ``masksearch.eval.metrics.score_sample``), verl dumps with the
+``masksearch.data.prompts``, scores by ``masksearch.rewards.metrics.score_sample`` (what eval uses)), verl dumps with the
 keys of verl 0.9.1's ``_write_generations`` (``input``/``output``/``gts``/``score``/``step`` + extras),
 SFT records with the keys of ``sft.synthesize.judge_episode``, and a learning report with the schema
 of issue 15.
@@ -84,7 +84,7 @@ def eval_records(
     """``n`` eval records (RAMP and QA alternating); every ``wrong_every``-th answer is wrong
     although the gold is in the documents; with ``planted`` the first record carries HTML."""
     from masksearch.data.prompts import qa_messages, ramp_messages
-    from masksearch.eval.metrics import score_sample
+    from masksearch.rewards.metrics import score_sample
 
     out = []
     for i in range(n):
