@@ -11,17 +11,12 @@ point) keeps only the generic CPU support and the verl patches.
   its agent-loop module (the explicit route, ``agent_loop_config_path``, stays the primary one).
 
 Both are deferred (:func:`masksearch.backends.import_hooks.when_imported`), so ``import verl``
-stays fast. verl swallows exceptions raised here, so failures are logged at ERROR level and kept
-in ``STATE``.
+stays fast; ``STATE`` records that the hooks are installed.
 """
 
 from __future__ import annotations
 
-import logging
-
 from masksearch.backends.import_hooks import when_imported
-
-logger = logging.getLogger(__name__)
 
 STATE: dict[str, object] = {"loaded": False, "error": None}
 
@@ -36,13 +31,13 @@ def _register_agent_loop(_module) -> None:
 
 
 def activate() -> None:
-    when_imported("verl.trainer.ppo.v1", _register_trainer_mode)
-    when_imported("verl.experimental.agent_loop.agent_loop", _register_agent_loop)
+    """Install the two deferred registrations (nothing is imported now)."""
+    for module, register in (
+        ("verl.trainer.ppo.v1", _register_trainer_mode),
+        ("verl.experimental.agent_loop.agent_loop", _register_agent_loop),
+    ):
+        when_imported(module, register)
     STATE["loaded"] = True
 
 
-try:
-    activate()
-except Exception as exc:  # verl would hide this at debug level
-    STATE["error"] = repr(exc)
-    logger.exception("masksearch recipes verl plugin failed to load; the masksearch trainer mode is missing")
+activate()  # only records callbacks; one that fails raises when verl imports that module (not hidden)

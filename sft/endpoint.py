@@ -20,8 +20,6 @@ model, the messages (or prompt) and the sampling parameters.
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,9 +35,6 @@ from masksearch.core.openai_client import (
     call_with_retries,
     chat_text,
 )
-
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
 
 __all__ = [
     "CallStats",
