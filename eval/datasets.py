@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -36,9 +35,6 @@ from masksearch.data.qa_sets import (
     fanoutqa_records,
     is_builtin_qa_source,
 )
-
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
 
 __all__ = [
     "BUILTIN_SETS",
