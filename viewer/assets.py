@@ -448,9 +448,9 @@ APP_JS = r"""
     if (s.same_prompt) {
       side.appendChild(el('h2', null, 'Same prompt elsewhere'));
       var st = el('table', { id: 'same-prompt' });
-      st.appendChild(el('tr', null, el('th', null, '#'), el('th', null, 'run'), el('th', null, 'step'), el('th', null, 'score')));
+      st.appendChild(el('tr', null, el('th', null, '#'), el('th', null, 'run / kind'), el('th', null, 'step'), el('th', null, 'score')));
       s.same_prompt.forEach(function (o) {
-        st.appendChild(el('tr', { class: o[0] === s.k ? 'self' : '' }, el('td', null, o[0] === s.k ? String(o[0]) + ' (this)' : el('a', { href: '#' + o[0] }, String(o[0]))), el('td', null, o[1] + ' ' + o[2]), el('td', null, fmt(o[3])), el('td', null, fmt(o[4]))));
+        st.appendChild(el('tr', { class: o[0] === s.k ? 'self' : '' }, el('td', null, o[0] === s.k ? String(o[0]) + ' (this)' : el('a', { href: '#' + o[0] }, String(o[0]))), el('td', null, o[1] === s.run ? o[2] : o[1] + ' ' + o[2]), el('td', null, fmt(o[3])), el('td', null, fmt(o[4]))));
       });
       side.appendChild(st);
       side.appendChild(el('p', { class: 'note' }, el('a', { href: 'index.html#g=' + s.group + '&sort=step' }, 'all ' + s.same_prompt_total + ' in the index')));
