@@ -80,8 +80,8 @@ class LearnSettings:
 #: Presets; a knob set in the environment wins over its preset.
 SCALES: dict[str, dict[str, Any]] = {
     "tiny": {
-        "ramp_samples": 60, "val_fraction": 0.2, "corpus_limit": 400, "max_turns": 3, "max_masks": 2,
-        "max_obs_tokens": 160, "max_response_length": 448, "max_prompt_length": 1024, "val_samples": 4,
+        "ramp_samples": 60, "val_fraction": 0.2, "corpus_limit": 400, "max_turns": 2, "max_masks": 1,
+        "max_obs_tokens": 160, "max_response_length": 320, "max_prompt_length": 1024, "val_samples": 4,
         "eval_batch": 4, "fanout_samples": 2, "sft_rows": 6, "sft_steps": 1, "sft_batch": 2,
         "sft_micro_batch": 1, "evolve_prompts": 2, "evolve_samples": 1, "evolve_steps": 1,
         "rl_steps": 1, "rl_batch": 2, "group_size": 2,

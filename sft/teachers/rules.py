@@ -20,7 +20,8 @@ an RL rollout with the same text would be (observations included).
   lists the fills one per line (RAMP) or `` answer `` (QA), as the prompts ask.
 
 When some fill is in no observation, the episode ends without an answer and the judge records
-:data:`~masksearch.sft.synthesis.config.FILL_NOT_FOUND`.
+:data:`~masksearch.sft.synthesis.config.FILL_NOT_FOUND`; when the response budget runs out first,
+:data:`LENGTH_BUDGET`.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from masksearch.core.tokens import MASK_TOKEN
-from masksearch.env.session import AgentState, SearchSession
+from masksearch.env.session import AgentState, SearchSession, StopReason
 from masksearch.sft.synthesis.config import FILL_NOT_FOUND, SynthesisConfig
 from masksearch.sft.synthesis.items import Episode, SynthesisItem
 from masksearch.sft.synthesis.search import SearchFn
 
 __all__ = [
+    "LENGTH_BUDGET",
     "MAX_QUERY_WORDS",
     "MaskSlot",
     "RulesTeacher",
@@ -45,6 +47,8 @@ __all__ = [
     "query_variants",
 ]
 
+#: Rejection reason: the response budget ran out before the answer was written.
+LENGTH_BUDGET = "length budget"
 #: Longest keyword query the rewriter writes.
 MAX_QUERY_WORDS = 20
 #: Words on each side of a mask in the "around the mask" queries and the think text.
@@ -54,10 +58,57 @@ SNIPPET_WORDS = 3
 
 _MASK_RE = re.compile(re.escape(MASK_TOKEN), re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
-_WORD = re.compile(r"[^\W_](?:[\w'’\-]|\.(?=\w))*", re.UNICODE)  # "7.7" and "U.S" stay whole; a final "." goes
+_WORD = re.compile(
+    r"[^\W_](?:[\w'’\-]|\.(?=\w))*", re.UNICODE
+)  # "7.7" and "U.S" stay whole; a final "." goes
 _DOC = re.compile(r"Doc (\d+)\(Title: (.*?)\) ")
 _STOPWORDS = frozenset(
-    ["a", "an", "the", "of", "in", "on", "at", "to", "for", "from", "by", "with", "and", "or", "but", "is", "are", "was", "were", "be", "been", "being", "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "does", "do", "did", "that", "this", "these", "those", "it", "its", "as", "into", "than", "then"]
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "from",
+        "by",
+        "with",
+        "and",
+        "or",
+        "but",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "does",
+        "do",
+        "did",
+        "that",
+        "this",
+        "these",
+        "those",
+        "it",
+        "its",
+        "as",
+        "into",
+        "than",
+        "then",
+    ]
 )
 
 
@@ -279,7 +330,8 @@ class RulesTeacher:
         trace["missing"] = missing
         if missing or session.state is not AgentState.GENERATING:
             stop = session.stop_reason.value if session.stop_reason else "unfinished"
-            reason = f"{FILL_NOT_FOUND}" if missing else None
+            reason = LENGTH_BUDGET if session.stop_reason is StopReason.LENGTH_BUDGET else None
+            reason = reason or (FILL_NOT_FOUND if missing else None)
             return Episode(list(session.turns), stop, trace, reason=reason)
         fills = [n.found[0] for n in needs if n.found is not None]
         if item.kind == "ramp":
@@ -290,4 +342,5 @@ class RulesTeacher:
             summary = "That answers the question."
         self._turn(session, f"<think>{think} {summary}</think>\n<answer>{answer}</answer>")
         stop = session.stop_reason.value if session.stop_reason else "unfinished"
-        return Episode(list(session.turns), stop, trace)
+        length = session.stop_reason is StopReason.LENGTH_BUDGET
+        return Episode(list(session.turns), stop, trace, reason=LENGTH_BUDGET if length else None)
