@@ -114,6 +114,37 @@ def answer_aliases(record: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def from_rl_row(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An RL-schema row (ours, or Search-R1's parquet) as a ``{"question", "answers"}`` record.
+
+    The question comes from ``extra_info.question`` (ours) or the text after the last
+    ``Question:`` of the last user message (Search-R1's prompts); the answers from
+    ``reward_model.ground_truth`` (a list, a string, or Search-R1's ``{"target": [...]}``).
+    Records that are not RL rows, or already carry a top-level question, pass through.
+
+    >>> from_rl_row({"prompt": [{"role": "user", "content": "Answer it. Question: Who wrote Tosca?\\n"}],
+    ...              "reward_model": {"ground_truth": {"target": ["Puccini"]}}})
+    {'question': 'Who wrote Tosca?', 'answers': ['Puccini']}
+    """
+    if not isinstance(record, Mapping) or record.get("question") or "reward_model" not in record:
+        return record
+    extra = record.get("extra_info") if isinstance(record.get("extra_info"), Mapping) else {}
+    question = extra.get("question") if isinstance(extra.get("question"), str) else None
+    if not question:
+        users = [m for m in record.get("prompt") or [] if isinstance(m, Mapping) and m.get("role") == "user"]
+        text = str(users[-1].get("content") or "") if users else ""
+        if "Question:" in text:
+            question = text.rsplit("Question:", 1)[1].strip().splitlines()[0].strip() if text else None
+    reward = record.get("reward_model") if isinstance(record.get("reward_model"), Mapping) else {}
+    truth = reward.get("ground_truth")
+    if isinstance(truth, Mapping):
+        truth = truth.get("target")
+    if hasattr(truth, "tolist"):  # numpy arrays from parquet
+        truth = truth.tolist()
+    answers = [truth] if isinstance(truth, str) else list(truth or [])
+    return {"question": question, "answers": answers}
+
+
 def prepare_qa(
     records: Iterable[Mapping[str, Any]],
     *,
@@ -128,6 +159,7 @@ def prepare_qa(
     rows: list[dict[str, Any]] = []
     for record in records:
         summary.read += 1
+        record = from_rl_row(record)  # our own output and Search-R1's RL parquet read back
         question = record.get("question") if isinstance(record, Mapping) else None
         if not isinstance(question, str) or not question.strip():
             summary.skipped["no_question"] += 1

@@ -50,6 +50,12 @@ def run_prepare(args: argparse.Namespace) -> int:
         )
     except (ValueError, OSError) as exc:
         raise UserFacingError(str(exc)) from exc
+    if not rows:
+        skipped = ", ".join(f"{k}={v}" for k, v in summary.to_dict()["skipped"].items())
+        raise UserFacingError(
+            f"{args.input}: no usable question/answer rows (read {summary.read}; skipped: {skipped}); "
+            "nothing written"
+        )
     path = write_rows(rows, args.out)
     skipped = ", ".join(f"{k}={v}" for k, v in summary.to_dict()["skipped"].items())
     print(f"read {summary.read}, wrote {summary.written} rows to {path}; skipped: {skipped}")

@@ -140,8 +140,29 @@ def resolve_local_model(model: str) -> str:
         raise UserFacingError(" ".join(str(exc).split())[:300]) from None
 
 
+DTYPES = ("float32", "float16", "bfloat16", "auto")
+
+
+def check_device_dtype(args: argparse.Namespace) -> None:
+    """``--device`` / ``--dtype`` typos as one-line errors, before anything is loaded."""
+    dtype = getattr(args, "dtype", None)
+    if dtype is not None and dtype not in DTYPES:
+        raise UserFacingError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    device = getattr(args, "device", None)
+    if device is not None:
+        import torch
+
+        try:
+            torch.device(device)
+        except (RuntimeError, ValueError, TypeError):
+            raise UserFacingError(
+                f"--device {device!r}: not a torch device (e.g. cpu, cuda, cuda:1)"
+            ) from None
+
+
 def make_generator(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """(generator, tokenizer, the model path actually loaded) for the flags of :func:`add_generator_args`."""
+    check_device_dtype(args)
     model = args.model
     try:
         if args.backend == "openai":
@@ -188,6 +209,7 @@ def make_generator(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = args.dtype or ("float32" if device == "cpu" else None)
+        dtype = None if dtype == "auto" else dtype
         gen = HFGenerator(
             model,
             tokenizer=tokenizer,

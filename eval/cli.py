@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.core.errors import UserFacingError
-from masksearch.env.cli_options import add_env_args, add_generator_args, env_config_from_args, make_generator
+from masksearch.env.cli_options import (
+    add_env_args,
+    add_generator_args,
+    check_device_dtype,
+    env_config_from_args,
+    make_generator,
+)
 
 __all__ = ["register"]
 
@@ -120,6 +126,11 @@ def _eval(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise UserFacingError(f"cannot read data {spec!r}: {' '.join(str(exc).split())[:300]}") from None
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserFacingError(f"--out {out} is a file; give a folder (it holds the run's results)")
+    check_device_dtype(args)  # typos fail now, not after the data and the index load
+
     config = env_config_from_args(args)
     try:
         client = get_search_client(config)
@@ -129,6 +140,12 @@ def _eval(args: argparse.Namespace) -> int:
 
     rewards = list(DEFAULT_METRICS)
     if args.judge or os.environ.get("MASKSEARCH_JUDGE_URL"):
+        from masksearch.rewards import resolve_reward
+
+        try:
+            resolve_reward("llm_judge")  # no URL: one line now, not a traceback while scoring
+        except ValueError as exc:
+            raise UserFacingError(f"--judge: {exc}") from None
         rewards.append("llm_judge")
     settings = EvalSettings(
         batch_size=args.batch_size,
@@ -137,13 +154,11 @@ def _eval(args: argparse.Namespace) -> int:
         answer_rewards=tuple(rewards),
         show_progress=not args.no_progress,
     )
-    out = Path(args.out)
-    if args.overwrite:
-        for name in (TRAJECTORIES_FILE, RESULTS_FILE, RESULTS_MD, RUN_FILE):
-            (out / name).unlink(missing_ok=True)
-
     _seed_everything(args.seed)
     generator, tokenizer, model_path = make_generator(args)
+    if args.overwrite:  # only now: a mistyped --model must not wipe the earlier results
+        for name in (TRAJECTORIES_FILE, RESULTS_FILE, RESULTS_MD, RUN_FILE):
+            (out / name).unlink(missing_ok=True)
     run_info = {
         "model": args.model,
         "model_path": str(model_path),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from pathlib import Path
 
 from masksearch.core.errors import UserFacingError
 
@@ -149,6 +150,17 @@ def _index_build(args: argparse.Namespace) -> int:
         "passage_prefix": args.passage_prefix,
     }
     params = {"bm25": bm25, "dense": dense, "hybrid": {**bm25, **dense}}[args.retriever]
+    model = str(args.model)
+    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1
+    if (
+        args.retriever != "bm25"
+        and model != "default"
+        and looks_local
+        and not Path(model).expanduser().exists()
+    ):
+        raise UserFacingError(
+            f"--model {model!r}: no such folder (give a sentence-transformers folder or hub name)"
+        )
     try:
         manifest = build_index(
             _resolve_corpus(args.corpus, getattr(args, "named_corpora", None)),
@@ -159,7 +171,15 @@ def _index_build(args: argparse.Namespace) -> int:
             **params,
         )
     except (FileNotFoundError, FileExistsError, CorpusError, ValueError) as exc:
-        raise UserFacingError(str(exc)) from None
+        raise UserFacingError(" ".join(str(exc).split())[:400]) from None
+    except OSError as exc:  # the encoder could not be loaded (a typo'd folder, an uncached hub name)
+        first = " ".join(str(exc).split())[:300]
+        if args.retriever in ("dense", "hybrid"):
+            raise UserFacingError(
+                f"--model {args.model!r}: cannot load the encoder ({first}); give a sentence-transformers "
+                "folder or a hub name in the local cache"
+            ) from None
+        raise UserFacingError(first) from None
     print(
         f"built {manifest.kind} index of {manifest.doc_count} passages in {manifest.build_seconds:.1f}s "
         f"-> {args.out} (corpus sha256 {manifest.corpus_sha256[:12]}…)"
@@ -258,7 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     register(subparsers)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    level = str(args.log_level).upper()
+    if not isinstance(logging.getLevelName(level), int):  # "bogus" -> one line, not a traceback
+        print(
+            f"masksearch: error: --log-level {args.log_level!r}: choose DEBUG, INFO, WARNING, ERROR or CRITICAL",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.handler(args) or 0)
     except UserFacingError as exc:

@@ -232,7 +232,12 @@ def _inputs(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.tokenizer:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        except (OSError, ValueError) as exc:
+            raise UserFacingError(
+                f"--tokenizer {args.tokenizer!r}: cannot load it ({' '.join(str(exc).split())[:200]})"
+            ) from None
     else:
         from masksearch.backends.models import load_embedded_tokenizer
 
@@ -334,7 +339,16 @@ def _evolve(args: argparse.Namespace) -> int:
     train_kwargs = {"batch_size": args.batch_size, "epochs": args.epochs, "steps": args.steps}
     if args.train_override:
         train_kwargs["overrides"] = list(args.train_override)
-    reports = evolve(
+    try:
+        reports = _run_evolve(args, evolve, client, tokenizer, config, train_kwargs, train_fn)
+    except RuntimeError as exc:  # e.g. a teacher server that failed to start (its log tail is in the message)
+        raise UserFacingError(" ".join(str(exc).split())) from None  # the log tail is already bounded
+    _print_json(reports)
+    return 0 if reports and "stopped" not in reports[-1] else 1
+
+
+def _run_evolve(args, evolve, client, tokenizer, config, train_kwargs, train_fn):
+    return evolve(
         args.rounds,
         args.data,
         args.out,
@@ -352,8 +366,6 @@ def _evolve(args: argparse.Namespace) -> int:
         serve_cmd=args.serve_cmd,
         api_key=os.environ.get(args.api_key_env) or None,
     )
-    _print_json(reports)
-    return 0 if reports and "stopped" not in reports[-1] else 1
 
 
 def main(argv: list[str] | None = None) -> int:

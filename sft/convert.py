@@ -37,21 +37,28 @@ def records_to_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One SFT row per kept record (others are skipped); duplicate ids keep the first."""
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for record in records:
+    for number, record in enumerate(records, start=1):
+        if not isinstance(record, dict):
+            raise ValueError(f"record #{number} is not a JSON object ({type(record).__name__})")
         if record.get("status") != "kept" or not record.get("segments") or record.get("id") in seen:
             continue
-        seen.add(str(record["id"]))
-        prompt = [{"role": str(m["role"]), "content": str(m["content"])} for m in record["prompt"]]
-        response = [{"role": str(m["role"]), "content": str(m["content"])} for m in record["segments"]]
-        rows.append(
-            {
+        try:
+            prompt = [{"role": str(m["role"]), "content": str(m["content"])} for m in record["prompt"]]
+            response = [{"role": str(m["role"]), "content": str(m["content"])} for m in record["segments"]]
+            row = {
                 "messages": prompt + response,
                 "data_source": str(record.get("data_source") or ""),
                 "id": str(record["id"]),
                 "num_searches": int(record.get("num_searches") or 0),
                 "teacher": str((record.get("teacher") or {}).get("model") or ""),
             }
-        )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(
+                f"kept record #{number} (id {record.get('id')!r}) is malformed: "
+                f"{type(exc).__name__} {exc}; it needs id, prompt and segments of {{role, content}}"
+            ) from None
+        seen.add(row["id"])
+        rows.append(row)
     return rows
 
 

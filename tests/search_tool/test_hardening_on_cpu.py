@@ -263,6 +263,32 @@ class TestCliErrors:
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "bm25/" in err and "rebuild" in err
 
+    @pytest.mark.parametrize(
+        "model", ["all-MiniLM-L6-v3", "./models/typo"]
+    )  # uncached hub name, missing folder
+    def test_index_build_with_mistyped_dense_model(self, model, small_corpus, tmp_path, capsys, monkeypatch):
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        argv = [
+            "--log-level",
+            "WARNING",
+            "index",
+            "build",
+            "--corpus",
+            str(small_corpus),
+            "--retriever",
+            "dense",
+        ]
+        assert (
+            search_cli.main([*argv, "--model", model, "--out", str(tmp_path / "idx"), "--no-progress"]) == 2
+        )
+        err = capsys.readouterr().err.strip().splitlines()
+        assert (
+            err
+            and err[-1].startswith("masksearch index: error: --model")
+            and "Traceback" not in "\n".join(err)
+        )
+        assert not (tmp_path / "idx").exists()
+
     def test_unreadable_token_file_is_one_line_exit_2(self, bm25_index, tmp_path, capsys):
         argv = ["retriever", "serve", "--index", str(bm25_index), "--port", "1"]
         assert search_cli.main([*argv, "--token-file", str(tmp_path / "none")]) == 2
