@@ -34,8 +34,10 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 table.rows { width: 100%; font-size: 13px; }
 table.rows th { cursor: pointer; user-select: none; }
 table.rows th.sorted-asc::after { content: " ▲"; } table.rows th.sorted-desc::after { content: " ▼"; }
-table.rows td.q { min-width: 320px; max-width: 560px; color: #333; }
-table.rows td.run, table.rows td.id { min-width: 110px; max-width: 180px; overflow-wrap: anywhere; } table.rows td.ans { max-width: 220px; overflow-wrap: anywhere; }
+table.rows td.q { min-width: 240px; max-width: 520px; color: #333; }
+.table-wrap { overflow-x: auto; }
+table.rows td.run, table.rows td.id { min-width: 90px; max-width: 200px; overflow-wrap: break-word; }
+table.rows td.ans { min-width: 120px; max-width: 240px; overflow-wrap: break-word; }
 table.rows th { white-space: normal; } table.rows th[data-col=k] { white-space: nowrap; }
 .side table { table-layout: fixed; } .side td { overflow-wrap: anywhere; }
 table.rows tr:hover td { background: #fbfcfe; }
@@ -143,7 +145,7 @@ APP_JS = r"""
   var COLUMNS = [
     ['k', '#'], ['run', 'run'], ['kind', 'kind'], ['step', 'step'], ['ds', 'data_source'], ['id', 'id'],
     ['q', 'prompt'], ['ans', 'answer'], ['score', 'score'], ['acc', 'acc'], ['fmt', 'format'],
-    ['reason', 'format_reason'], ['ns', 'searches'], ['turns', 'turns'], ['missed', 'gold in docs, not given'],
+    ['reason', 'format_reason'], ['ns', 'searches'], ['turns', 'turns'], ['missed', 'in docs, not given'],
     ['sreason', 'sft']
   ];
 
@@ -363,9 +365,9 @@ APP_JS = r"""
     while (root.firstChild) root.removeChild(root.firstChild);
     document.title = 'sample ' + s.k + ' · ' + s.id;
     var nav = el('p', { class: 'note' },
-      s.k > 0 ? el('a', { href: '#' + (s.k - 1), id: 'prev' }, '‹ previous') : '', ' · ',
-      el('a', { href: 'index.html' }, 'index'), ' · ',
-      s.k + 1 < meta.total ? el('a', { href: '#' + (s.k + 1), id: 'next' }, 'next ›') : '');
+      s.k > 0 ? [el('a', { href: '#' + (s.k - 1), id: 'prev' }, '‹ previous'), ' · '] : '',
+      el('a', { href: 'index.html' }, 'index'),
+      s.k + 1 < meta.total ? [' · ', el('a', { href: '#' + (s.k + 1), id: 'next' }, 'next ›')] : '');
     var head = el('h1', null, 'Sample ' + s.k + ' ', el('span', { class: 'note' }, s.id));
     var sub = el('p', { class: 'note' }, 'run ' + s.run + ' · ' + s.kind + (s.step !== null ? ' · step ' + s.step : '') + ' · data_source ' + s.data_source +
       (s.stop_reason ? ' · stop ' + s.stop_reason : ''));

@@ -540,7 +540,7 @@ def build_site(
         "<form id='filters' class='filters' onsubmit='return false'></form>"
         "<p class='count'><span id='count'></span> <span id='fsummary'></span></p>"
         "<div class='pager' id='pager-top'></div>"
-        "<table id='rows' class='rows'></table>"
+        "<div class='table-wrap'><table id='rows' class='rows'></table></div>"
         "<div class='pager' id='pager-bottom'></div>"
     )
     _write(out / "index.html", _page(title, index_body, ["data/index.js", "assets/app.js"], "index"))
