@@ -126,6 +126,23 @@ def check_retriever(overrides: Sequence[str], wait_s: float | None = None) -> di
         raise UserFacingError(f"{key}: {' '.join(str(exc).split())}") from None
 
 
+def check_judge(overrides: Sequence[str]) -> None:
+    """``answer_reward=llm_judge`` (or the judge among ``eval_metrics``) needs an endpoint before Ray starts."""
+    prefix = "reward.custom_reward_function.reward_kwargs."
+    reward = override_value(overrides, prefix + "answer_reward") or ""
+    metrics = override_value(overrides, prefix + "eval_metrics") or ""
+    if "llm_judge" not in reward and "llm_judge" not in metrics:
+        return
+    if override_value(overrides, prefix + "answer_reward_options.url") or os.environ.get(
+        "MASKSEARCH_JUDGE_URL"
+    ):
+        return
+    raise UserFacingError(
+        "llm_judge needs an endpoint: export MASKSEARCH_JUDGE_URL (and MASKSEARCH_JUDGE_MODEL, "
+        "MASKSEARCH_JUDGE_API_KEY); without one every answer would silently fall back to the rule reward"
+    )
+
+
 def run_preflight(overrides: Sequence[str]) -> None:
     check_torch()
     check_verl()
@@ -133,4 +150,5 @@ def run_preflight(overrides: Sequence[str]) -> None:
         value = override_value(overrides, key)
         if value:
             check_model_path(value, key)
+    check_judge(overrides)
     check_retriever(overrides)

@@ -159,3 +159,23 @@ def test_recipe_with_typo_index_fails_before_ray(tmp_path):
     assert proc.stderr.strip().count("\n") == 0 and "retriever_index" in proc.stderr
     assert "Traceback" not in proc.stderr and "ray" not in proc.stdout.lower()
     assert time.perf_counter() - started < 30
+
+
+class TestJudge:
+    KEY = "reward.custom_reward_function.reward_kwargs"
+
+    def test_judge_without_url_fails_before_ray(self, monkeypatch):
+        monkeypatch.delenv("MASKSEARCH_JUDGE_URL", raising=False)
+        with pytest.raises(UserFacingError, match="MASKSEARCH_JUDGE_URL"):
+            preflight.check_judge([f"+{self.KEY}.answer_reward=llm_judge"])
+        with pytest.raises(UserFacingError, match="MASKSEARCH_JUDGE_URL"):
+            preflight.check_judge([f"{self.KEY}.eval_metrics=[em,llm_judge]"])
+
+    def test_judge_with_url_or_other_rewards_pass(self, monkeypatch):
+        monkeypatch.delenv("MASKSEARCH_JUDGE_URL", raising=False)
+        preflight.check_judge([f"+{self.KEY}.answer_reward=recall"])
+        preflight.check_judge(
+            [f"+{self.KEY}.answer_reward=llm_judge", f"+{self.KEY}.answer_reward_options.url=http://j:1"]
+        )
+        monkeypatch.setenv("MASKSEARCH_JUDGE_URL", "http://judge:8000")
+        preflight.check_judge([f"+{self.KEY}.answer_reward=llm_judge"])
