@@ -197,6 +197,12 @@ def main(argv=None) -> int:
     parser.add_argument("--max-tokens", type=int, default=96, help="budget per request")
     parser.add_argument("--quick", action="store_true", help="fewer requests per level")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all CPUs of this process)")
+    parser.add_argument(
+        "--serial-requests",
+        type=int,
+        default=16,
+        help="requests through the serial paths (16 clients at most)",
+    )
     parser.add_argument("--gap-samples", type=int, default=8, help="responses re-scored per level")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
@@ -218,13 +224,15 @@ def main(argv=None) -> int:
         return server
 
     rows = []
-    serial_prompts = ramp_prompts(server.tokenizer, 16)
+    # a serial server's tok/s does not depend on how many clients wait; fewer requests only shorten it
+    serial_prompts = ramp_prompts(server.tokenizer, args.serial_requests)
+    serial_clients = min(16, args.serial_requests)
     rows.append(
         run_level(
             "legacy serial (pre-14)",
             LegacySerialServer(server),
             serial_prompts,
-            16,
+            serial_clients,
             args.max_tokens,
             4,
             model,
@@ -235,14 +243,14 @@ def main(argv=None) -> int:
             "new, max_batch_size=1",
             configure(max_batch_size=1),
             serial_prompts,
-            16,
+            serial_clients,
             args.max_tokens,
             4,
             model,
         )
     )
     for clients in (1, 4, 16, 32):
-        count = max(4, clients * scale)
+        count = max(2 if args.quick else 4, clients * scale)
         prompts = ramp_prompts(server.tokenizer, count)
         rows.append(
             run_level(
