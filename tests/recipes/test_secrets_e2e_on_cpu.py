@@ -42,15 +42,22 @@ def test_canary_secrets_found_nowhere_and_dead_retriever_stops_the_run(
                 "masksearch.env.max_obs_tokens=48",
                 "masksearch.env.search_timeout_s=2",
                 "masksearch.env.max_retrieval_error_steps=2",
+                # the client's cache answers the repeated queries of a group (n=2): a dead server
+                # shows as ~50% errors here, so the threshold sits below that
+                "masksearch.env.max_retrieval_error_rate=0.25",
                 "reward.reward_kwargs.overlong_buffer_cfg.len=16",
                 "masksearch.dynamic_sampling.max_gen_batches=1",
-                "trainer.total_training_steps=5",
+                "trainer.total_training_steps=4",
                 "trainer.save_freq=1",
                 "trainer.test_freq=100",
             ],
             name="secrets",
             entry="masksearch.recipes.dapo_ramp",
-            env={"MASKSEARCH_JUDGE_API_KEY": JUDGE_KEY, "MASKSEARCH_RETRIEVER_TOKEN": RETRIEVER_TOKEN},
+            env={
+                "MASKSEARCH_JUDGE_API_KEY": JUDGE_KEY,
+                "MASKSEARCH_RETRIEVER_TOKEN": RETRIEVER_TOKEN,
+                "MASKSEARCH_BUDGET_CHECK": "warn",  # a tiny budget on purpose: steps must be short
+            },
             on_metrics=kill_after_first_step,
         )
     # the token reached the workers: step 1 searched the protected server without errors
@@ -59,7 +66,7 @@ def test_canary_secrets_found_nowhere_and_dead_retriever_stops_the_run(
     # then the dead retriever stopped the run, naming it
     assert run.returncode != 0
     assert "consecutive steps" in run.log and f"server {url}" in run.log, run.log[-4000:]
-    assert len(run.steps) < 5
+    assert len(run.steps) < 4
     # nothing secret anywhere the run wrote
     hydra_dirs = list(root.rglob(".hydra"))
     assert (
