@@ -2,7 +2,7 @@
 
 Each row's ``messages`` is the RL prompt (system, user) followed by the response as alternating
 ``assistant`` (the model's turns) and ``tool`` (the env's ``<information>`` observations)
-messages. The recipe's dataset class (:class:`masksearch.sft.dataset.TrajectorySFTDataset`)
+messages. The recipe's dataset class (:class:`masksearch.recipes.sft_ramp.dataset.TrajectorySFTDataset`)
 lays them out as the env does and trains on the ``assistant`` tokens only.
 """
 

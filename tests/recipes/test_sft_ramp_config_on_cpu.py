@@ -29,7 +29,7 @@ class TestConfig:
 
     def test_composes_with_our_dataset_and_hf_checkpoints(self):
         cfg = _compose()
-        assert cfg.data.custom_cls.path == "pkg://masksearch.sft.dataset"
+        assert cfg.data.custom_cls.path == "pkg://masksearch.recipes.sft_ramp.dataset"
         assert cfg.data.custom_cls.name == "TrajectorySFTDataset"
         assert "hf_model" in cfg.checkpoint.save_contents
         assert "wandb" not in cfg.trainer.logger

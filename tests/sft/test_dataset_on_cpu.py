@@ -11,7 +11,7 @@ from masksearch.env.config import SearchEnvConfig
 from masksearch.env.session import SearchSession
 from masksearch.env.standalone import render_prompt
 from masksearch.search_tool.types import Hit
-from masksearch.sft.dataset import TrajectorySFTDataset, tokenize_trajectory
+from masksearch.recipes.sft_ramp.dataset import TrajectorySFTDataset, tokenize_trajectory
 
 PROMPT = [{"role": "system", "content": "Answer with search."}, {"role": "user", "content": "Question: who?"}]
 TURNS = [
