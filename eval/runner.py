@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.core.atomic import atomic_write_json, atomic_write_text
+from masksearch.core.secrets import redact
 from masksearch.env.config import SearchEnvConfig
 from masksearch.env.standalone import Trajectory, run_search_episode, run_search_episodes
 from masksearch.eval.datasets import EvalDataset, EvalSample
@@ -270,8 +271,14 @@ def _fingerprint(
     config: SearchEnvConfig, settings: EvalSettings, run_info: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Settings that change what a sample's trajectory is (resuming requires them equal)."""
-    env = asdict(config)
-    for key in ("search_timeout_s", "search_retries"):
+    env = redact(asdict(config))  # a retriever URL is written without userinfo/query
+    # settings that do not change a trajectory (the error-rate abort is the RL trainer's)
+    for key in (
+        "search_timeout_s",
+        "search_retries",
+        "max_retrieval_error_rate",
+        "max_retrieval_error_steps",
+    ):
         env.pop(key, None)
     return {
         **{k: v for k, v in run_info.items() if k != "data"},
@@ -417,7 +424,7 @@ def run_eval(
     results["skip_reasons"] = dict(skip_reasons)
     results["run"] = {
         **info,
-        "env": asdict(config),
+        "env": redact(asdict(config)),
         "batch_size": settings.batch_size,
         "max_response_tokens": settings.max_response_tokens,
         "max_samples": settings.max_samples,

@@ -50,3 +50,14 @@ def test_killed_while_writing_keeps_the_old_run_file(tmp_path):
     # and the resume check still compares against it
     with pytest.raises(EvalResumeError, match="other settings"):
         runner._check_resume(tmp_path, {"model": "other"}, has_records=True)
+
+
+def test_fingerprint_shows_no_url_credentials_and_ignores_trainer_only_keys():
+    from masksearch.env.config import SearchEnvConfig
+    from masksearch.eval.runner import EvalSettings
+
+    config = SearchEnvConfig(retriever_url="http://me:s3cret@10.0.0.5:8000/?token=abc")
+    fingerprint = runner._fingerprint(config, EvalSettings(), {"model": "m"})
+    assert fingerprint["env"]["retriever_url"] == "http://10.0.0.5:8000/"
+    assert "max_retrieval_error_rate" not in fingerprint["env"]  # runs from before the key still resume
+    assert "s3cret" not in json.dumps(fingerprint) and "abc" not in json.dumps(fingerprint)
