@@ -65,7 +65,7 @@ mark.gold { padding: 0 1px; border-radius: 3px; outline: 1px solid rgba(0,0,0,.1
 .block .kind { font-size: 11.5px; font-weight: 600; text-transform: uppercase; color: var(--muted); margin-bottom: 2px; }
 .block.think { background: var(--think); border-color: #9b87f5; } .block.search { background: var(--search); border-color: #4c8df6; }
 .block.information { background: var(--info); border-color: #b5b09a; } .block.answer { background: var(--answer); border-color: #3aa45c; }
-.block.text { background: var(--bad); border-color: #e06c6c; }
+.block.text, .block.failed { background: var(--bad); border-color: #e06c6c; }
 .turn-head { font-size: 12px; color: var(--muted); margin-top: 12px; border-top: 1px dashed var(--line); padding-top: 4px; }
 .doc { margin: 4px 0 6px; } .doc .title { font-weight: 600; }
 .golds li { margin: 2px 0; } .answer-box { font-size: 15px; padding: 6px 9px; border: 1px solid var(--line); border-radius: 6px; }
@@ -395,7 +395,8 @@ APP_JS = r"""
     (s.blocks || []).forEach(function (b) {
       var kind = b[0], content = b[1], closed = b[2];
       if (!opened) turnHead();
-      var box = el('div', { class: 'block ' + kind });
+      var failed = kind === 'information' && !(b[3] || []).length && /^\s*Search failed:/.test(content);
+      var box = el('div', { class: 'block ' + kind + (failed ? ' failed' : '') });
       box.appendChild(el('div', { class: 'kind' }, kind + (closed ? '' : ' (unclosed)')));
       if (kind === 'information') {
         var docs = b[3] || [];

@@ -192,3 +192,18 @@ def test_gold_marks_whole_words_case_insensitively(browser, toy, tmp_path):
         r'<div class="doc"><span class="title">Doc 1 · Castelmoor</span>.*?</div>', r.dom, re.S
     ).group(0)
     assert re.findall(r"<mark [^>]*>([^<]*)</mark>", doc) == ["Ostra"]
+
+
+def test_failed_search_is_marked(browser, toy, tmp_path):
+    records = toy.eval_records(2)
+    traj = records[1]["trajectory"]
+    start = traj["response_text"].index("<information>") + len("<information>")
+    end = traj["response_text"].index("</information>")
+    traj["response_text"] = (
+        traj["response_text"][:start] + "Search failed: timeout after 10s" + traj["response_text"][end:]
+    )
+    toy.write_eval_run(tmp_path / "run", records)
+    build_site([tmp_path / "run"], tmp_path / "site")
+    r = browser.dump_dom(_url(tmp_path / "site" / "sample.html", "1"))
+    _ready(r)
+    assert '<div class="block information failed">' in r.dom and "Search failed: timeout after 10s" in r.dom
