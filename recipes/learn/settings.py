@@ -45,16 +45,17 @@ class LearnSettings:
     fanout_samples: int = 20
     # SFT on the rules teacher
     sft_rows: int = 64
-    sft_steps: int = 14
+    sft_steps: int = 16
     sft_batch: int = 4
     sft_micro_batch: int = 1
     sft_lr: float = 5e-5
     # self-evolve
     evolve_rounds: int = 1
-    evolve_prompts: int = 32
+    evolve_prompts: int = 16
     evolve_samples: int = 2
     evolve_temperature: float = 0.7
-    evolve_steps: int = 14
+    evolve_steps: int = 6
+    evolve_from: str = "sft"  # sft: the round's student continues from the SFT model; base: from scratch
     # RL
     rl_steps: int = 3
     rl_batch: int = 2
@@ -129,6 +130,8 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> LearnSettings
     settings = replace(settings, **changes)
     if settings.rl_from not in ("evolve", "sft"):
         raise UserFacingError(f"RL_FROM={settings.rl_from}: choose evolve or sft")
+    if settings.evolve_from not in ("sft", "base"):
+        raise UserFacingError(f"EVOLVE_FROM={settings.evolve_from}: choose sft or base")
     if settings.val_samples < 1 or settings.sft_steps < 1 or settings.rl_steps < 1:
         raise UserFacingError("VAL_SAMPLES, SFT_STEPS and RL_STEPS must be >= 1")
     try:

@@ -140,12 +140,12 @@ def stage_eval(s: LearnSettings, name: str, model: Path, data: str, max_samples:
 
 
 # ------------------------------------------------------------------------------------- SFT
-def _train(s: LearnSettings, parquet: Path, out: Path, steps: int) -> Any:
+def _train(s: LearnSettings, parquet: Path, out: Path, steps: int, model: Path | None = None) -> Any:
     from masksearch.recipes.sft_ramp.train import train_sft  # moved from sft/train.py (issue 13)
 
     result = train_sft(
         parquet,
-        base_model(s),
+        model or base_model(s),
         out,
         batch_size=s.sft_batch,
         micro_batch_size=s.sft_micro_batch,
@@ -247,11 +247,14 @@ def stage_evolve(s: LearnSettings, sft_model: Path) -> dict[str, Any]:
         samples_per_item=s.evolve_samples,
         temperature=s.evolve_temperature,
     )
+    # On CPU a round continues from the SFT model on the merged data (EVOLVE_STEPS, far fewer
+    # than a second SFT from scratch); EVOLVE_FROM=base trains the base student again instead.
+    student = sft_model if s.evolve_from == "sft" else base_model(s)
     reports = evolve(
         s.evolve_rounds,
         prompts,
         out,
-        student_model=base_model(s),
+        student_model=student,
         search_client=_search_client(s),
         tokenizer=_tokenizer(s),
         round0=[s.root / "sft" / "rules"],
@@ -259,7 +262,7 @@ def stage_evolve(s: LearnSettings, sft_model: Path) -> dict[str, Any]:
         config=config,
         later_rounds={"samples_per_item": s.evolve_samples, "temperature": s.evolve_temperature},
         train_fn=lambda parquet, student, train_dir, **kw: _train(
-            s, Path(parquet), Path(train_dir), s.evolve_steps
+            s, Path(parquet), Path(train_dir), s.evolve_steps, model=Path(student)
         ),
     )
     last = reports[-1]
