@@ -134,6 +134,9 @@ def plot_learning(report: Mapping[str, Any], out: str | Path, title: str) -> Pat
             label="searches / sample",
         )
         twin.set_ylabel("searches per sample")
+        searches = [v for v in curve.get("env/searches_per_sample") or [] if v == v]
+        twin.set_ylim(0, max([1.0, *searches]) * 1.15)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         lines = ax.get_legend_handles_labels()
         more = twin.get_legend_handles_labels()
         ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right", fontsize=8)
