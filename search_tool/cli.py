@@ -124,6 +124,9 @@ def _register_retriever(subparsers: argparse._SubParsersAction) -> None:
     )
     wait.add_argument("--url", required=True, help="Server base URL, e.g. http://10.0.0.5:8000.")
     wait.add_argument("--timeout", type=float, default=600.0, help="Seconds to wait (default: 600).")
+    wait.add_argument(
+        "--pid", type=int, default=None, help="Stop waiting as soon as this process (the server) has exited."
+    )
     wait.set_defaults(handler=_wait)
 
 
@@ -256,15 +259,41 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _wait(args: argparse.Namespace) -> int:
+    import time
+
     from masksearch.search_tool.client import RetrieverUnavailable, make_search_client
 
     if not args.timeout > 0:
         raise UserFacingError("--timeout must be positive")
-    try:
-        health = make_search_client(url=args.url, timeout_s=5.0).wait_ready(args.timeout)
-    except RetrieverUnavailable as exc:
-        raise UserFacingError(str(exc)) from None
+    client = make_search_client(url=args.url, timeout_s=5.0)
+    deadline = time.monotonic() + args.timeout
+    while True:
+        remaining = max(0.1, deadline - time.monotonic())
+        try:  # with --pid, wait in short windows and stop early when the server is gone
+            health = client.wait_ready(min(2.0, remaining) if args.pid else remaining)
+            break
+        except RetrieverUnavailable as exc:
+            if "not ready within" not in str(exc) or time.monotonic() >= deadline:
+                raise UserFacingError(
+                    str(exc).replace(f"within {min(2.0, remaining):g}s", f"within {args.timeout:g}s")
+                ) from None
+            if args.pid and not _alive(args.pid):
+                raise UserFacingError(
+                    f"the retrieval server (pid {args.pid}) exited before it was ready"
+                ) from None
     print(f"retrieval server ready: {health.get('kind')} index, {health.get('doc_count')} passages")
     return 0
 

@@ -37,7 +37,8 @@ if [ -n "$INDEX_DIR" ]; then
   nohup masksearch retriever serve --index "$INDEX_DIR" --host "$RETRIEVER_HOST" --port "$RETRIEVER_PORT" \
     --token-file "$RETRIEVER_TOKEN_FILE" > retriever.log 2>&1 &
   RETRIEVER_PID=$!
-  if ! masksearch retriever wait --url "http://$RETRIEVER_HOST:$RETRIEVER_PORT" --timeout "$RETRIEVER_WAIT"; then
+  if ! masksearch retriever wait --url "http://$RETRIEVER_HOST:$RETRIEVER_PORT" --timeout "$RETRIEVER_WAIT" \
+      --pid "$RETRIEVER_PID"; then
     kill -0 "$RETRIEVER_PID" 2>/dev/null || echo "retrieval server exited; last lines of retriever.log:" >&2
     tail -n 20 retriever.log >&2
     exit 1

@@ -296,6 +296,34 @@ class TestCliErrors:
         assert len(err.splitlines()) == 1 and "token file" in err
 
 
+class TestRetrieverWait:
+    def test_ready_server(self, server, capsys):
+        server.ensure_running()
+        assert search_cli.main(["retriever", "wait", "--url", server.url, "--timeout", "10"]) == 0
+        assert "ready" in capsys.readouterr().out
+
+    def test_dead_server_process_stops_the_wait_early(self, unused_port, capsys):
+        import subprocess
+        import sys
+
+        proc = subprocess.Popen([sys.executable, "-c", "pass"])
+        proc.wait()
+        started = time.monotonic()
+        url = f"http://127.0.0.1:{unused_port}"
+        assert (
+            search_cli.main(["retriever", "wait", "--url", url, "--timeout", "60", "--pid", str(proc.pid)])
+            == 2
+        )
+        assert time.monotonic() - started < 10
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "exited before it was ready" in err
+
+    def test_nothing_listening_fails_at_the_deadline(self, unused_port, capsys):
+        url = f"http://127.0.0.1:{unused_port}"
+        assert search_cli.main(["retriever", "wait", "--url", url, "--timeout", "1"]) == 2
+        assert "not ready within 1s" in capsys.readouterr().err
+
+
 class TestClientHygiene:
     def test_cache_is_cachetools_lru(self, bm25_index):
         client = make_search_client(index=str(bm25_index), cache_size=2)
