@@ -295,11 +295,11 @@ def _svg_curve(
     pad = 34
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     x0, x1 = min(xs), max(xs)
-    y0, y1 = min(ys), max(ys)
+    y0, y1 = min(0.0, min(ys)), max(ys)  # rates and counts read from 0
     if x1 == x0:
         x1 = x0 + 1
     if y1 == y0:
-        y0, y1 = y0 - 0.5, y1 + 0.5
+        y1 = y0 + 1
 
     def px(x: float) -> float:
         return pad + (x - x0) / (x1 - x0) * (width - 2 * pad)
