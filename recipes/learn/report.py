@@ -247,13 +247,15 @@ def _markdown(report: Mapping[str, Any], extra: Mapping[str, Any], title: str) -
             "",
             "Self-evolve rounds:",
             "",
-            "| round | teacher | samples/prompt | teacher acc % | kept % | SFT rows |",
-            "|---|---|---|---|---|---|",
+            "| round | teacher | samples/prompt | teacher acc % | kept % | SFT rows | student val format ok % | student val recall % |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in evolve:
+            val = r.get("student_val") or {}
             lines.append(
                 f"| {r['round']} | {r['teacher']['model']} | {r.get('samples_per_item', 1)} | {_pct(r.get('teacher_acc'))} | "
-                f"{_pct(r.get('kept_share'))} | {r.get('sft_rows', '–')} |"
+                f"{_pct(r.get('kept_share'))} | {r.get('sft_rows', '–')} | {_pct(val.get('format_ok'))} | "
+                f"{_pct(val.get('recall'))} |"
             )
     timings = extra.get("timings")
     if timings:

@@ -264,11 +264,20 @@ def stage_evolve(s: LearnSettings, sft_model: Path) -> dict[str, Any]:
         train_fn=lambda parquet, student, train_dir, **kw: _train(
             s, Path(parquet), Path(train_dir), s.evolve_steps, model=Path(student)
         ),
+        evaluate_fn=lambda model, round_dir: _student_val(s, model, round_dir),
     )
     last = reports[-1]
     if "stopped" in last or not last.get("model"):
         raise UserFacingError(f"self-evolve stopped: {last.get('stopped', 'no model')}; see {out}")
     return {"rounds": reports, "model": last["model"]}
+
+
+def _student_val(s: LearnSettings, model: Path, round_dir: Path) -> dict[str, Any]:
+    """A round's student on the val set; the last round's run is the ``eval_evolve`` stage's (resumed)."""
+    round_no = int(round_dir.name.rpartition("_")[2] or 0)
+    name = "evolve" if round_no == s.evolve_rounds else f"evolve-round{round_no}"
+    result = stage_eval(s, name, model, str(_paths(s)["val"]), s.val_samples)
+    return {k: result[k] for k in ("n", "format_ok", "em", "f1", "recall", "mean_searches")}
 
 
 # -------------------------------------------------------------------------------------- RL
