@@ -190,11 +190,10 @@ async def _in_thread(fn: Any, *args: Any) -> Any:
 
 def serve(model: str, *, host: str = "127.0.0.1", port: int = 8001, served_name: str | None = None) -> None:
     """Load ``model`` (an HF folder) and serve it until interrupted."""
+    import torch
     import uvicorn
 
     from masksearch.env.generators import HFGenerator
-
-    import torch
 
     on_gpu = torch.cuda.is_available()
     # fp32 on CPU: bf16 checkpoints are slow there (as masksearch eval does)

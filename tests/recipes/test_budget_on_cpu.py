@@ -93,7 +93,7 @@ class TestCheckBudget:
 
     def test_nothing_fits_is_refused(self, train_file):
         overrides = [f"data.train_files={train_file}", "data.max_response_length=64"]
-        with pytest.raises(UserFacingError, match="budget cannot fit.*max_response_length to >="):
+        with pytest.raises(UserFacingError, match=r"budget cannot fit.*max_response_length to >="):
             check_budget(overrides, environ={}, echo=lambda _: None)
 
     def test_larger_masks_misfit_warns_or_refuses_when_strict(self, train_file):

@@ -46,8 +46,8 @@ class TestServeBatches:
 
 @pytest.mark.slow
 def test_evolve_offline_round(tmp_path, make_rows, search_client, student_tokenizer, tiny_model_path):
-    from masksearch.sft.evolve import EVOLVE_REPORT, TRAIN_RESULT, evolve
     from masksearch.recipes.sft_ramp.train import TrainResult
+    from masksearch.sft.evolve import EVOLVE_REPORT, TRAIN_RESULT, evolve
 
     rows = make_rows(tmp_path / "rows.parquet")  # 4 QA rows + 1 RAMP row (Eiffel Tower, 2 masks)
     rules = tmp_path / "round0"
