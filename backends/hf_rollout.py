@@ -12,8 +12,10 @@ servers; this module provides the same three pieces on top of transformers:
 * ``HFServerAdapter`` — verl's ``BaseRollout`` in the fused actor/rollout worker: forwards the
   trainer's full weights to its replica's server after every step.
 
-Requests are served one at a time per server: exact per-sequence numerics (no padding) matter more
-for the log-prob check than throughput on a 2-core machine.
+Concurrent requests are decoded together (``backends/hf_decode.py``: left padding, attention masks,
+per-row position ids, rows joining and leaving between decode steps); the log-probs of a batched row
+match an unbatched teacher-forced pass to ~1e-5 in fp32 (tests, ``benchmarks/rollout.py``). Knobs:
+``actor_rollout_ref.rollout.engine_kwargs.hf.*`` (``HFRolloutOptions``; ``max_batch_size=1`` is serial).
 
 A *scripted policy* (``actor_rollout_ref.rollout.engine_kwargs.hf.scripted_policy=pkg.mod:fn``) replaces
 sampling with forced decoding: ``fn(context: str) -> str`` writes the next turn's text, and the server
