@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
-from masksearch.core.errors import UserFacingError
+from masksearch.core.cli_support import add_log_level, configure_logging, run_handler
 
 # Modules that add subcommands. A module listed here must define ``register(subparsers)``.
 COMMAND_MODULES = [
@@ -44,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="masksearch",
         description="MaskSearch on verl: data, retrieval, training, evaluation.",
     )
-    parser.add_argument("--log-level", default="INFO", help="Python logging level (default: INFO).")
+    add_log_level(parser, help="Python logging level (default: INFO).")
     # Named corpora for commands of parts below data (``masksearch index build --corpus embedded``).
     # and the SFT recipe's trainer for `masksearch sft train|evolve` (sft never imports a recipe).
     parser.set_defaults(named_corpora={"embedded": _embedded_corpus}, sft_train=_sft_train)
@@ -57,23 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = str(args.log_level).upper()
-    if not isinstance(logging.getLevelName(level), int):  # "bogus" -> one line, not a traceback
-        print(
-            f"masksearch: error: --log-level {args.log_level!r}: choose DEBUG, INFO, WARNING, ERROR or CRITICAL",
-            file=sys.stderr,
-        )
+    if not configure_logging(args.log_level):
         return 2
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
         return 0 if args.command is None else 2
-    try:
-        return int(handler(args) or 0)
-    except UserFacingError as exc:
-        print(f"masksearch {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_handler(handler, args, f"masksearch {args.command}")
 
 
 if __name__ == "__main__":

@@ -300,26 +300,16 @@ def _wait(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry with only these subcommands (``python -m masksearch.search_tool.cli``)."""
-    import logging
+    from masksearch.core.cli_support import add_log_level, configure_logging, run_handler
 
     parser = argparse.ArgumentParser(prog="masksearch")
-    parser.add_argument("--log-level", default="INFO")
+    add_log_level(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     register(subparsers)
     args = parser.parse_args(argv)
-    level = str(args.log_level).upper()
-    if not isinstance(logging.getLevelName(level), int):  # "bogus" -> one line, not a traceback
-        print(
-            f"masksearch: error: --log-level {args.log_level!r}: choose DEBUG, INFO, WARNING, ERROR or CRITICAL",
-            file=sys.stderr,
-        )
+    if not configure_logging(args.log_level):
         return 2
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.handler(args) or 0)
-    except UserFacingError as exc:
-        print(f"masksearch {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_handler(args.handler, args, f"masksearch {args.command}")
 
 
 if __name__ == "__main__":

@@ -372,15 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     """Standalone entry: ``python -m masksearch.sft.cli <action> …``."""
     import logging
 
+    from masksearch.core.cli_support import run_handler
+
     parser = argparse.ArgumentParser(prog="masksearch")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["sft", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=os.getenv("MASKSEARCH_LOGGING_LEVEL", "INFO"))
-    try:
-        return int(args.handler(args) or 0)
-    except UserFacingError as exc:
-        print(f"masksearch sft: error: {exc}", file=sys.stderr)
-        return 2
+    return run_handler(args.handler, args, "masksearch sft")
 
 
 if __name__ == "__main__":

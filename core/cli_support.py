@@ -1,0 +1,44 @@
+"""What every ``masksearch`` entry point shares: the ``--log-level`` flag and the one-line error
+wrapper.
+
+Lives in core (the lowest layer) so the top-level CLI and each part's stand-alone ``main()`` can use
+it; it imports only the standard library and :mod:`masksearch.core.errors`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from masksearch.core.errors import UserFacingError
+
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def add_log_level(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    """``--log-level`` (default INFO) on the top-level parser."""
+    parser.add_argument("--log-level", default="INFO", help=help)
+
+
+def configure_logging(value: object, prog: str = "masksearch") -> bool:
+    """Set up logging at ``value`` (``--log-level``); a bad name prints one line and returns False."""
+    level = str(value).upper()
+    if not isinstance(logging.getLevelName(level), int):  # "bogus" -> one line, not a traceback
+        print(
+            f"{prog}: error: --log-level {value!r}: choose DEBUG, INFO, WARNING, ERROR or CRITICAL",
+            file=sys.stderr,
+        )
+        return False
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    return True
+
+
+def run_handler(handler: Callable[[argparse.Namespace], object], args: argparse.Namespace, label: str) -> int:
+    """Run a subcommand's handler; a :class:`UserFacingError` becomes ``label: error: …`` and exit 2."""
+    try:
+        return int(handler(args) or 0)
+    except UserFacingError as exc:
+        print(f"{label}: error: {exc}", file=sys.stderr)
+        return 2
