@@ -75,6 +75,41 @@ def start_http_service():
     return http_service
 
 
+# The child writes half its data, says so, then hangs until killed: the worst moment for a crash.
+_HALF_THEN_HANG = """
+import pathlib, sys, time
+def _half_then_hang(self, data):
+    with open(self, "wb") as fh:
+        fh.write(data[: len(data) // 2]); fh.flush()
+    print("HALF", flush=True)
+    time.sleep(600)
+pathlib.Path.write_bytes = _half_then_hang
+"""
+
+
+def _kill_mid_write(body: str, cwd: Path | None = None) -> None:
+    """Run ``body`` in a child whose ``Path.write_bytes`` writes half and hangs; SIGKILL it then."""
+    import signal
+    import textwrap
+
+    code = _HALF_THEN_HANG + textwrap.dedent(body)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == b"HALF", proc.stderr.read().decode()[-2000:]
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def kill_mid_write():
+    """``kill_mid_write(body, cwd)``: run ``body`` in a child and SIGKILL it halfway through a write."""
+    return _kill_mid_write
+
+
 def masksearch_cli(*args: str, cwd: Path) -> None:
     """Run ``masksearch <args>`` as a user would; fail the test with its stderr."""
     proc = subprocess.run(

@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
 from masksearch.core.atomic import atomic_dir, atomic_path, atomic_write_json, atomic_write_text
 
-# The child writes half its data, says so, then hangs until killed: the worst moment for a crash.
-_HALF_THEN_HANG = """
-import pathlib, sys, time
-_orig = pathlib.Path.write_bytes
-def _half_then_hang(self, data):
-    with open(self, "wb") as fh:
-        fh.write(data[: len(data) // 2]); fh.flush()
-    print("HALF", flush=True)
-    time.sleep(600)
-pathlib.Path.write_bytes = _half_then_hang
-"""
-
-
-def kill_mid_write(body: str, cwd: Path) -> None:
-    """Run ``_HALF_THEN_HANG + body`` in a child; SIGKILL it once it has written half."""
-    code = _HALF_THEN_HANG + textwrap.dedent(body)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        line = proc.stdout.readline()
-        assert line.strip() == b"HALF", proc.stderr.read().decode()[-2000:]
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-
 
 class TestKilledMidWrite:
-    def test_old_file_survives(self, tmp_path):
+    def test_old_file_survives(self, tmp_path, kill_mid_write):
         target = tmp_path / "run.json"
         target.write_text('{"old": true}\n')
         kill_mid_write(
@@ -54,7 +22,7 @@ class TestKilledMidWrite:
         )
         assert target.read_text() == '{"old": true}\n'
 
-    def test_no_file_rather_than_a_torn_one(self, tmp_path):
+    def test_no_file_rather_than_a_torn_one(self, tmp_path, kill_mid_write):
         target = tmp_path / "report.json"
         kill_mid_write(
             f"""
@@ -103,7 +71,7 @@ class TestHelpers:
             "merged"
         ]
 
-    def test_dir_killed_mid_fill_leaves_no_target(self, tmp_path):
+    def test_dir_killed_mid_fill_leaves_no_target(self, tmp_path, kill_mid_write):
         target = tmp_path / "merged"
         kill_mid_write(
             f"""
