@@ -110,6 +110,27 @@ def kill_mid_write():
     return _kill_mid_write
 
 
+def _trainer_overrides(reward_path: Path | str, total_steps: int) -> list[str]:
+    """verl overrides every masksearch e2e run shares: the reward, the trainer mode, a checkpoint a step."""
+    return [
+        f"reward.custom_reward_function.path={reward_path}",
+        "reward.custom_reward_function.name=compute_score",
+        "trainer.v1.trainer_mode=masksearch",
+        f"trainer.total_training_steps={total_steps}",
+        "trainer.save_freq=1",
+        "trainer.test_freq=-1",
+        "trainer.val_before_train=false",
+        "trainer.resume_mode=auto",
+    ]
+
+
+@pytest.fixture(scope="session")
+def trainer_overrides():
+    """``trainer_overrides(reward_path, total_steps)``: reward + masksearch trainer mode, saving and resuming
+    every step, no validation."""
+    return _trainer_overrides
+
+
 def masksearch_cli(*args: str, cwd: Path) -> None:
     """Run ``masksearch <args>`` as a user would; fail the test with its stderr."""
     proc = subprocess.run(

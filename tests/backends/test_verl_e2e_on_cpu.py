@@ -33,7 +33,7 @@ def _write_dataset(path: Path, rows: int) -> Path:
     return path
 
 
-def _grpo_overrides(tiny_model_path: Path, data_dir: Path, total_steps: int) -> list[str]:
+def _grpo_overrides(tiny_model_path: Path, data_dir: Path, total_steps: int, trainer_overrides) -> list[str]:
     return [
         "algorithm.adv_estimator=grpo",
         f"data.train_files={_write_dataset(data_dir / 'train.parquet', 16)}",
@@ -49,29 +49,22 @@ def _grpo_overrides(tiny_model_path: Path, data_dir: Path, total_steps: int) -> 
         "actor_rollout_ref.actor.use_kl_loss=false",
         "algorithm.use_kl_in_reward=false",
         "actor_rollout_ref.actor.optim.lr=1e-3",
-        f"reward.custom_reward_function.path={HERE / 'toy_reward.py'}",
-        "reward.custom_reward_function.name=compute_score",
-        "trainer.v1.trainer_mode=masksearch",
-        f"trainer.total_training_steps={total_steps}",
-        "trainer.save_freq=1",
-        "trainer.test_freq=-1",
-        "trainer.val_before_train=false",
-        "trainer.resume_mode=auto",
+        *trainer_overrides(HERE / "toy_reward.py", total_steps),
     ]
 
 
 @pytest.fixture(scope="module")
-def grpo_runs(tmp_path_factory, tiny_model_path, run_verl):
+def grpo_runs(tmp_path_factory, tiny_model_path, run_verl, trainer_overrides):
     """Two steps, then the same command with three steps: the second run must resume at step 3."""
     workdir = tmp_path_factory.mktemp("grpo_e2e")
     first = run_verl(
         workdir,
-        _grpo_overrides(tiny_model_path, workdir, total_steps=2),
+        _grpo_overrides(tiny_model_path, workdir, 2, trainer_overrides),
         name="first",
         entry="masksearch.recipes.main_ppo",
     )
     assert first.returncode == 0, first.log[-6000:]
-    second = run_verl(workdir, _grpo_overrides(tiny_model_path, workdir, total_steps=3), name="second")
+    second = run_verl(workdir, _grpo_overrides(tiny_model_path, workdir, 3, trainer_overrides), name="second")
     assert second.returncode == 0, second.log[-6000:]
     print(
         f"\ne2e wall time: first run (2 steps) {first.wall_s:.1f}s, resumed run (1 step) {second.wall_s:.1f}s"

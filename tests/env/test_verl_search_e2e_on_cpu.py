@@ -27,7 +27,7 @@ def search_data(tmp_path_factory, build_search_workspace) -> Path:
     return build_search_workspace(tmp_path_factory.mktemp("search_e2e"), articles=300, samples=24)
 
 
-def _overrides(base: list[str], data: Path, total_steps: int, retriever: str) -> list[str]:
+def _overrides(base: list[str], data: Path, total_steps: int, retriever: str, trainer_overrides) -> list[str]:
     from masksearch.env.agent_loop import agent_loop_config_path
     from masksearch.rewards import verl_reward_path
 
@@ -42,20 +42,15 @@ def _overrides(base: list[str], data: Path, total_steps: int, retriever: str) ->
         "+masksearch.env.max_obs_tokens=96",
         "+masksearch.env.search_timeout_s=3",
         "+masksearch.curriculum.strategy=staged",
-        f"reward.custom_reward_function.path={verl_reward_path()}",
-        "reward.custom_reward_function.name=compute_score",
-        "trainer.v1.trainer_mode=masksearch",
         f"trainer.rollout_data_dir={data / 'rollouts'}",
-        f"trainer.total_training_steps={total_steps}",
-        "trainer.save_freq=1",
-        "trainer.test_freq=-1",
-        "trainer.val_before_train=false",
-        "trainer.resume_mode=auto",
+        *trainer_overrides(verl_reward_path(), total_steps),
     ]
 
 
 @pytest.fixture(scope="module")
-def search_runs(search_data, tiny_search_overrides, run_verl, start_http_service, free_port):
+def search_runs(
+    search_data, tiny_search_overrides, run_verl, start_http_service, free_port, trainer_overrides
+):
     base = tiny_search_overrides(search_data, max_response_length=192)
     port = free_port()
     serve = [
@@ -80,7 +75,13 @@ def search_runs(search_data, tiny_search_overrides, run_verl, start_http_service
 
         first = run_verl(
             search_data,
-            _overrides(base, search_data, 2, f"+masksearch.env.retriever_url=http://127.0.0.1:{port}"),
+            _overrides(
+                base,
+                search_data,
+                2,
+                f"+masksearch.env.retriever_url=http://127.0.0.1:{port}",
+                trainer_overrides,
+            ),
             name="first",
             on_metrics=kill_server_after_step_one,
         )
@@ -88,7 +89,13 @@ def search_runs(search_data, tiny_search_overrides, run_verl, start_http_service
     assert killed_after == [1], "the server must die between step 1 and step 2"
     second = run_verl(
         search_data,
-        _overrides(base, search_data, 3, f"+masksearch.env.retriever_index={search_data / 'index'}"),
+        _overrides(
+            base,
+            search_data,
+            3,
+            f"+masksearch.env.retriever_index={search_data / 'index'}",
+            trainer_overrides,
+        ),
         name="second",
     )
     assert second.returncode == 0, second.log[-8000:]
