@@ -162,7 +162,7 @@ class SearchAgentLoop(AgentLoopBase):
         with simple_timer("tool_calls", data.metrics):
             client = await self._get_client()
             result = await asearch_one(client, session.pending_query, self.env_config.topk)
-        return session.add_search_result(result.hits, result.error, result.latency_s)
+        return session.add_search_result(result.hits, result.error, result.latency_s, result.cached)
 
     @staticmethod
     def _merge_generation_extra_fields(data: _EpisodeData, extra: dict[str, Any]) -> None:

@@ -55,7 +55,9 @@ def env_batch_metrics(extra_fields: Iterable[Mapping[str, Any] | None]) -> dict[
         env/turns_per_sample           = sum(num_turns) / N              (model turns)
         env/invalid_actions_per_sample = sum(num_invalid_actions) / N
         env/retrieval_errors           = sum(num_retrieval_errors)       (a count, not a mean)
-        env/retrieval_error_rate       = sum(num_retrieval_errors) / max(1, sum(num_searches))
+        env/retrieval_error_rate       = sum(num_retrieval_errors)
+                                         / max(1, sum(num_searches) - sum(num_cached_searches))
+                                         (over the searches that reached the retriever)
         env/retrieval_latency_s        = sum(retrieval_latency_s) / max(1, sum(num_searches))  (per search)
         env/hit_turn_budget_share      = #(hit_turn_budget) / N
         env/hit_length_budget_share    = #(hit_length_budget) / N
@@ -68,13 +70,15 @@ def env_batch_metrics(extra_fields: Iterable[Mapping[str, Any] | None]) -> dict[
 
     >>> m = env_batch_metrics([
     ...     {"num_searches": 2, "num_turns": 3, "num_invalid_actions": 0, "num_retrieval_errors": 1,
-    ...      "retrieval_latency_s": 0.5, "hit_turn_budget": False, "hit_length_budget": True},
+    ...      "num_cached_searches": 1, "retrieval_latency_s": 0.5, "hit_turn_budget": False, "hit_length_budget": True},
     ...     {"num_searches": 0, "num_turns": 1, "num_invalid_actions": 1, "num_retrieval_errors": 0,
-    ...      "retrieval_latency_s": 0.0, "hit_turn_budget": False, "hit_length_budget": False},
+    ...      "num_cached_searches": 0, "retrieval_latency_s": 0.0, "hit_turn_budget": False, "hit_length_budget": False},
     ...     None,
     ... ])
     >>> m["env/searches_per_sample"], m["env/retrieval_errors"], m["env/retrieval_latency_s"]
     (1.0, 1.0, 0.25)
+    >>> m["env/retrieval_error_rate"]  # 1 error of the 1 search that reached the retriever
+    1.0
     >>> m["env/hit_length_budget_share"]
     0.5
     """
@@ -97,7 +101,7 @@ def env_batch_metrics(extra_fields: Iterable[Mapping[str, Any] | None]) -> dict[
         "env/turns_per_sample": total("num_turns") / n,
         "env/invalid_actions_per_sample": total("num_invalid_actions") / n,
         "env/retrieval_errors": errors,
-        "env/retrieval_error_rate": errors / max(1.0, searches),
+        "env/retrieval_error_rate": errors / max(1.0, searches - total("num_cached_searches")),
         "env/retrieval_latency_s": total("retrieval_latency_s") / max(1.0, searches),
         "env/hit_turn_budget_share": sum(1.0 for r in rows if r["hit_turn_budget"]) / n,
         "env/hit_length_budget_share": sum(1.0 for r in rows if r["hit_length_budget"]) / n,

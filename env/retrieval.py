@@ -38,6 +38,7 @@ class SearchResult:
     hits: list[Any] = field(default_factory=list)
     error: str | None = None
     latency_s: float = 0.0
+    cached: bool = False  # answered from the client's cache, without asking the retriever
 
 
 def get_search_client(config: SearchEnvConfig) -> Any:
@@ -101,6 +102,7 @@ def _normalise(outcomes: Any, n: int, started: float) -> list[SearchResult]:
                 hits=list(getattr(o, "hits", None) or []),
                 error=getattr(o, "error", None),
                 latency_s=float(elapsed if latency is None else latency),
+                cached=bool(getattr(o, "cached", False)),
             )
         )
     return results

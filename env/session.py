@@ -15,7 +15,7 @@ function, :meth:`SearchSession._check_termination`). Drivers only move tokens in
             state = session.add_generation(out.token_ids, out.log_probs)
         elif state is AgentState.SEARCHING:
             res = search(session.pending_query)            # never raises
-            state = session.add_search_result(res.hits, res.error, res.latency_s)
+            state = session.add_search_result(res.hits, res.error, res.latency_s, res.cached)
 
 Response layout (``response_mask`` 1 = model token, 0 = environment token)::
 
@@ -74,6 +74,7 @@ STATS_KEYS: tuple[str, ...] = (
     "num_turns",
     "num_invalid_actions",
     "num_retrieval_errors",
+    "num_cached_searches",
     "retrieval_latency_s",
     "hit_turn_budget",
     "hit_length_budget",
@@ -274,6 +275,7 @@ class SearchSession:
         self.num_searches = 0
         self.num_invalid_actions = 0
         self.num_retrieval_errors = 0
+        self.num_cached_searches = 0
         self.retrieval_latency_s = 0.0
 
     # ------------------------------------------------------------------ views
@@ -310,6 +312,7 @@ class SearchSession:
             "num_turns": int(self.num_model_turns),
             "num_invalid_actions": int(self.num_invalid_actions),
             "num_retrieval_errors": int(self.num_retrieval_errors),
+            "num_cached_searches": int(self.num_cached_searches),
             "retrieval_latency_s": float(self.retrieval_latency_s),
             "hit_turn_budget": self.stop_reason is StopReason.TURN_BUDGET,
             "hit_length_budget": self.stop_reason is StopReason.LENGTH_BUDGET,
@@ -419,14 +422,24 @@ class SearchSession:
         return self._after_observation()
 
     def add_search_result(
-        self, hits: Sequence[Any] | None, error: str | None, latency_s: float = 0.0
+        self,
+        hits: Sequence[Any] | None,
+        error: str | None,
+        latency_s: float = 0.0,
+        cached: bool = False,
     ) -> AgentState:
-        """Append the observation for ``pending_query`` (results, or ``Search failed: …``)."""
+        """Append the observation for ``pending_query`` (results, or ``Search failed: …``).
+
+        ``cached``: the client answered from its cache without asking the retriever; counted in
+        ``num_cached_searches`` so that the retrieval error rate is taken over the searches that
+        reached the retriever (a dead server must not look half-alive behind a warm cache).
+        """
         self._expect(AgentState.SEARCHING)
         turn = self.turns[-1]
         turn.query = self.pending_query
         self.pending_query = None
         self.num_searches += 1
+        self.num_cached_searches += int(bool(cached) and not error)
         latency = float(latency_s or 0.0)
         turn.latency_s = latency
         self.retrieval_latency_s += latency

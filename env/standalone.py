@@ -234,7 +234,7 @@ def _chat_so_far(episode: _Episode) -> list[dict[str, Any]]:
 def _search_turn(search_client: Any, topk: int, episodes: list[_Episode]) -> None:
     results = search_many(search_client, [e.session.pending_query for e in episodes], topk)
     for episode, result in zip(episodes, results, strict=True):
-        episode.session.add_search_result(result.hits, result.error, result.latency_s)
+        episode.session.add_search_result(result.hits, result.error, result.latency_s, result.cached)
 
 
 def _trajectory(episode: _Episode) -> Trajectory:

@@ -64,7 +64,7 @@ class MultiAgentTeacher:
             ):
                 break
             result = self.search(session.pending_query or query)
-            state = session.add_search_result(result.hits, result.error, result.latency_s)
+            state = session.add_search_result(result.hits, result.error, result.latency_s, result.cached)
             step: dict[str, Any] = {"need": need, "query": query, "error": result.error}
             trace["steps"].append(step)
             if state is not AgentState.GENERATING:

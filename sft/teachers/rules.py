@@ -300,7 +300,7 @@ class RulesTeacher:
             if self._turn(session, text) is not AgentState.SEARCHING:
                 break  # length budget
             result = self.search(session.pending_query or query)
-            state = session.add_search_result(result.hits, result.error, result.latency_s)
+            state = session.add_search_result(result.hits, result.error, result.latency_s, result.cached)
             observation = session.turns[-1].observation or ""
             step: dict[str, Any] = {"for": target.label, "query": query, "error": result.error, "found": []}
             for need in pending:  # what this observation holds, for the target and the others

@@ -105,6 +105,7 @@ class TestSearchAgentLoop:
             "num_turns": 3,
             "num_invalid_actions": 0,
             "num_retrieval_errors": 0,
+            "num_cached_searches": 0,
             "hit_turn_budget": False,
             "hit_length_budget": False,
         }

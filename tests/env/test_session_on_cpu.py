@@ -102,6 +102,20 @@ class TestSearchSession:
         assert s.turns[0].observation == f"{OBS_PREFIX}{body}{OBS_SUFFIX}"
         assert s.num_retrieval_errors == (1 if error else 0)
 
+    @pytest.mark.parametrize(
+        "error, cached, counted",
+        [
+            (None, True, 1),  # answered from the client's cache
+            (None, False, 0),  # asked the retriever
+            ("boom", True, 0),  # a failure is never a cache hit
+        ],
+    )
+    def test_cache_hits_are_counted(self, tokenizer, error, cached, counted):
+        s = self.make(tokenizer)
+        s.add_generation(enc(tokenizer, "<search>q</search>"))
+        s.add_search_result(["h"] if error is None else [], error, 0.0, cached)
+        assert s.stats()["num_cached_searches"] == counted
+
     def test_steps_out_of_order_raise(self, tokenizer):
         s = self.make(tokenizer)
         with pytest.raises(RuntimeError, match="expected searching"):
@@ -239,6 +253,17 @@ class TestEnvBatchMetrics:
             "env/hit_turn_budget_share": 0.5,
             "env/hit_length_budget_share": 0.5,
         }
+
+    def test_cached_answers_do_not_dilute_a_dead_retriever(self):
+        # Two rollouts of one prompt: the first query was answered (and cached) before the server
+        # died, so the repeat is a cache hit; the other queries reached the dead server and failed.
+        # Over all searches that reads 2/3; over the searches that reached the retriever it is 1.0,
+        # which trips the default 0.5 threshold as a dead retriever should.
+        rows = [
+            self.row(num_searches=2, num_retrieval_errors=1, num_cached_searches=1),
+            self.row(num_searches=1, num_retrieval_errors=1),
+        ]
+        assert env_batch_metrics(rows)["env/retrieval_error_rate"] == 1.0
 
     def test_empty_and_numpy_values(self):
         import numpy as np
