@@ -16,11 +16,14 @@ received; ``GET /health`` is for start-up.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import sys
+from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI, HTTPException, Request
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared stub helpers
+from _stub_support import chat_completion, serve_stub
 
 SCRIPT = [
     "<think>I need the composer of Tosca.</think>\n<search>Tosca opera composer</search> and more <answer>x</answer>",
@@ -60,13 +63,18 @@ def create_app() -> FastAPI:
     async def requests() -> dict:
         return {"requests": received}
 
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> dict:
+    async def receive(request: Request, path: str) -> tuple[dict, str]:
+        """The request's body and model, recorded for ``GET /requests``; model ``broken`` gets HTTP 500."""
         body = await request.json()
-        received.append({"path": "completions", **body})
+        received.append({"path": path, **body})
         model = body.get("model", "scripted")
         if model == "broken":
             raise HTTPException(status_code=500, detail="boom")
+        return body, model
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> dict:
+        body, model = await receive(request, "completions")
         prompt = body["prompt"]
         assistant = prompt.rsplit(ASSISTANT_MARK, 1)[-1] if isinstance(prompt, str) else ""
         text, finish, extra = _reply(model, assistant, list(body.get("stop") or []))
@@ -79,27 +87,11 @@ def create_app() -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> dict:
-        body = await request.json()
-        received.append({"path": "chat", **body})
-        model = body.get("model", "scripted")
-        if model == "broken":
-            raise HTTPException(status_code=500, detail="boom")
+        body, model = await receive(request, "chat")
         messages = body["messages"]
         assistant = messages[-1]["content"] if body.get("continue_final_message") else ""
         text, finish, extra = _reply(model, assistant, list(body.get("stop") or []))
-        return {
-            "id": "chat-1",
-            "object": "chat.completion",
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": finish,
-                    **extra,
-                }
-            ],
-        }
+        return chat_completion(model, text, finish, **extra)
 
     @app.post("/retrieve")
     async def retrieve(request: Request) -> dict:
@@ -109,12 +101,5 @@ def create_app() -> FastAPI:
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    uvicorn.run(create_app(), host="127.0.0.1", port=args.port, log_level="warning")
-
-
 if __name__ == "__main__":
-    main()
+    serve_stub(create_app)

@@ -8,13 +8,16 @@ sleeps before answering (timeout tests); model ``garbage`` answers an unreadable
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import re
+import sys
+from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI, Request
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared stub helpers
+from _stub_support import chat_completion, serve_stub
 
 
 def create_app() -> FastAPI:
@@ -49,22 +52,11 @@ def create_app() -> FastAPI:
         verdict = "Yes" if pred in golds else "No"
         if model == "garbage":
             verdict = "I cannot decide"
-        return {
-            "id": "chatcmpl-test",
-            "object": "chat.completion",
-            "created": 0,
-            "model": model,
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": verdict}, "finish_reason": "stop"}
-            ],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }
+        usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+        return {**chat_completion(model, verdict), "id": "chatcmpl-test", "created": 0, "usage": usage}
 
     return app
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    uvicorn.run(create_app(), host="127.0.0.1", port=args.port, log_level="warning")
+    serve_stub(create_app)

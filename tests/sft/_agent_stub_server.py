@@ -17,13 +17,16 @@ requests, ``GET /health`` is for start-up.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
+import sys
+from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared stub helpers
+from _stub_support import chat_completion, serve_stub
 
 
 def _planner(task: str) -> str:
@@ -102,24 +105,10 @@ def create_app() -> FastAPI:
             text = _observer(task, user.split("Search results:", 1)[-1])
         else:
             text = "?"
-        return {
-            "id": "chat-1",
-            "object": "chat.completion",
-            "model": model,
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-            ],
-        }
+        return chat_completion(model, text)
 
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    uvicorn.run(create_app(), host="127.0.0.1", port=args.port, log_level="warning")
-
-
 if __name__ == "__main__":
-    main()
+    serve_stub(create_app)
