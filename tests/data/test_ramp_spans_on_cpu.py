@@ -4,10 +4,7 @@ against a real FastAPI server on 127.0.0.1 (started in a subprocess, killed to t
 from __future__ import annotations
 
 import importlib.util
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -121,32 +118,14 @@ class TestParsing:
 # ---------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def llm_server():
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, str(SERVER_SCRIPT), str(port)])
+def llm_server(start_http_service, free_port):
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/stats", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("LLM stub server did not start")
-            time.sleep(0.1)
+    with start_http_service(
+        [sys.executable, str(SERVER_SCRIPT), str(port)], f"{url}/stats", timeout=30
+    ) as proc:
         yield url, proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def _requests(url: str) -> int:
@@ -196,23 +175,11 @@ class TestLLMExtractor:
         ex = make_extractor("llm", cache_dir=tmp_path)
         assert ex.url == f"{url}/v1/chat/completions" and ex(PASSAGE)
 
-    def test_server_down_is_an_error_not_a_hang(self, tmp_path):
-        port = _free_port()
-        proc = subprocess.Popen([sys.executable, str(SERVER_SCRIPT), str(port)])
+    def test_server_down_is_an_error_not_a_hang(self, tmp_path, start_http_service, free_port):
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    httpx.get(f"{url}/stats", timeout=1)
-                    break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline and proc.poll() is None
-                    time.sleep(0.1)
+        with start_http_service([sys.executable, str(SERVER_SCRIPT), str(port)], f"{url}/stats", timeout=30):
             ex = LLMSpanExtractor(base_url=url, model="stub", cache_dir=tmp_path, timeout=2, retries=1)
-            assert ex("Alpha Beta met Gamma.")
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+            assert ex("Alpha Beta met Gamma.")  # then the server is killed
         with pytest.raises(ExtractorError, match="failed"):
             ex("Another passage with Delta.")
