@@ -183,23 +183,16 @@ class TestRulesSynthesis:
     def test_cli_needs_no_endpoint(self, workspace, tmp_path):
         base = [sys.executable, "-m", "masksearch.cli.main", "sft", "synthesize", "--data", str(workspace / "ramp" / "train.parquet"),
                 "--index", str(workspace / "index"), "--limit", "5", "--topk", "1", "--max-obs-tokens", "160", "--max-turns", "5"]  # fmt: skip
-        proc = subprocess.run(
-            [*base, "--teacher", "rules", "--out", str(tmp_path / "a")],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+
+        def synthesize(teacher: str, out: Path) -> subprocess.CompletedProcess:
+            argv = [*base, "--teacher", teacher, "--out", str(out)]
+            return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+
+        proc = synthesize("rules", tmp_path / "a")
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert json.loads((tmp_path / "a" / "report.json").read_text())["items"] == 5
         assert pq.read_metadata(workspace / "ramp" / "train.parquet").num_rows >= 5
-        proc = subprocess.run(
-            [*base, "--teacher", "agents", "--out", str(tmp_path / "b")],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        proc = synthesize("agents", tmp_path / "b")
         assert proc.returncode == 2 and "needs --endpoint and --model" in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
         assert not Path(tmp_path / "b" / "report.json").exists()
