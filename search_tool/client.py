@@ -348,13 +348,15 @@ class SearchClient:
     # -- searching -------------------------------------------------------------------------------
 
     def _prepare(self, queries: Sequence[str], topk: int | None):
-        """Normalise queries and split them into ready outcomes (blank, cached) and ones to fetch."""
+        """The backend (started on first use, with the cache), and the queries normalised and split
+        into ready outcomes (blank, cached) and ones to fetch."""
+        backend = self._ensure()
         topk = self.config.topk if topk is None else int(topk)
         outcomes: list[SearchOutcome | None] = [None] * len(queries)
         todo: dict[str, list[int]] = {}
         if topk <= 0:
             error = f"invalid topk {topk}"
-            return topk, [SearchOutcome([], error, 0.0) for _ in queries], todo
+            return backend, topk, [SearchOutcome([], error, 0.0) for _ in queries], todo
         cache = self._cache
         for row, query in enumerate(queries):
             text = query if isinstance(query, str) else ("" if query is None else str(query))
@@ -367,9 +369,16 @@ class SearchClient:
                 outcomes[row] = SearchOutcome(list(hits), None, 0.0, cached=True)
             else:
                 todo.setdefault(text, []).append(row)
-        return topk, outcomes, todo
+        return backend, topk, outcomes, todo
 
-    def _finish(self, outcomes, todo, topk, found, error, latency) -> list[SearchOutcome]:
+    def _failed(self, outcomes, todo, topk, exc: Exception, started: float) -> list[SearchOutcome]:
+        """Every query still to fetch gets the one-line reason the batch failed."""
+        error = _short_error(exc, self.config.url, self.config.timeout_s)
+        logger.warning("search failed for %d queries: %s", len(todo), error)
+        return self._finish(outcomes, todo, topk, None, error, started)
+
+    def _finish(self, outcomes, todo, topk, found, error, started: float) -> list[SearchOutcome]:
+        latency = time.perf_counter() - started
         for i, (text, rows) in enumerate(todo.items()):
             if error is None:
                 hits = found[i]
@@ -384,33 +393,27 @@ class SearchClient:
 
     def search(self, queries: Sequence[str], topk: int | None = None) -> list[SearchOutcome]:
         """One outcome per query, in order; never raises for service failures."""
-        backend = self._ensure()
-        topk, outcomes, todo = self._prepare(list(queries), topk)
+        backend, topk, outcomes, todo = self._prepare(list(queries), topk)
         if not todo:
             return outcomes  # type: ignore[return-value]
         started = time.perf_counter()
-        found, error = None, None
         try:
             found = backend.fetch(list(todo), topk)
         except Exception as exc:
-            error = _short_error(exc, self.config.url, self.config.timeout_s)
-            logger.warning("search failed for %d queries: %s", len(todo), error)
-        return self._finish(outcomes, todo, topk, found, error, time.perf_counter() - started)
+            return self._failed(outcomes, todo, topk, exc, started)
+        return self._finish(outcomes, todo, topk, found, None, started)
 
     async def asearch(self, queries: Sequence[str], topk: int | None = None) -> list[SearchOutcome]:
         """Async twin of :meth:`search` for the agent loop's event loop."""
-        backend = self._ensure()
-        topk, outcomes, todo = self._prepare(list(queries), topk)
+        backend, topk, outcomes, todo = self._prepare(list(queries), topk)
         if not todo:
             return outcomes  # type: ignore[return-value]
         started = time.perf_counter()
-        found, error = None, None
         try:
             found = await backend.afetch(list(todo), topk)
         except Exception as exc:
-            error = _short_error(exc, self.config.url, self.config.timeout_s)
-            logger.warning("search failed for %d queries: %s", len(todo), error)
-        return self._finish(outcomes, todo, topk, found, error, time.perf_counter() - started)
+            return self._failed(outcomes, todo, topk, exc, started)
+        return self._finish(outcomes, todo, topk, found, None, started)
 
     def wait_ready(self, wait_s: float | None = None, poll_s: float = 0.5) -> dict[str, Any]:
         """Fail-fast start-up check: load the index, or poll the server's ``/health`` until ready.
