@@ -42,3 +42,13 @@ def run_handler(handler: Callable[[argparse.Namespace], object], args: argparse.
     except UserFacingError as exc:
         print(f"{label}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def add_group(
+    subparsers: argparse._SubParsersAction, name: str, help: str, dest: str, *, metavar: str = "<action>"
+) -> argparse._SubParsersAction:
+    """``masksearch <name> <action>``: the group's sub-actions; a bare ``masksearch <name>`` prints the
+    group's help and exits 2."""
+    group = subparsers.add_parser(name, help=help)
+    group.set_defaults(handler=lambda _args: group.print_help() or 2)
+    return group.add_subparsers(dest=dest, metavar=metavar)

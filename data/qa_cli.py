@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from masksearch.core.cli_support import add_group
 from masksearch.core.errors import UserFacingError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    qa = subparsers.add_parser("qa", help="Question-answering data.")
-    qa_sub = qa.add_subparsers(dest="qa_command", metavar="<qa command>")
+    qa_sub = add_group(subparsers, "qa", "Question-answering data.", "qa_command", metavar="<qa command>")
     p = qa_sub.add_parser(
         "prepare",
         help="Convert QA JSONL/JSON/parquet into a verl RL parquet file.",
@@ -24,7 +24,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-file", default=None, help="JSON overriding the template (system/user/example).")
     p.add_argument("--agent-name", default="masksearch_agent")
     p.set_defaults(handler=run_prepare)
-    qa.set_defaults(handler=lambda _args: qa.print_help() or 2)
 
 
 def run_prepare(args: argparse.Namespace) -> int:

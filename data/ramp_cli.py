@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from masksearch.core.cli_support import add_group
 from masksearch.core.errors import UserFacingError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    ramp = subparsers.add_parser("ramp", help="RAMP (masked-span) training data.")
-    ramp_sub = ramp.add_subparsers(dest="ramp_command", metavar="<ramp command>")
+    ramp_sub = add_group(
+        subparsers, "ramp", "RAMP (masked-span) training data.", "ramp_command", metavar="<ramp command>"
+    )
     p = ramp_sub.add_parser(
         "build",
         help="Mask salient spans of corpus passages and write train.parquet / val.parquet.",
@@ -56,7 +58,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--agent-name", default="masksearch_agent")
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")
     p.set_defaults(handler=run_build)
-    ramp.set_defaults(handler=lambda _args: ramp.print_help() or 2)
 
 
 def _extractor_options(args: argparse.Namespace) -> dict[str, object]:
