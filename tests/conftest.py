@@ -198,6 +198,25 @@ def tiny_model_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def peaked_model_path(tiny_model_path, tmp_path_factory) -> Path:
+    """The tiny model with larger random weights: its greedy continuations depend on the prompt
+    (the stock random init continues every prompt with the same newline)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_path), dtype=torch.float32)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if weight.dim() == 2:
+                weight.normal_(0.0, 1.0 if "embed" in name else 10.0 / weight.shape[1] ** 0.5)
+    out = tmp_path_factory.mktemp("peaked-tiny")
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(tiny_model_path)).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def embedded_tokenizer():
     from masksearch.backends.models import load_embedded_tokenizer
 

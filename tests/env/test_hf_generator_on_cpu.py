@@ -12,25 +12,8 @@ QUESTIONS = ["Who wrote Hamlet?", "hi", "What is 2 + 2?", "Name a colour.", "Tra
 
 
 @pytest.fixture(scope="module")
-def peaked_model_dir(tiny_model_path, tmp_path_factory):
-    """The tiny model with larger random weights, so greedy continuations depend on the prompt."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_path), dtype=torch.float32)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, weight in model.named_parameters():
-            if weight.dim() == 2:
-                weight.normal_(0.0, 1.0 if "embed" in name else 10.0 / weight.shape[1] ** 0.5)
-    out = tmp_path_factory.mktemp("peaked-generator-model")
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(str(tiny_model_path)).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def generator(peaked_model_dir):
-    return HFGenerator(str(peaked_model_dir))
+def generator(peaked_model_path):
+    return HFGenerator(str(peaked_model_path))
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +54,8 @@ class TestHFGenerator:
         assert cut[0].text.endswith(stop)
         assert cut[1].token_ids == free[1].token_ids and cut[1].finish_reason == free[1].finish_reason
 
-    def test_more_prompts_than_the_batch_refill_it(self, peaked_model_dir, generator, prompts):
-        small = HFGenerator(str(peaked_model_dir), max_batch_size=2)
+    def test_more_prompts_than_the_batch_refill_it(self, peaked_model_path, generator, prompts):
+        small = HFGenerator(str(peaked_model_path), max_batch_size=2)
         limits = [3, 5, 2, 4, 6]
         refilled = small.generate_batch(prompts, limits, [])
         reference = generator.generate_batch(prompts, limits, [])
@@ -91,6 +74,6 @@ class TestHFGenerator:
         assert batch_size_for_memory(generator.model, 10**9, available_bytes=gib) == 1
         assert 1 <= generator.batch_size_for(1000) <= HFGenerator.MAX_AUTO_BATCH
 
-    def test_rejects_a_zero_batch_size(self, peaked_model_dir):
+    def test_rejects_a_zero_batch_size(self, peaked_model_path):
         with pytest.raises(ValueError, match="max_batch_size must be >= 1"):
-            HFGenerator(str(peaked_model_dir), max_batch_size=0)
+            HFGenerator(str(peaked_model_path), max_batch_size=0)
