@@ -128,15 +128,15 @@ class Sample:
         self.group = hashlib.sha1(prompt_text.encode("utf-8", "replace")).hexdigest()[:12]
         self.gold_in_docs = _gold_in(observations, self.golds)
 
+    def _identity(self) -> dict[str, Any]:
+        """The keys that name the sample, the same in the index row and the sample page's JSON."""
+        return {"k": self.key, "run": self.run, "kind": self.kind, "id": self.id, "step": self.step}
+
     def index_row(self) -> dict[str, Any]:
         """The compact row of ``index.html`` (no texts beyond a short preview)."""
         r = self.rewards
         return {
-            "k": self.key,
-            "run": self.run,
-            "kind": self.kind,
-            "id": self.id,
-            "step": self.step,
+            **self._identity(),
             "ds": self.data_source,
             "score": _num(r.get("score")),
             "acc": _num(r.get("acc")),
@@ -154,11 +154,7 @@ class Sample:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "k": self.key,
-            "run": self.run,
-            "kind": self.kind,
-            "id": self.id,
-            "step": self.step,
+            **self._identity(),
             "data_source": self.data_source,
             "prompt": self.prompt,
             "blocks": self.blocks,
@@ -378,6 +374,28 @@ def _data_source_of(prompt_text: str) -> str:
 
 
 # --------------------------------------------------------------------------- per source
+def _record_sample(
+    src: Source, kind: str, rec: dict, data_source: str, prompt, response: str, golds, rewards: dict, **fields
+) -> Sample:
+    """A sample of an eval or SFT record: the record's id, answer and stop reason, the rewards
+    recomputed, the stats as the source wrote them (``fields`` adds the rest)."""
+    return Sample(
+        run=src.label,
+        kind=kind,
+        id=str(rec.get("id")),
+        data_source=data_source,
+        prompt=prompt,
+        response=response,
+        golds=_golds_of(data_source, golds),
+        answer=rec.get("answer"),
+        rewards=rewards,
+        rewards_source="recomputed",
+        stats_source="source",
+        stop_reason=rec.get("stop_reason"),
+        **fields,
+    )
+
+
 def _load_eval(src: Source, skipped: Counter[str]) -> Iterator[Sample]:
     for rec in _jsonl(src.path / "trajectories.jsonl", skipped):
         traj = rec.get("trajectory") or {}
@@ -391,20 +409,16 @@ def _load_eval(src: Source, skipped: Counter[str]) -> Iterator[Sample]:
             if key not in rewards and key != "pred":
                 rewards[key] = value
         turn_errors = [t.get("error") for t in traj.get("turns") or [] if t.get("error")]
-        yield Sample(
-            run=src.label,
-            kind="eval",
-            id=str(rec.get("id")),
-            data_source=data_source,
-            prompt=prompt,
-            response=response,
-            golds=_golds_of(data_source, golds_raw),
-            answer=rec.get("answer"),
-            rewards=rewards,
-            rewards_source="recomputed",
+        yield _record_sample(
+            src,
+            "eval",
+            rec,
+            data_source,
+            prompt,
+            response,
+            golds_raw,
+            rewards,
             stats=dict(rec.get("stats") or {}),
-            stats_source="source",
-            stop_reason=rec.get("stop_reason"),
             error=rec.get("error"),
             extra={
                 "dataset": rec.get("dataset"),
@@ -468,24 +482,20 @@ def _load_sft(src: Source, skipped: Counter[str]) -> Iterator[Sample]:
             rewards = _recompute(data_source, response, gt, prompt, rec.get("extra_info"))
             if "answer_score" in rec:
                 rewards["sft_answer_score"] = rec["answer_score"]
-            yield Sample(
-                run=src.label,
-                kind="sft",
-                id=str(rec.get("id")),
-                data_source=data_source,
-                prompt=prompt,
-                response=response,
-                golds=_golds_of(data_source, gt),
-                answer=rec.get("answer"),
-                rewards=rewards,
-                rewards_source="recomputed",
+            yield _record_sample(
+                src,
+                "sft",
+                rec,
+                data_source,
+                prompt,
+                response,
+                gt,
+                rewards,
                 stats={
                     "num_searches": rec.get("num_searches", 0),
                     "num_turns": rec.get("num_turns", 0),
                     "num_retrieval_errors": _derived_stats(response)["num_retrieval_errors"],
                 },
-                stats_source="source",
-                stop_reason=rec.get("stop_reason"),
                 status=rec.get("status") or name.split(".")[0],
                 reason=rec.get("reason"),
                 detail=rec.get("detail") or None,
