@@ -631,18 +631,13 @@ def load_sources(
                 )
                 continue
             info: dict[str, Any] = {"kind": src.kind, "path": str(src.path)}
-            results = src.path / "results.json"
-            if src.kind == "eval" and results.is_file():
+            # the run's own summary next to its samples: eval's results.json, SFT's report.json
+            summary = {"eval": ("results", "results.json"), "sft": ("report", "report.json")}.get(src.kind)
+            if summary is not None and (src.path / summary[1]).is_file():
                 try:
-                    info["results"] = json.loads(results.read_text(encoding="utf-8"))
+                    info[summary[0]] = json.loads((src.path / summary[1]).read_text(encoding="utf-8"))
                 except (OSError, json.JSONDecodeError):
-                    skipped[f"{src.label}: unreadable results.json"] += 1
-            sft_report = src.path / "report.json"
-            if src.kind == "sft" and sft_report.is_file():
-                try:
-                    info["report"] = json.loads(sft_report.read_text(encoding="utf-8"))
-                except (OSError, json.JSONDecodeError):
-                    skipped[f"{src.label}: unreadable report.json"] += 1
+                    skipped[f"{src.label}: unreadable {summary[1]}"] += 1
             runs.setdefault(src.label, info)
             for sample in _LOADERS[src.kind](src, skipped):
                 sample.key = len(samples)
