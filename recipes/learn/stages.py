@@ -165,24 +165,31 @@ def _train(s: LearnSettings, parquet: Path, out: Path, steps: int, model: Path |
     return result
 
 
-def stage_sft(s: LearnSettings) -> dict[str, Any]:
-    """Rules-teacher trajectories on the training rows → SFT parquet → SFT of the base student."""
-    from masksearch.sft.convert import write_sft_parquet
-    from masksearch.sft.synthesize import SynthesisConfig, synthesize
+def _synthesis_config(s: LearnSettings, mode: str, **settings: Any) -> Any:
+    """A teacher's synthesis settings: the RL env's episodes (turns, topk, observation budget), the RL
+    response budget, exact match as the keep filter; ``settings`` adds the rest."""
+    from masksearch.sft.synthesize import SynthesisConfig
 
-    p = _paths(s)
-    out = s.root / "sft"
     env = s.env_config()
-    config = SynthesisConfig(
-        mode="rules",
+    return SynthesisConfig(
+        mode=mode,
         max_turns=env.max_turns,
         topk=env.topk,
         max_obs_tokens=env.max_obs_tokens,
         max_response_tokens=s.max_response_length,
         answer_check="em",
-        concurrency=1,
-        limit=s.sft_rows,
+        **settings,
     )
+
+
+def stage_sft(s: LearnSettings) -> dict[str, Any]:
+    """Rules-teacher trajectories on the training rows → SFT parquet → SFT of the base student."""
+    from masksearch.sft.convert import write_sft_parquet
+    from masksearch.sft.synthesize import synthesize
+
+    p = _paths(s)
+    out = s.root / "sft"
+    config = _synthesis_config(s, "rules", concurrency=1, limit=s.sft_rows)
     tokenizer = _tokenizer(s)
     synth = synthesize(
         p["train"], out / "rules", search_client=_search_client(s), tokenizer=tokenizer, config=config
@@ -225,7 +232,6 @@ def stage_evolve(s: LearnSettings, sft_model: Path) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from masksearch.sft.evolve import evolve
-    from masksearch.sft.synthesize import SynthesisConfig
 
     p = _paths(s)
     out = s.root / "evolve"
@@ -235,14 +241,9 @@ def stage_evolve(s: LearnSettings, sft_model: Path) -> dict[str, Any]:
         table = pq.read_table(p["train"])
         start = min(s.sft_rows, max(0, table.num_rows - s.evolve_prompts))
         pq.write_table(table.slice(start, s.evolve_prompts), prompts)
-    env = s.env_config()
-    config = SynthesisConfig(
-        mode="policy",
-        max_turns=env.max_turns,
-        topk=env.topk,
-        max_obs_tokens=env.max_obs_tokens,
-        max_response_tokens=s.max_response_length,
-        answer_check="em",
+    config = _synthesis_config(
+        s,
+        "policy",
         concurrency=max(1, min(16, s.evolve_prompts * s.evolve_samples)),
         samples_per_item=s.evolve_samples,
         temperature=s.evolve_temperature,
