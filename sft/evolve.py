@@ -40,6 +40,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from masksearch.core.atomic import atomic_write_json
 from masksearch.sft.convert import write_sft_parquet
 from masksearch.sft.synthesize import SynthesisConfig, synthesize
 
@@ -159,7 +160,7 @@ def _save_trained(round_dir: Path, result: Any) -> None:
     if result.hf_path is None:
         return
     record = {"model": str(result.hf_path), "losses": list(result.losses), "log_file": str(result.log_file)}
-    (round_dir / TRAIN_RESULT).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(round_dir / TRAIN_RESULT, record, indent=2)
 
 
 def evolve(
@@ -275,12 +276,12 @@ def evolve(
             report["student_val"] = evaluate_fn(Path(result.hf_path), round_dir)
         report["wall_s"] = round(time.perf_counter() - started, 2)
         reports.append(report)
-        (out / EVOLVE_REPORT).write_text(json.dumps(reports, indent=2) + "\n")
+        atomic_write_json(out / EVOLVE_REPORT, reports, indent=2)
         if on_round is not None:
             on_round(report)
         if result.hf_path is None:
             report["stopped"] = f"training failed (rc={result.returncode}); see {result.log_file}"
             break
         teacher_hf = Path(result.hf_path)
-    (out / EVOLVE_REPORT).write_text(json.dumps(reports, indent=2) + "\n")
+    atomic_write_json(out / EVOLVE_REPORT, reports, indent=2)
     return reports

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from masksearch.core.atomic import atomic_write_json
 from masksearch.core.errors import UserFacingError
 from masksearch.recipes.learn.settings import LearnSettings, settings_from_env
 
@@ -129,9 +130,7 @@ class _Stages:
         wall = round(time.perf_counter() - started, 1)
         result["_wall_s"] = wall
         result["_knobs"] = fingerprint
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, marker)
+        atomic_write_json(marker, result, indent=2, default=str)
         self.timings[name] = wall
         _say(f"{name}: done in {wall:.0f}s")
         return result
@@ -154,7 +153,7 @@ def run_pipeline(s: LearnSettings) -> dict[str, Any]:
 
     root = s.root
     root.mkdir(parents=True, exist_ok=True)
-    (root / "settings.json").write_text(json.dumps(s.to_dict(), indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(root / "settings.json", s.to_dict(), indent=2)
     check_rl_budget(s)
     runs = _Stages(root, s)
     data = runs.run("data", lambda: st.stage_data(s))

@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from masksearch.core.atomic import atomic_write_json, atomic_write_text
+
 __all__ = [
     "STAGE_KEYS",
     "paired_bootstrap",
@@ -182,13 +184,13 @@ def write_report(
         deltas.append({"from": a, "to": b, "recall_diff": _round(diff), "ci95": [_round(lo), _round(hi)]})
     curve = {k: [_round(float(v)) for v in rl_curve.get(k, [])] for k in CURVE_KEYS}
     report = {"stages": stages, "deltas": deltas, "rl_curve": curve}
-    (root / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(root / "report.json", report, indent=2)
     extra = dict(extra or {})
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     machine = extra.get("machine") or _machine()
     title = f"masksearch make learn — {when} — {machine}"
     plot_learning(report, root / "learning.png", title)
-    (root / "report.md").write_text(_markdown(report, extra, title), encoding="utf-8")
+    atomic_write_text(root / "report.md", _markdown(report, extra, title))
     return report
 
 

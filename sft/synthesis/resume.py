@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from masksearch.core.atomic import atomic_write_text
 from masksearch.sft.synthesis.config import ENDPOINT_FAILED, KEPT_FILE, REJECTED_FILE
 
 logger = logging.getLogger(__name__)
@@ -33,11 +34,7 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def _rewrite(path: Path, records: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".jsonl.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def prepare_resume(out: Path, retry_failed: bool) -> set[str]:

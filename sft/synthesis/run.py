@@ -14,6 +14,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from masksearch.core.atomic import atomic_write_json
 from masksearch.sft.endpoint import CallStats, ChatEndpoint, DiskCache, EndpointError, ResilientGenerator
 from masksearch.sft.synthesis.config import CACHE_DIR, KEPT_FILE, REJECTED_FILE, REPORT_FILE, SynthesisConfig
 from masksearch.sft.synthesis.items import SynthesisItem, load_items
@@ -174,5 +175,5 @@ def synthesize(
         config={k: v for k, v in asdict(cfg).items() if k != "retry"} | {"retry": asdict(cfg.retry)},
         wall_s=round(time.perf_counter() - started, 3),
     )
-    (out / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_json(out / REPORT_FILE, report, indent=2, ensure_ascii=False)
     return report
