@@ -105,9 +105,9 @@ def resolve_profile(overrides: Sequence[str]) -> str:
 def recipe_overrides(user_overrides: Sequence[str]) -> list[str]:
     """Profile and package-path overrides first, the user's last (Hydra applies them in order)."""
     from masksearch.env.agent_loop import agent_loop_config_path
-    from masksearch.rewards import (
-        verl_reward_path,
-    )  # the one reward file (eval metrics: reward_kwargs.eval_metrics)
+
+    # The one reward file verl loads; validation metrics come from reward_kwargs.eval_metrics.
+    from masksearch.rewards import verl_reward_path
 
     profile = resolve_profile(user_overrides)
     on_cluster = bool(os.environ.get("RAY_ADDRESS"))  # started from the shell: see examples/multinode

@@ -34,7 +34,9 @@ def test_search_r1_parquet(tmp_path):
     rows = [
         {
             "data_source": "nq",
-            "prompt": [{"role": "user", "content": "Answer the given question. ... Question: who wrote tosca?\n"}],
+            "prompt": [
+                {"role": "user", "content": "Answer the given question. ... Question: who wrote tosca?\n"}
+            ],
             "ability": "fact-reasoning",
             "reward_model": {"style": "rule", "ground_truth": {"target": ["Puccini"]}},
             "extra_info": {"split": "train", "index": 0},
@@ -45,7 +47,9 @@ def test_search_r1_parquet(tmp_path):
     out = tmp_path / "out.parquet"
     assert main(["qa", "prepare", "--input", str(src), "--out", str(out)]) == 0
     (row,) = _rows(out)
-    assert row["extra_info"]["question"] == "who wrote tosca?" and row["reward_model"]["ground_truth"] == ["Puccini"]
+    assert row["extra_info"]["question"] == "who wrote tosca?" and row["reward_model"]["ground_truth"] == [
+        "Puccini"
+    ]
 
 
 def test_empty_result_is_an_error(tmp_path, capsys):

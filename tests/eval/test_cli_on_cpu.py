@@ -114,9 +114,7 @@ class TestCompare:
 
         _, tiny_out = tiny_run
         oracle_out = tmp_path / "oracle"
-        monkeypatch.setattr(
-            eval_cli, "make_generator", lambda args: (oracle(), embedded_tokenizer, "oracle")
-        )
+        monkeypatch.setattr(eval_cli, "make_generator", lambda args: (oracle(), embedded_tokenizer, "oracle"))
         assert main(_eval_args("oracle", qa_parquet, qa_index, oracle_out)) == 0
         capsys.readouterr()
         png = tmp_path / "cmp" / "recall.png"

@@ -47,11 +47,16 @@ class TestVerlEntry:
             (None, []),  # default: the training keys only
             ((), []),  # empty: the same
             ("em", ["em"]),  # one name as a string (a Hydra scalar)
-            (["llm_judge"], ["judge"]),  # short metric name of the judge (unreachable endpoint: recall fallback)
+            (
+                ["llm_judge"],
+                ["judge"],
+            ),  # short metric name of the judge (unreachable endpoint: recall fallback)
         ],
     )
     def test_metric_selection(self, eval_metrics, extra, monkeypatch):
-        monkeypatch.setenv("MASKSEARCH_JUDGE_URL", "http://127.0.0.1:1")  # no URL at all is an error (issue 16)
+        monkeypatch.setenv(
+            "MASKSEARCH_JUDGE_URL", "http://127.0.0.1:1"
+        )  # no URL at all is an error (issue 16)
         monkeypatch.setenv("MASKSEARCH_JUDGE_CACHE", "")
         out = compute_score("nq", "<think>t</think><answer>a</answer>", ["a"], eval_metrics=eval_metrics)
         assert list(out) == [*RESULT_KEYS, *extra]

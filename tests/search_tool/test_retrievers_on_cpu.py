@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from masksearch.cli import main as cli_main
-from masksearch.search_tool.corpus import Passage, read_corpus, write_passages_jsonl
 from masksearch.search_tool.bm25 import tokenize_for_bm25
+from masksearch.search_tool.corpus import Passage, read_corpus, write_passages_jsonl
 from masksearch.search_tool.hybrid import reciprocal_rank_fusion
 from masksearch.search_tool.manifest import IndexLoadError, IndexMismatchError, Manifest
 from masksearch.search_tool.retrievers import Retriever, build_index, cached_index, load_retriever

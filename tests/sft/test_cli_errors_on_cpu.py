@@ -37,7 +37,9 @@ def test_malformed_kept_row_in_convert(tmp_path, capsys):
 
 
 def test_evolve_teacher_that_fails_to_start(rows_file, sft_index, tiny_model_path, tmp_path, capsys):
-    script = "import sys; sys.stderr.write('x' * 100000 + '\\nport already in use: teacher-boom\\n'); sys.exit(4)"
+    script = (
+        "import sys; sys.stderr.write('x' * 100000 + '\\nport already in use: teacher-boom\\n'); sys.exit(4)"
+    )
     serve_cmd = f"{shlex.quote(sys.executable)} -c {shlex.quote(script)}"
     rc = main(["sft", "evolve", "--data", str(rows_file), "--index", str(sft_index), "--out", str(tmp_path / "ev"),
                "--round0-model", str(tiny_model_path), "--rounds", "1", "--student", str(tiny_model_path),

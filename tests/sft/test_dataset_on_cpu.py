@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 from masksearch.env.config import SearchEnvConfig
 from masksearch.env.session import SearchSession
 from masksearch.env.standalone import render_prompt
-from masksearch.search_tool.types import Hit
 from masksearch.recipes.sft_ramp.dataset import TrajectorySFTDataset, tokenize_trajectory
+from masksearch.search_tool.types import Hit
 
 PROMPT = [{"role": "system", "content": "Answer with search."}, {"role": "user", "content": "Question: who?"}]
 TURNS = [
