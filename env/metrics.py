@@ -23,6 +23,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "env/turns_per_sample",
     "env/invalid_actions_per_sample",
     "env/retrieval_errors",
+    "env/retriever_requests",
     "env/retrieval_error_rate",
     "env/retrieval_latency_s",
     "env/hit_turn_budget_share",
@@ -55,9 +56,12 @@ def env_batch_metrics(extra_fields: Iterable[Mapping[str, Any] | None]) -> dict[
         env/turns_per_sample           = sum(num_turns) / N              (model turns)
         env/invalid_actions_per_sample = sum(num_invalid_actions) / N
         env/retrieval_errors           = sum(num_retrieval_errors)       (a count, not a mean)
-        env/retrieval_error_rate       = sum(num_retrieval_errors)
-                                         / max(1, sum(num_searches) - sum(num_cached_searches))
-                                         (over the searches that reached the retriever)
+        env/retriever_requests         = sum(num_searches) - sum(num_cached_searches)
+                                         (searches that reached the retriever: a count)
+        env/retrieval_error_rate       = sum(num_retrieval_errors) / max(1, env/retriever_requests)
+                                         (over the searches that reached the retriever; 0 when none
+                                         did -- the trainer's error guard then skips the step, since
+                                         a step without requests says nothing about the retriever)
         env/retrieval_latency_s        = sum(retrieval_latency_s) / max(1, sum(num_searches))  (per search)
         env/hit_turn_budget_share      = #(hit_turn_budget) / N
         env/hit_length_budget_share    = #(hit_length_budget) / N
@@ -96,12 +100,14 @@ def env_batch_metrics(extra_fields: Iterable[Mapping[str, Any] | None]) -> dict[
 
     searches = total("num_searches")
     errors = total("num_retrieval_errors")
+    requests = max(0.0, searches - total("num_cached_searches"))
     return {
         "env/searches_per_sample": searches / n,
         "env/turns_per_sample": total("num_turns") / n,
         "env/invalid_actions_per_sample": total("num_invalid_actions") / n,
         "env/retrieval_errors": errors,
-        "env/retrieval_error_rate": errors / max(1.0, searches - total("num_cached_searches")),
+        "env/retriever_requests": requests,
+        "env/retrieval_error_rate": errors / max(1.0, requests),
         "env/retrieval_latency_s": total("retrieval_latency_s") / max(1.0, searches),
         "env/hit_turn_budget_share": sum(1.0 for r in rows if r["hit_turn_budget"]) / n,
         "env/hit_length_budget_share": sum(1.0 for r in rows if r["hit_length_budget"]) / n,

@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 TRAINER_MODE = "masksearch"
 RETRIEVAL_ERROR_METRIC = "env/retrieval_error_rate"
+RETRIEVER_REQUESTS_METRIC = "env/retriever_requests"
 
 
 class RetrievalErrorAbort(RuntimeError):
@@ -52,10 +53,15 @@ class RetrievalErrorAbort(RuntimeError):
 class RetrievalErrorGuard:
     """Counts consecutive steps whose retrieval error rate is above ``max_rate``; raises at ``max_steps``.
 
-    ``max_rate`` 1.0 switches it off (a rate is never above 1).
+    ``max_rate`` 1.0 switches it off (a rate is never above 1). A step whose searches all came from
+    the client's cache, or that made no search at all, says nothing about the retriever: it neither
+    counts nor resets (otherwise a policy that stops searching, or repeats a cached query, would
+    hide a dead server).
 
     >>> guard = RetrievalErrorGuard(0.5, 2, "index /idx")
     >>> guard.update({"env/retrieval_error_rate": 0.9}); guard.bad_steps
+    1
+    >>> guard.update({"env/retrieval_error_rate": 0.0, "env/retriever_requests": 0}); guard.bad_steps
     1
     >>> guard.update({"env/retrieval_error_rate": 0.1}); guard.bad_steps  # a good step resets it
     0
@@ -71,6 +77,8 @@ class RetrievalErrorGuard:
         rate = _as_number(metrics.get(RETRIEVAL_ERROR_METRIC))
         if rate is None:
             return  # no env samples this step
+        if _as_number(metrics.get(RETRIEVER_REQUESTS_METRIC)) == 0.0:
+            return  # no search reached the retriever this step
         self.bad_steps = self.bad_steps + 1 if rate > self.max_rate else 0
         if self.bad_steps >= self.max_steps:
             raise RetrievalErrorAbort(

@@ -248,6 +248,7 @@ class TestEnvBatchMetrics:
             "env/turns_per_sample": 3.0,
             "env/invalid_actions_per_sample": 0.5,
             "env/retrieval_errors": 1.0,
+            "env/retriever_requests": 4.0,
             "env/retrieval_error_rate": 0.25,
             "env/retrieval_latency_s": pytest.approx(0.15),
             "env/hit_turn_budget_share": 0.5,

@@ -47,7 +47,9 @@ def test_canary_secrets_found_nowhere_and_dead_retriever_stops_the_run(
                 "masksearch.env.max_retrieval_error_rate=0.25",
                 "reward.reward_kwargs.overlong_buffer_cfg.len=16",
                 "masksearch.dynamic_sampling.max_gen_batches=1",
-                "trainer.total_training_steps=4",
+                # room for steps without a retriever request (no search, or only cache hits): they
+                # neither count nor reset, so the stop may come after step 3
+                "trainer.total_training_steps=6",
                 "trainer.save_freq=1",
                 "trainer.test_freq=100",
             ],
@@ -64,9 +66,17 @@ def test_canary_secrets_found_nowhere_and_dead_retriever_stops_the_run(
     first = run.steps[0]["data"]
     assert first["env/searches_per_sample"] > 0 and first["env/retrieval_error_rate"] == 0.0, run.log[-4000:]
     # then the dead retriever stopped the run, naming it
-    assert run.returncode != 0
+    per_step = [
+        {
+            k: step["data"].get(k)
+            for k in ("env/searches_per_sample", "env/retriever_requests", "env/retrieval_error_rate")
+        }
+        for step in run.steps
+    ]
+    assert run.returncode != 0, (per_step, run.log[-3000:])
     assert "consecutive steps" in run.log and f"server {url}" in run.log, run.log[-4000:]
-    assert len(run.steps) < 4
+    assert len(run.steps) < 6, per_step
+    print("per-step env metrics:", per_step)
     # nothing secret anywhere the run wrote
     hydra_dirs = list(root.rglob(".hydra"))
     assert (

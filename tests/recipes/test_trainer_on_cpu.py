@@ -78,6 +78,16 @@ class TestRetrievalErrorGuard:
         guard.update({"env/retrieval_error_rate": 0.5})  # at the threshold is not above it
         assert guard.bad_steps == 0
 
+    def test_steps_without_retriever_requests_neither_count_nor_reset(self):
+        # a dead server, then steps where the policy did not search or only hit the client's cache:
+        # those steps carry rate 0 but no evidence, so the run must still stop on the next bad step
+        guard = trainer.RetrievalErrorGuard(0.5, 2, "server http://127.0.0.1:1")
+        guard.update({"env/retrieval_error_rate": 1.0, "env/retriever_requests": 3})
+        guard.update({"env/retrieval_error_rate": 0.0, "env/retriever_requests": 0})
+        assert guard.bad_steps == 1
+        with pytest.raises(trainer.RetrievalErrorAbort, match="2 consecutive steps"):
+            guard.update({"env/retrieval_error_rate": 1.0, "env/retriever_requests": 1})
+
     def test_rate_one_disables(self):
         guard = trainer.RetrievalErrorGuard(1.0, 1, "index /i")
         for _ in range(5):
