@@ -41,11 +41,11 @@ class LearnSettings:
     max_prompt_length: int = 1024
     # evaluation
     val_samples: int = 100
-    eval_batch: int = 16
+    eval_batch: int = 50  # episodes decoded together: rows leave the batch when done
     fanout_samples: int = 20
     # SFT on the rules teacher
-    sft_rows: int = 64
-    sft_steps: int = 16
+    sft_rows: int = 128
+    sft_steps: int = 32  # one epoch of sft_rows at sft_batch
     sft_batch: int = 4
     sft_micro_batch: int = 1
     sft_lr: float = 5e-5
@@ -57,7 +57,7 @@ class LearnSettings:
     evolve_steps: int = 6
     evolve_from: str = "sft"  # sft: the round's student continues from the SFT model; base: from scratch
     # RL
-    rl_steps: int = 3
+    rl_steps: int = 4
     rl_batch: int = 2
     group_size: int = 4
     rl_lr: float = 1e-6
