@@ -12,7 +12,10 @@ quantity verl's trainer recomputes, before top-k/top-p/repetition-penalty shapin
 
 CPU-only design notes (2 cores, measured in ``benchmarks/rollout.py``): the KV cache is
 transformers' ``DynamicCache`` (each step appends with ``torch.cat``, as ``generate`` does), so a
-row joining costs one extra cache copy, about one decode step.
+row joining costs one extra cache copy, about one decode step. Prefill is most of a multi-turn
+episode's cost on CPU (every turn re-sends the whole context), so identical prompts of one call
+are prefilled once and, with a :class:`~masksearch.backends.prefix_cache.PrefixCache`, a prompt
+that continues a finished row prefills only its new tokens.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from masksearch.backends.prefix_cache import CachedPrefix, PrefixCache
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
@@ -59,6 +64,7 @@ class Row:
     log_probs: list[float] = field(default_factory=list)
     finish: str | None = None
     position: int = 0  # real tokens in the cache = position id of the next token fed to the model
+    kv_epoch: int = 0  # the prefix cache's epoch when the row was prefilled (its KV's weights)
 
 
 def kv_bytes_per_token(model: Any) -> int:
@@ -99,10 +105,20 @@ class BatchDecoder:
         tokenizer: decodes the tail of a row for stop-string checks.
         eos_token_ids: tokens that end a row (kept as its last token).
         pad_token_id: the id used for left padding (masked out; any id works).
+        prefix_cache: where finished rows leave their KV and new prompts look for a shared prefix
+            (``None``: every prompt is prefilled in full).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, eos_token_ids: Sequence[int], pad_token_id: int):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        eos_token_ids: Sequence[int],
+        pad_token_id: int,
+        prefix_cache: PrefixCache | None = None,
+    ):
         self.model = model
+        self.prefix_cache = prefix_cache
         self.tokenizer = tokenizer
         self.eos_token_ids = {int(t) for t in eos_token_ids}
         self.pad_token_id = int(pad_token_id)
@@ -112,13 +128,17 @@ class BatchDecoder:
         self._attention: torch.Tensor | None = None  # (rows, cached length): 1 = real token
         self.forward_passes = 0  # prefills + decode steps, for tests and metrics
         self.row_steps = 0  # rows x decode steps actually computed
+        self.prefilled_tokens = 0  # prompt tokens run through the model (not reused, not deduplicated)
 
     # ----------------------------------------------------------------- public API
     @torch.no_grad()
     def add(self, rows: Sequence[Row]) -> list[Row]:
-        """Prefill ``rows`` together and merge them into the running batch; returns those already done.
+        """Prefill ``rows`` and merge them into the running batch; returns those already done.
 
         Each new row gets its first token from the prefill (so a 1-token budget costs no decode step).
+        Identical prompts in one call are prefilled once (an RL group samples one prompt ``n``
+        times); with a :class:`PrefixCache`, a prompt that starts like a stored sequence (the
+        earlier turns of its episode) prefills only the rest, on top of the stored KV.
         """
         done = [row for row in rows if row.spec.max_tokens <= 0]
         for row in done:
@@ -126,20 +146,93 @@ class BatchDecoder:
         rows = [row for row in rows if row.spec.max_tokens > 0]
         if not rows:
             return done
-        width = max(len(row.spec.prompt_ids) for row in rows)
         if min(len(row.spec.prompt_ids) for row in rows) == 0:
             raise ValueError("a prompt must have at least one token")
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids = row.spec.prompt_ids
-            input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[i, width - len(ids) :] = 1
-            row.position = len(ids)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        leader_of: dict[tuple[int, ...], int] = {}
+        unique: list[Row] = []
+        leader = []  # per row: its index in `unique`
+        for row in rows:
+            key = tuple(row.spec.prompt_ids)
+            if key not in leader_of:
+                leader_of[key] = len(unique)
+                unique.append(row)
+            leader.append(leader_of[key])
+        matches = [
+            self.prefix_cache.lookup(row.spec.prompt_ids) if self.prefix_cache is not None else (None, 0)
+            for row in unique
+        ]
+        fresh = [i for i, (entry, _) in enumerate(matches) if entry is None]
+        reuse = [i for i, (entry, _) in enumerate(matches) if entry is not None]
+        for group in (fresh, reuse):
+            if not group:
+                continue
+            members = [unique[i] for i in group]
+            logits, cache, attention = self._prefill(members, [matches[i] for i in group])
+            self.forward_passes += 1
+            self.prefilled_tokens += int(
+                sum(
+                    len(r.spec.prompt_ids) - m
+                    for r, (_, m) in zip(members, [matches[i] for i in group], strict=True)
+                )
+            )
+            slot = {u: k for k, u in enumerate(group)}
+            group_rows = [row for row, u in zip(rows, leader, strict=True) if u in slot]
+            index = torch.tensor([slot[u] for u in leader if u in slot], dtype=torch.long, device=self.device)
+            if len(group_rows) != len(members):  # followers share their leader's prefill
+                logits, attention = logits[index], attention[index]
+                for layer in _layers(cache):
+                    layer.keys, layer.values = layer.keys[index], layer.values[index]
+            epoch = self.prefix_cache.epoch if self.prefix_cache is not None else 0
+            for row in group_rows:
+                row.position, row.kv_epoch = len(row.spec.prompt_ids), epoch
+            self._merge(cache, attention)
+            self.running.extend(group_rows)
+            self._choose(logits, group_rows)
+        return done + self._drop_finished()
+
+    def _prefill(
+        self, rows: Sequence[Row], matches: Sequence[tuple[CachedPrefix | None, int]]
+    ) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        """One forward pass over the uncached part of each prompt; returns last logits, cache, mask.
+
+        Layout per row (``P`` = longest reused prefix, ``W`` = longest rest)::
+
+            [pad .. reused prefix (m tokens)] [pad .. the rest of the prompt]
+             <------------- P ------------->   <------------- W ----------->
+
+        The attention mask hides the pads and position ids count real tokens only, so each row's
+        numerics are those of its unbatched forward pass.
+        """
         from transformers import DynamicCache
 
+        reused = [m for _, m in matches]
+        prefix_width = max(reused)
+        rests = [row.spec.prompt_ids[m:] for row, m in zip(rows, reused, strict=True)]
+        width = max(len(rest) for rest in rests)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), prefix_width + width), dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (rest, m) in enumerate(zip(rests, reused, strict=True)):
+            input_ids[i, width - len(rest) :] = torch.tensor(rest, dtype=torch.long)
+            attention[i, prefix_width - m : prefix_width] = 1
+            attention[i, prefix_width + width - len(rest) :] = 1
+            positions[i, width - len(rest) :] = torch.arange(m, m + len(rest))
         cache = DynamicCache()
+        if prefix_width:
+            layer_count = len(next(entry for entry, _ in matches if entry is not None).layers)
+            for layer in range(layer_count):
+                keys, values = [], []
+                for entry, m in matches:
+                    if entry is None:
+                        ref = next(e for e, _ in matches if e is not None).layers[layer][0]
+                        shape = (ref.shape[0], prefix_width, ref.shape[-1])
+                        keys.append(ref.new_zeros(shape))
+                        values.append(ref.new_zeros(shape))
+                        continue
+                    k, v = entry.layers[layer]
+                    keys.append(_pad_left(k[:, :m], prefix_width - m))
+                    values.append(_pad_left(v[:, :m], prefix_width - m))
+                cache.update(torch.stack(keys).to(self.device), torch.stack(values).to(self.device), layer)
         out = self.model(
             input_ids=input_ids.to(self.device),
             attention_mask=attention.to(self.device),
@@ -148,11 +241,7 @@ class BatchDecoder:
             use_cache=True,
             logits_to_keep=1,
         )
-        self.forward_passes += 1
-        self._merge(out.past_key_values, attention.to(self.device))
-        self.running.extend(rows)
-        self._choose(out.logits[:, -1, :], rows)
-        return done + self._drop_finished()
+        return out.logits[:, -1, :], out.past_key_values, attention.to(self.device)
 
     @torch.no_grad()
     def step(self) -> list[Row]:
@@ -262,10 +351,23 @@ class BatchDecoder:
             ]
         )
 
+    def _store(self, i: int, row: Row) -> None:
+        """Leave row ``i``'s KV (prompt + all new tokens but the last, never fed) in the prefix cache."""
+        fed = list(row.spec.prompt_ids) + row.tokens[:-1]
+        if len(fed) < self.prefix_cache.min_tokens or len(fed) != row.position:
+            return
+        if row.kv_epoch != self.prefix_cache.epoch:
+            return  # the weights changed while the row ran: its KV is not the new model's
+        self.prefix_cache.put(fed, _row_kv(self._cache, self._attention, i))
+
     def _drop_finished(self) -> list[Row]:
         finished = [row for row in self.running if row.finish is not None]
         if not finished:
             return []
+        if self.prefix_cache is not None and self.prefix_cache.max_bytes:
+            for i, row in enumerate(self.running):
+                if row.finish is not None and row.finish != "aborted":
+                    self._store(i, row)
         keep = [i for i, row in enumerate(self.running) if row.finish is None]
         self.running = [self.running[i] for i in keep]
         if not keep:
@@ -280,6 +382,14 @@ class BatchDecoder:
             layer.keys = layer.keys[index, :, first:]
             layer.values = layer.values[index, :, first:]
         return finished
+
+
+def _row_kv(cache: Any, attention: torch.Tensor, i: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Row ``i``'s keys and values without padding columns, one ``(kv_heads, len, head_dim)`` pair per layer."""
+    columns = attention[i].nonzero().squeeze(-1)
+    return [
+        (layer.keys[i][:, columns].clone(), layer.values[i][:, columns].clone()) for layer in _layers(cache)
+    ]
 
 
 def _layers(cache: Any) -> list[Any]:

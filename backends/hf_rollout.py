@@ -42,6 +42,7 @@ from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
 from masksearch.backends.hf_decode import BatchDecoder, Row, RowSpec
+from masksearch.backends.prefix_cache import PrefixCache
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ class HFRolloutOptions:
             between decode steps, instead of waiting for the batch to finish.
         num_threads: torch intra-op threads of the server (``0``: every CPU this process may use;
             Ray gives an actor with ``num_cpus=0`` one thread otherwise).
+        prefix_cache_mb: memory for the KV of finished requests, reused when a later prompt
+            starts with the same tokens (the next turn of a search episode; the other samples of an
+            RL group); emptied at every weight update. ``0`` prefills every prompt in full.
         scripted_policy: ``pkg.module:function`` writing turns instead of sampling (see module doc).
     """
 
@@ -78,6 +82,7 @@ class HFRolloutOptions:
     batch_wait_ms: float = 20.0
     join_running: bool = True
     num_threads: int = 0
+    prefix_cache_mb: int = 1024
     scripted_policy: str | None = None
 
     @classmethod
@@ -96,6 +101,8 @@ class HFRolloutOptions:
             raise ValueError(f"engine_kwargs.hf.max_batch_size must be >= 1, got {options.max_batch_size}")
         if float(options.batch_wait_ms) < 0:
             raise ValueError(f"engine_kwargs.hf.batch_wait_ms must be >= 0, got {options.batch_wait_ms}")
+        if int(options.prefix_cache_mb) < 0:
+            raise ValueError(f"engine_kwargs.hf.prefix_cache_mb must be >= 0, got {options.prefix_cache_mb}")
         return options
 
 
@@ -169,7 +176,10 @@ class HFRolloutServer:
                 "hf rollout: scripted policy %s replaces sampling (its turns are scored under the current weights)",
                 options.scripted_policy,
             )
-        self.decoder = BatchDecoder(self.model, self.tokenizer, self.eos_token_ids, self.pad_token_id)
+        self.prefix_cache = PrefixCache(int(options.prefix_cache_mb) * 2**20)
+        self.decoder = BatchDecoder(
+            self.model, self.tokenizer, self.eos_token_ids, self.pad_token_id, prefix_cache=self.prefix_cache
+        )
         self._model_lock = threading.Lock()  # decode steps vs weight loads
         self._cv = threading.Condition()
         self._pending: list[_Request] = []
@@ -367,6 +377,7 @@ class HFRolloutServer:
 
         def load():
             with self._model_lock:
+                self.prefix_cache.clear()  # KV computed with the old weights
                 return self.model.load_state_dict(state_dict, strict=False)
 
         result = await asyncio.to_thread(load)
@@ -389,6 +400,9 @@ class HFRolloutServer:
             "in_flight": len(self._inflight),
             "decode_steps": len(self.batch_sizes),
             "mean_batch_size": sum(self.batch_sizes) / len(self.batch_sizes) if self.batch_sizes else 0.0,
+            "prefilled_tokens": self.decoder.prefilled_tokens,
+            "prefix_cache_hits": self.prefix_cache.hits,
+            "prefix_cache_reused_tokens": self.prefix_cache.reused_tokens,
         }
 
     async def abort_all_requests(self, reject_request: bool = False) -> dict[str, Any]:

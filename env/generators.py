@@ -121,6 +121,9 @@ class HFGenerator(_BatchGenerator):
         torch_dtype: e.g. ``"float32"``; default: the model's.
         max_batch_size: most rows decoded together; default: what fits a quarter of the available
             memory for the longest row of each call (``batch_size_for_memory``), at most 64.
+        prefix_cache_mb: memory for the KV of finished rows, kept across calls and reused when a
+            later prompt starts with the same tokens (the next turn of an episode re-sends its whole
+            context); default: an eighth of the available memory, at most 4 GiB; ``0``: off.
         **model_kwargs: passed to ``from_pretrained`` (e.g. ``gguf_file``).
     """
 
@@ -138,6 +141,7 @@ class HFGenerator(_BatchGenerator):
         device: str = "cpu",
         torch_dtype: str | None = None,
         max_batch_size: int | None = None,
+        prefix_cache_mb: int | None = None,
         **model_kwargs: Any,
     ):
         import torch
@@ -166,6 +170,17 @@ class HFGenerator(_BatchGenerator):
             eos.append(self.tokenizer.eos_token_id)
         self.eos_token_ids = [int(t) for t in eos]
         self.last_decode_stats: dict[str, int] = {}  # forward passes and row-steps of the last call
+        from masksearch.backends.prefix_cache import PrefixCache
+
+        if prefix_cache_mb is None:
+            import psutil
+
+            budget = min(4 * 2**30, psutil.virtual_memory().available // 8)
+        else:
+            if prefix_cache_mb < 0:
+                raise ValueError(f"prefix_cache_mb must be >= 0, got {prefix_cache_mb}")
+            budget = int(prefix_cache_mb) * 2**20
+        self.prefix_cache = PrefixCache(budget)
 
     def batch_size_for(self, tokens_per_row: int) -> int:
         """Rows decoded together for rows of up to ``tokens_per_row`` tokens (prompt + new)."""
@@ -207,7 +222,9 @@ class HFGenerator(_BatchGenerator):
             for x, limit in zip(ids, limits, strict=True)
         ]
         size = self.batch_size_for(max(len(x) for x in ids) + max(limits))
-        decoder = BatchDecoder(self.model, self.tokenizer, self.eos_token_ids, self.pad_token_id)
+        decoder = BatchDecoder(
+            self.model, self.tokenizer, self.eos_token_ids, self.pad_token_id, prefix_cache=self.prefix_cache
+        )
         waiting = list(rows)  # an empty prompt with a budget is a ValueError in BatchDecoder.add
         while waiting or decoder.running:
             free = size - len(decoder.running)
@@ -215,7 +232,11 @@ class HFGenerator(_BatchGenerator):
                 decoder.add(waiting[:free])
                 waiting = waiting[free:]
             decoder.step()
-        self.last_decode_stats = {"forward_passes": decoder.forward_passes, "row_steps": decoder.row_steps}
+        self.last_decode_stats = {
+            "forward_passes": decoder.forward_passes,
+            "row_steps": decoder.row_steps,
+            "prefilled_tokens": decoder.prefilled_tokens,
+        }
         return [
             GenerationResult(
                 text=self.tokenizer.decode(row.tokens, skip_special_tokens=True),
