@@ -162,6 +162,10 @@ class BatchDecoder:
             for row in unique
         ]
         fresh = [i for i, (entry, _) in enumerate(matches) if entry is None]
+        if len(fresh) > 1 and self._warm_shared_prefix([unique[i].spec.prompt_ids for i in fresh]):
+            for i in fresh:
+                matches[i] = self.prefix_cache.lookup(unique[i].spec.prompt_ids)
+            fresh = [i for i, (entry, _) in enumerate(matches) if entry is None]
         reuse = [i for i, (entry, _) in enumerate(matches) if entry is not None]
         for group in (fresh, reuse):
             if not group:
@@ -189,6 +193,36 @@ class BatchDecoder:
             self.running.extend(group_rows)
             self._choose(logits, group_rows)
         return done + self._drop_finished()
+
+    def _warm_shared_prefix(self, prompts: Sequence[Sequence[int]]) -> bool:
+        """Prefill the prefix all ``prompts`` share once and store it (a step's prompts share the
+        system prompt and its worked example); returns whether the cache now holds it."""
+        if self.prefix_cache is None or not self.prefix_cache.max_bytes:
+            return False
+        shortest = min(len(p) for p in prompts) - 1
+        if shortest < self.prefix_cache.min_tokens:
+            return False
+        ids = torch.tensor([list(p[:shortest]) for p in prompts], dtype=torch.long)
+        differs = (ids != ids[0]).any(dim=0).nonzero()
+        shared = int(differs[0]) if differs.numel() else shortest
+        if shared < self.prefix_cache.min_tokens:
+            return False
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        self.model(
+            input_ids=ids[:1, :shared].to(self.device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        self.forward_passes += 1
+        self.prefilled_tokens += shared
+        self.prefix_cache.put(
+            ids[0, :shared].tolist(),
+            [(layer.keys[0].clone(), layer.values[0].clone()) for layer in _layers(cache)],
+        )
+        return True
 
     def _prefill(
         self, rows: Sequence[Row], matches: Sequence[tuple[CachedPrefix | None, int]]

@@ -8,6 +8,8 @@ Measured in one run, in one process (the server object is driven directly, witho
 * the new server batched, with 1 / 4 / 16 / 32 concurrent clients (each client sends its next
   request when the previous one returns), rows joining a running batch between decode steps;
   at 16 clients also with ``join_running=False`` (a batch runs until its last row is done);
+* two-turn episodes at 16 clients (turn 2 re-sends turn 1's context plus an observation, as the
+  agent loop does), with the prefix cache off and on (prompt tokens actually prefilled shown);
 
 For each: generated tokens/s (all requests' tokens / wall time), the same per CPU-second of this
 process (steadier on a shared machine; the 1-minute load average is printed too), p50/p95 request
@@ -142,6 +144,29 @@ async def closed_loop(server, prompts: list[list[int]], clients: int, max_tokens
     return time.perf_counter() - started, results
 
 
+async def closed_loop_episodes(server, prompts, clients: int, max_tokens: int, observation: list[int]):
+    """Like ``closed_loop`` with two-turn episodes: turn 2 re-sends turn 1's prompt and response plus
+    ``observation`` (an ``<information>`` block), as verl's agent loop does after a search."""
+    queue = list(enumerate(prompts))
+    results = []
+
+    async def client():
+        while queue:
+            index, prompt = queue.pop(0)
+            started = time.perf_counter()
+            params = {**SAMPLING, "max_tokens": max_tokens}
+            first = await server.generate(prompt_ids=prompt, sampling_params=params, request_id=f"{index}a")
+            results.append((prompt, first, time.perf_counter() - started))
+            context = list(prompt) + list(first.token_ids) + observation
+            started = time.perf_counter()
+            second = await server.generate(prompt_ids=context, sampling_params=params, request_id=f"{index}b")
+            results.append((context, second, time.perf_counter() - started))
+
+    started = time.perf_counter()
+    await asyncio.gather(*[client() for _ in range(clients)])
+    return time.perf_counter() - started, results
+
+
 @torch.no_grad()
 def log_prob_gap(model, results, limit: int) -> float:
     """Max |returned log-prob - teacher-forced unbatched fp32 log-prob| over ``limit`` responses."""
@@ -157,10 +182,14 @@ def log_prob_gap(model, results, limit: int) -> float:
     return worst
 
 
-def run_level(name, server, prompts, clients, max_tokens, gap_limit, model):
+def run_level(name, server, prompts, clients, max_tokens, gap_limit, model, observation=None):
     torch.manual_seed(0)
     cpu_before = time.process_time()
-    wall, results = asyncio.run(closed_loop(server, prompts, clients, max_tokens))
+    prefilled_before = server.decoder.prefilled_tokens if hasattr(server, "decoder") else None
+    if observation is None:
+        wall, results = asyncio.run(closed_loop(server, prompts, clients, max_tokens))
+    else:
+        wall, results = asyncio.run(closed_loop_episodes(server, prompts, clients, max_tokens, observation))
     cpu_s = time.process_time() - cpu_before
     tokens = sum(len(out.token_ids) for _, out, _ in results)
     latencies = sorted(latency for _, _, latency in results)
@@ -180,13 +209,19 @@ def run_level(name, server, prompts, clients, max_tokens, gap_limit, model):
         "mean_rows_per_step": round(statistics.fmean(server.batch_sizes), 1)
         if getattr(server, "batch_sizes", None)
         else 1.0,
+        # prompt tokens the model actually ran (the rest came from the prefix cache or a group twin)
+        "prefilled_tokens": server.decoder.prefilled_tokens - prefilled_before
+        if prefilled_before is not None
+        else sum(len(p) for p, _, _ in results),
+        "prompt_tokens": sum(len(p) for p, _, _ in results),
     }
     if getattr(server, "batch_sizes", None) is not None:
         server.batch_sizes.clear()
     print(
         f"{name:<26} {clients:>7} {row['requests']:>8} {tokens:>7} {row['wall_s']:>7} {row['tok_per_s']:>7} "
         f"{row['tok_per_cpu_s']:>9} {row['load_avg_1m']:>5} "
-        f"{row['p50_s']:>6} {row['p95_s']:>6} {row['log_prob_gap']:>9.2e} {row['mean_rows_per_step']:>5}",
+        f"{row['p50_s']:>6} {row['p95_s']:>6} {row['log_prob_gap']:>9.2e} {row['mean_rows_per_step']:>5} "
+        f"{row['prefilled_tokens']:>7}/{row['prompt_tokens']}",
         flush=True,
     )
     return row
@@ -217,10 +252,11 @@ def main(argv=None) -> int:
     )
     header = f"{'setting':<26} {'clients':>7} {'requests':>8} {'tokens':>7} {'wall_s':>7} {'tok/s':>7} "
     header += f"{'tok/cpu_s':>9} {'load':>5} "
-    print(header + f"{'p50_s':>6} {'p95_s':>6} {'lp_gap':>9} {'rows':>5}")
+    print(header + f"{'p50_s':>6} {'p95_s':>6} {'lp_gap':>9} {'rows':>5} {'prefilled/prompt tokens':>7}")
 
     def configure(**changes):
         server.options = dataclasses.replace(server.options, **changes)
+        server.prefix_cache.clear()  # every level starts cold: no KV left by the one before
         return server
 
     rows = []
@@ -266,11 +302,31 @@ def main(argv=None) -> int:
         )
     )  # fmt: skip
 
+    # two-turn episodes (the RL workload): the prefix cache off, then on
+    observation = server.tokenizer.encode(
+        "\n\n<information>" + server.tokenizer.decode(prompts[0][-120:]) + "</information>\n\n",
+        add_special_tokens=False,
+    )
+    episodes = ramp_prompts(server.tokenizer, 16)
+    full_cache = server.prefix_cache.max_bytes
+    for label, cache_bytes in (("2-turn, prefix cache off", 0), ("2-turn, prefix cache on", full_cache)):
+        configure(max_batch_size=32, join_running=True)
+        server.prefix_cache.max_bytes = cache_bytes
+        rows.append(
+            run_level(label, server, episodes, 16, args.max_tokens, args.gap_samples, model, observation)
+        )
+    server.prefix_cache.max_bytes = full_cache
+
     serial = next(r for r in rows if r["setting"].startswith("legacy"))
     at16 = next(r for r in rows if r["clients"] == 16 and r["setting"] == "batched (join on)")
     speedup = at16["tok_per_s"] / serial["tok_per_s"]
     cpu_speedup = at16["tok_per_cpu_s"] / serial["tok_per_cpu_s"]
-    gap = max(r["log_prob_gap"] for r in rows if r["setting"].startswith("batched"))
+    gap = max(r["log_prob_gap"] for r in rows if r["setting"].startswith(("batched", "2-turn")))
+    off, on = (next(r for r in rows if r["setting"] == f"2-turn, prefix cache {x}") for x in ("off", "on"))
+    print(
+        f"2-turn episodes at 16 clients: prefix cache {on['tok_per_s'] / off['tok_per_s']:.2f}x tok/s, "
+        f"prefilled {on['prefilled_tokens']} of {on['prompt_tokens']} prompt tokens (off: {off['prefilled_tokens']})"
+    )
     print(
         f"\nspeed-up at 16 clients vs legacy serial: {speedup:.1f}x (target >= {TARGETS['speedup_at_16_min']}x)"
     )

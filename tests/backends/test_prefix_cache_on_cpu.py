@@ -140,8 +140,30 @@ class TestDecoderReuse:
         ref = _run(cold, [RowSpec(p, max_tokens=6) for p in mixed])
         assert [r.tokens for r in out] == [r.tokens for r in ref]
         assert len({tuple(r.tokens) for r in out}) == 3  # distinguishable rows
-        # two prefills (the reusing row, the fresh rows) and then the decode steps
-        assert warm.forward_passes - passes == 2 + 5
+        # the fresh rows' shared chat-template prefix once, one prefill of every row's rest (all on
+        # cached KV now), then the decode steps
+        assert warm.forward_passes - passes == 1 + 1 + 5
+
+    def test_a_prefix_shared_by_one_calls_prompts_is_prefilled_once(self, model_and_tokenizer, prompts):
+        model, _ = model_and_tokenizer
+        cache = PrefixCache(1 << 30)
+        warm, cold = _decoder(model_and_tokenizer, cache), _decoder(model_and_tokenizer)
+        system = list(range(100, 160))  # e.g. a system prompt and its worked example, 60 tokens
+        specs = [RowSpec(system + list(p), max_tokens=6) for p in prompts]
+        out, ref = _run(warm, specs), _run(cold, specs)
+        shared = len(system)  # the chat template's own common start comes on top
+        while all(
+            len(s.prompt_ids) > shared + 1 and s.prompt_ids[shared] == specs[0].prompt_ids[shared]
+            for s in specs
+        ):
+            shared += 1
+        assert shared > len(system)
+        assert warm.prefilled_tokens == shared + sum(len(s.prompt_ids) - shared for s in specs)
+        assert cold.prefilled_tokens == sum(len(s.prompt_ids) for s in specs)
+        for a, b in zip(out, ref, strict=True):
+            assert a.tokens == b.tokens
+            expected = _teacher_forced(model, a.spec.prompt_ids, a.tokens)
+            assert torch.allclose(torch.tensor(a.log_probs), expected, atol=1e-4)
 
     def test_a_group_of_identical_prompts_is_prefilled_once(self, model_and_tokenizer, prompts):
         model, _ = model_and_tokenizer
