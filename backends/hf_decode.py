@@ -10,9 +10,11 @@ numerics those of an unbatched forward pass (checked to 1e-4 against teacher for
 Log-probs are ``log_softmax(raw_logits / T)`` of the chosen token (``T = 1`` for greedy rows): the
 quantity verl's trainer recomputes, before top-k/top-p/repetition-penalty shaping.
 
-CPU-only design notes (2 cores, measured in ``benchmarks/rollout.py``): the KV cache is
-transformers' ``DynamicCache`` (each step appends with ``torch.cat``, as ``generate`` does), so a
-row joining costs one extra cache copy, about one decode step. Prefill is most of a multi-turn
+CPU-only design notes (2 cores, measured in ``benchmarks/rollout.py``): a decode step is bound by
+the bytes it moves, so the cache's layers write new positions in place (``cpu_decode.GrowableLayer``
+instead of ``torch.cat`` of the whole cache every step) and models loaded by the rollout and
+``HFGenerator`` use ``cpu_decode.gqa_decode_attention`` (no per-step expansion of grouped KV
+heads); a row joining or leaving costs one cache copy, about one decode step. Prefill is most of a multi-turn
 episode's cost on CPU (every turn re-sends the whole context), so identical prompts of one call
 are prefilled once and, with a :class:`~masksearch.backends.prefix_cache.PrefixCache`, a prompt
 that continues a finished row prefills only its new tokens.
@@ -28,6 +30,7 @@ from typing import Any
 
 import torch
 
+from masksearch.backends.cpu_decode import growable_cache
 from masksearch.backends.prefix_cache import CachedPrefix, PrefixCache
 
 logger = logging.getLogger(__name__)
@@ -237,8 +240,6 @@ class BatchDecoder:
         The attention mask hides the pads and position ids count real tokens only, so each row's
         numerics are those of its unbatched forward pass.
         """
-        from transformers import DynamicCache
-
         reused = [m for _, m in matches]
         prefix_width = max(reused)
         rests = [row.spec.prompt_ids[m:] for row, m in zip(rows, reused, strict=True)]
@@ -251,7 +252,7 @@ class BatchDecoder:
             attention[i, prefix_width - m : prefix_width] = 1
             attention[i, prefix_width + width - len(rest) :] = 1
             positions[i, width - len(rest) :] = torch.arange(m, m + len(rest))
-        cache = DynamicCache()
+        cache = growable_cache()  # decode steps then write in place (no torch.cat of the whole cache)
         if prefix_width:
             layer_count = len(next(entry for entry, _ in matches if entry is not None).layers)
             for layer in range(layer_count):

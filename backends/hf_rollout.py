@@ -41,6 +41,7 @@ import torch
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
+from masksearch.backends.cpu_decode import register_attention
 from masksearch.backends.hf_decode import BatchDecoder, Row, RowSpec
 from masksearch.backends.prefix_cache import PrefixCache
 
@@ -159,7 +160,7 @@ class HFRolloutServer:
         self.model = AutoModelForCausalLM.from_pretrained(
             model_path,
             dtype=torch.float32,
-            attn_implementation="sdpa",
+            attn_implementation=register_attention(),  # SDPA without per-step GQA expansion
             trust_remote_code=trust_remote_code,
         ).eval()
         self.eos_token_ids = self._eos_ids()

@@ -151,6 +151,10 @@ class HFGenerator(_BatchGenerator):
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_path, **model_kwargs)
         if torch_dtype is not None:
             model_kwargs["dtype"] = getattr(torch, torch_dtype)
+        from masksearch.backends.cpu_decode import register_attention
+
+        # SDPA without expanding grouped KV heads at every decode step (the same numerics)
+        model_kwargs.setdefault("attn_implementation", register_attention())
         self.model = AutoModelForCausalLM.from_pretrained(model_path, **model_kwargs).to(device)
         self.model.eval()
         self.device = device
