@@ -87,10 +87,16 @@ def ramp_prompts(tokenizer, count: int) -> list[list[int]]:
 
 
 class LegacySerialServer:
-    """The server before issue 14: an asyncio lock around a batch-1 ``generate`` (same model object)."""
+    """The server before issue 14: an asyncio lock around a batch-1 ``generate``, on the same weights
+    loaded as it loaded them (stock SDPA attention, transformers' own cache)."""
 
     def __init__(self, server: HFRolloutServer):
-        self.model, self.eos, self.pad = server.model, server.eos_token_ids, server.pad_token_id
+        from transformers import AutoModelForCausalLM
+
+        self.model = AutoModelForCausalLM.from_pretrained(
+            server.model_path, dtype=torch.float32, attn_implementation="sdpa"
+        ).eval()
+        self.eos, self.pad = server.eos_token_ids, server.pad_token_id
         self._lock = asyncio.Lock()
 
     async def generate(self, prompt_ids, sampling_params, request_id):
