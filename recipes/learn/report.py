@@ -145,7 +145,7 @@ def plot_learning(report: Mapping[str, Any], out: str | Path, title: str) -> Pat
     else:
         ax.text(0.5, 0.5, "no RL steps logged", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("RL step")
-    ax.set_title("DAPO RL (from the SFT checkpoint)")
+    ax.set_title("DAPO RL (training batches)")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     out = Path(out)
