@@ -174,13 +174,11 @@ class BatchDecoder:
             if not group:
                 continue
             members = [unique[i] for i in group]
-            logits, cache, attention = self._prefill(members, [matches[i] for i in group])
+            group_matches = [matches[i] for i in group]
+            logits, cache, attention = self._prefill(members, group_matches)
             self.forward_passes += 1
-            self.prefilled_tokens += int(
-                sum(
-                    len(r.spec.prompt_ids) - m
-                    for r, (_, m) in zip(members, [matches[i] for i in group], strict=True)
-                )
+            self.prefilled_tokens += sum(
+                len(r.spec.prompt_ids) - m for r, (_, m) in zip(members, group_matches, strict=True)
             )
             slot = {u: k for k, u in enumerate(group)}
             group_rows = [row for row, u in zip(rows, leader, strict=True) if u in slot]
@@ -253,20 +251,10 @@ class BatchDecoder:
             attention[i, prefix_width + width - len(rest) :] = 1
             positions[i, width - len(rest) :] = torch.arange(m, m + len(rest))
         cache = growable_cache()  # decode steps then write in place (no torch.cat of the whole cache)
-        if prefix_width:
-            layer_count = len(next(entry for entry, _ in matches if entry is not None).layers)
-            for layer in range(layer_count):
-                keys, values = [], []
-                for entry, m in matches:
-                    if entry is None:
-                        ref = next(e for e, _ in matches if e is not None).layers[layer][0]
-                        shape = (ref.shape[0], prefix_width, ref.shape[-1])
-                        keys.append(ref.new_zeros(shape))
-                        values.append(ref.new_zeros(shape))
-                        continue
-                    k, v = entry.layers[layer]
-                    keys.append(_pad_left(k[:, :m], prefix_width - m))
-                    values.append(_pad_left(v[:, :m], prefix_width - m))
+        if prefix_width:  # a reusing group: every row has an entry (``add`` splits fresh rows off)
+            for layer in range(len(matches[0][0].layers)):
+                keys = [_pad_left(e.layers[layer][0][:, :m], prefix_width - m) for e, m in matches]
+                values = [_pad_left(e.layers[layer][1][:, :m], prefix_width - m) for e, m in matches]
                 cache.update(torch.stack(keys).to(self.device), torch.stack(values).to(self.device), layer)
         out = self.model(
             input_ids=input_ids.to(self.device),

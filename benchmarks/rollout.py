@@ -129,44 +129,28 @@ class LegacySerialServer:
         )
 
 
-async def closed_loop(server, prompts: list[list[int]], clients: int, max_tokens: int):
-    """``clients`` concurrent clients work through ``prompts``; returns (wall_s, [(prompt, out, latency)])."""
+async def closed_loop(server, prompts, clients: int, max_tokens: int, observation: list[int] | None = None):
+    """``clients`` concurrent clients work through ``prompts``; returns (wall_s, [(prompt, out, latency)]).
+
+    With ``observation``, each prompt is a two-turn episode: turn 2 re-sends turn 1's prompt and
+    response plus ``observation`` (an ``<information>`` block), as verl's agent loop does after a search.
+    """
     queue = list(enumerate(prompts))
     results = []
+    params = {**SAMPLING, "max_tokens": max_tokens}
+
+    async def turn(prompt, request_id):
+        started = time.perf_counter()
+        out = await server.generate(prompt_ids=prompt, sampling_params=params, request_id=request_id)
+        results.append((prompt, out, time.perf_counter() - started))
+        return out
 
     async def client():
         while queue:
             index, prompt = queue.pop(0)
-            started = time.perf_counter()
-            out = await server.generate(
-                prompt_ids=prompt,
-                sampling_params={**SAMPLING, "max_tokens": max_tokens},
-                request_id=str(index),
-            )
-            results.append((prompt, out, time.perf_counter() - started))
-
-    started = time.perf_counter()
-    await asyncio.gather(*[client() for _ in range(clients)])
-    return time.perf_counter() - started, results
-
-
-async def closed_loop_episodes(server, prompts, clients: int, max_tokens: int, observation: list[int]):
-    """Like ``closed_loop`` with two-turn episodes: turn 2 re-sends turn 1's prompt and response plus
-    ``observation`` (an ``<information>`` block), as verl's agent loop does after a search."""
-    queue = list(enumerate(prompts))
-    results = []
-
-    async def client():
-        while queue:
-            index, prompt = queue.pop(0)
-            started = time.perf_counter()
-            params = {**SAMPLING, "max_tokens": max_tokens}
-            first = await server.generate(prompt_ids=prompt, sampling_params=params, request_id=f"{index}a")
-            results.append((prompt, first, time.perf_counter() - started))
-            context = list(prompt) + list(first.token_ids) + observation
-            started = time.perf_counter()
-            second = await server.generate(prompt_ids=context, sampling_params=params, request_id=f"{index}b")
-            results.append((context, second, time.perf_counter() - started))
+            out = await turn(prompt, str(index))
+            if observation is not None:
+                await turn(list(prompt) + list(out.token_ids) + observation, f"{index}b")
 
     started = time.perf_counter()
     await asyncio.gather(*[client() for _ in range(clients)])
@@ -192,10 +176,7 @@ def run_level(name, server, prompts, clients, max_tokens, gap_limit, model, obse
     torch.manual_seed(0)
     cpu_before = time.process_time()
     prefilled_before = server.decoder.prefilled_tokens if hasattr(server, "decoder") else None
-    if observation is None:
-        wall, results = asyncio.run(closed_loop(server, prompts, clients, max_tokens))
-    else:
-        wall, results = asyncio.run(closed_loop_episodes(server, prompts, clients, max_tokens, observation))
+    wall, results = asyncio.run(closed_loop(server, prompts, clients, max_tokens, observation))
     cpu_s = time.process_time() - cpu_before
     tokens = sum(len(out.token_ids) for _, out, _ in results)
     latencies = sorted(latency for _, _, latency in results)
