@@ -316,8 +316,7 @@ class BatchDecoder:
             index = (~greedy).nonzero().squeeze(-1)
             sampled = scores[index.to(raw.device)] / scale[index.to(raw.device), None]
             sampled = _filter_top_k_top_p(sampled, [rows[i] for i in index.tolist()])
-            probs = torch.softmax(sampled, dim=-1)
-            chosen[index.to(raw.device)] = torch.multinomial(probs, 1).squeeze(-1)
+            chosen[index.to(raw.device)] = sample_categorical(torch.softmax(sampled, dim=-1))
         picked = log_probs.gather(-1, chosen[:, None]).squeeze(-1).tolist()
         for row, token, log_prob in zip(rows, chosen.tolist(), picked, strict=True):
             row.tokens.append(int(token))
@@ -427,6 +426,20 @@ def _layers(cache: Any) -> list[Any]:
 def _pad_left(tensor: torch.Tensor, count: int) -> torch.Tensor:
     """Zero-pad the sequence axis (dim -2 of ``(batch, heads, seq, head_dim)``) on the left."""
     return torch.nn.functional.pad(tensor, (0, 0, count, 0)) if count else tensor
+
+
+def sample_categorical(probs: torch.Tensor) -> torch.Tensor:
+    """One token per row of ``probs`` (rows sum to ~1), by inverse-CDF: one uniform per row.
+
+    The same distribution as ``torch.multinomial(probs, 1)``, which on CPU draws one exponential per
+    vocabulary entry (49k for SmolLM2): 18 ms per decode step at 16 rows, against ~0.3 ms here (a
+    sixth of the whole step; measured in issue 14). A token of probability 0 is never drawn:
+    ``u`` lies in ``(0, total]`` and the first index whose cumulative mass reaches ``u`` adds mass.
+    """
+    cdf = probs.cumsum(dim=-1)
+    uniform = 1.0 - torch.rand((probs.shape[0], 1), dtype=cdf.dtype, device=cdf.device)  # (0, 1]
+    index = torch.searchsorted(cdf, uniform * cdf[:, -1:])
+    return index.squeeze(-1).clamp_(max=probs.shape[-1] - 1)
 
 
 def _filter_top_k_top_p(scores: torch.Tensor, rows: Sequence[Row]) -> torch.Tensor:

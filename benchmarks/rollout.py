@@ -87,10 +87,17 @@ def ramp_prompts(tokenizer, count: int) -> list[list[int]]:
 
 
 class LegacySerialServer:
-    """The server before issue 14: an asyncio lock around a batch-1 ``generate``, on the same weights
-    loaded as it loaded them (stock SDPA attention, transformers' own cache)."""
+    """The server before issue 14: an asyncio lock around a batch-1 ``generate`` on a worker thread,
+    on the same weights loaded as it loaded them (stock SDPA attention, transformers' own cache).
+
+    Its worker thread ends with ``close()``: a live thread that ran torch ops keeps an OpenMP team,
+    and one team more than the machine has CPUs makes libgomp stop spin-waiting, which would slow
+    every level measured after this one (see ``run_on_fresh_thread`` in the hf rollout).
+    """
 
     def __init__(self, server: HFRolloutServer):
+        from concurrent.futures import ThreadPoolExecutor
+
         from transformers import AutoModelForCausalLM
 
         self.model = AutoModelForCausalLM.from_pretrained(
@@ -98,10 +105,16 @@ class LegacySerialServer:
         ).eval()
         self.eos, self.pad = server.eos_token_ids, server.pad_token_id
         self._lock = asyncio.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="legacy-generate")
 
     async def generate(self, prompt_ids, sampling_params, request_id):
         async with self._lock:
-            return await asyncio.to_thread(self._generate, prompt_ids, sampling_params)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._worker, self._generate, prompt_ids, sampling_params
+            )
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True)
 
     @torch.no_grad()
     def _generate(self, prompt_ids, params):
@@ -250,17 +263,11 @@ def main(argv=None) -> int:
     # a serial server's tok/s does not depend on how many clients wait; fewer requests only shorten it
     serial_prompts = ramp_prompts(server.tokenizer, args.serial_requests)
     serial_clients = min(16, args.serial_requests)
+    legacy = LegacySerialServer(server)
     rows.append(
-        run_level(
-            "legacy serial (pre-14)",
-            LegacySerialServer(server),
-            serial_prompts,
-            serial_clients,
-            args.max_tokens,
-            4,
-            model,
-        )
+        run_level("legacy serial (pre-14)", legacy, serial_prompts, serial_clients, args.max_tokens, 4, model)
     )
+    legacy.close()
     rows.append(
         run_level(
             "new, max_batch_size=1",

@@ -14,6 +14,8 @@ Differences from ``PPOTrainerSync``, and nothing else:
   Its position rides on verl's own dataloader checkpoint (``global_step_N/data.pt``);
 * ``curriculum/mask_num_*`` metrics of the prompts drawn for each step, so the curriculum is visible;
 * DAPO dynamic sampling bounded per step (``masksearch.dynamic_sampling``; see ``dynamic_sampling``);
+* the replay buffer looks for finished groups every ``masksearch.sampler.poll_interval_s`` (0.25 s)
+  instead of verl's fixed 2 s, which rounded every step's generation up to the next 2-s tick;
 * the run stops when ``env/retrieval_error_rate`` stays above ``masksearch.env.max_retrieval_error_rate``
   (default 0.5) for ``masksearch.env.max_retrieval_error_steps`` (default 3) consecutive steps, with
   a message naming the retriever: a dead retriever must not train the policy on error text.
@@ -170,6 +172,14 @@ class MaskSearchTrainer(PPOTrainerSync):
 
     def _build_replay_buffer(self):
         buffer = super()._build_replay_buffer()
+        # verl's sync buffer checks for finished groups every `poll_interval` s (2.0, not configurable
+        # there): a step's generation then ends on the next 2-s tick, ~1 s lost per step on average
+        # (issue 14: `timing_s/gen` of the demo read 18.03, 18.03, 20.03 s)
+        poll_s = float(masksearch_config(self.config, "sampler").get("poll_interval_s", 0.25))
+        if poll_s <= 0:
+            raise ValueError(f"masksearch.sampler.poll_interval_s must be > 0, got {poll_s}")
+        if hasattr(buffer, "poll_interval"):
+            buffer.poll_interval = poll_s
         if getattr(buffer, "filter_groups_metric", None) is None:
             return buffer
         settings = masksearch_config(self.config, "dynamic_sampling")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 import torch
@@ -108,6 +109,26 @@ class TestWeightSync:
         after = _generate(server, prompt_ids, temperature=0.0, max_tokens=6)
         assert after.token_ids != before.token_ids
         assert after.extra_fields["global_steps"] == 7
+
+    def test_weight_load_leaves_no_thread_behind(self, tiny_model_path):
+        # a live thread that ran torch ops keeps an OpenMP team; one more than the CPUs and libgomp
+        # stops spin-waiting, which slowed every decode step ~1.5x (see run_on_fresh_thread)
+        server = HFRolloutServer(str(tiny_model_path), prompt_length=64, response_length=8)
+        state = {name: t.clone() for name, t in server.model.state_dict().items()}
+        before = {t.ident for t in threading.enumerate()}
+
+        async def sync_twice():
+            await server.update_weights(state)
+            await server.update_weights(state)
+            return {t.ident for t in threading.enumerate()}
+
+        assert asyncio.run(sync_twice()) == before
+
+    def test_weight_load_errors_reach_the_caller(self, tiny_model_path):
+        server = HFRolloutServer(str(tiny_model_path), prompt_length=64, response_length=8)
+        name, tensor = next(iter(server.model.state_dict().items()))
+        with pytest.raises(RuntimeError, match="size mismatch"):
+            asyncio.run(server.update_weights({name: torch.zeros(*tensor.shape, 3)}))
 
     def test_unknown_tensor_names_are_rejected(self, tiny_model_path):
         server = HFRolloutServer(str(tiny_model_path), prompt_length=64, response_length=8)

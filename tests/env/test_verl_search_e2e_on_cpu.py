@@ -126,7 +126,9 @@ def test_killed_retrieval_server_is_counted_not_fatal(search_runs, search_data):
 
 def test_log_probs_agree_with_observations_in_the_response(search_runs):
     first, second = search_runs
-    gaps = first.metric("rollout_corr/log_ppl_abs_diff") + second.metric("rollout_corr/log_ppl_abs_diff")
+    gaps = first.metric("actor/rollout_corr/log_ppl_abs_diff") + second.metric(
+        "actor/rollout_corr/log_ppl_abs_diff"
+    )
     assert len(gaps) == 3 and max(gaps) <= 1e-3, gaps
 
 

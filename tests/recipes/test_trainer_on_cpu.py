@@ -7,6 +7,7 @@ import doctest
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from masksearch.recipes import trainer
 from masksearch.recipes.trainer import reward_extra_metrics
@@ -104,3 +105,38 @@ class TestRetrievalErrorGuard:
         env = {"retriever_index": "/idx", "max_retrieval_error_rate": 0.2, "max_retrieval_error_steps": 5}
         custom = trainer.RetrievalErrorGuard.from_config(OmegaConf.create({"masksearch": {"env": env}}))
         assert (custom.max_rate, custom.max_steps, custom.retriever) == (0.2, 5, "index /idx")
+
+
+class TestReplayBufferPoll:
+    """verl's sync buffer sleeps ``poll_interval`` (2 s) between looks for finished groups; we shorten it."""
+
+    @staticmethod
+    def _built(monkeypatch, masksearch: dict):
+        from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+        from masksearch.recipes.trainer import MaskSearchTrainer
+
+        class Buffer:
+            poll_interval = 2.0
+            filter_groups_metric = None
+
+        monkeypatch.setattr(PPOTrainerSync, "_build_replay_buffer", lambda self: Buffer())
+        trainer = object.__new__(MaskSearchTrainer)
+        trainer.config = OmegaConf.create({"masksearch": masksearch})
+        return trainer._build_replay_buffer()
+
+    def test_verl_buffer_polls_on_its_poll_interval_attribute(self):
+        import inspect
+
+        from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+        assert inspect.signature(ReplayBuffer.__init__).parameters["poll_interval"].default == 2.0
+        assert "time.sleep(self.poll_interval)" in inspect.getsource(ReplayBuffer._wait_for_next_poll)
+
+    def test_default_and_configured_interval(self, monkeypatch):
+        assert self._built(monkeypatch, {}).poll_interval == 0.25
+        assert self._built(monkeypatch, {"sampler": {"poll_interval_s": 0.5}}).poll_interval == 0.5
+
+    def test_non_positive_interval_is_a_config_error(self, monkeypatch):
+        with pytest.raises(ValueError, match="poll_interval_s must be > 0"):
+            self._built(monkeypatch, {"sampler": {"poll_interval_s": 0}})
