@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from masksearch import cache_root
-from masksearch.backends.hf_rollout import HFRolloutServer
+from masksearch.backends.hf_rollout import HFRolloutServer, run_on_fresh_thread
 from masksearch.backends.models import embedded_model_path
 
 TARGETS = {"speedup_at_16_min": 5.0, "log_prob_gap_max": 1e-4}
@@ -185,6 +185,14 @@ def log_prob_gap(model, results, limit: int) -> float:
     return worst
 
 
+def _on_exiting_thread(fn, *args):
+    """``fn(*args)`` on a thread that ends with it. Teacher forcing on the main thread would leave an
+    OpenMP team there, the decoding thread's would be a second one, and with more libgomp threads than
+    CPUs libgomp stops spin-waiting: every later level would decode ~1.5x slower (see
+    ``run_on_fresh_thread``, which the server uses for its weight loads for the same reason)."""
+    return asyncio.run(run_on_fresh_thread(lambda: fn(*args), name="teacher-forcing"))
+
+
 def run_level(name, server, prompts, clients, max_tokens, gap_limit, model, observation=None):
     torch.manual_seed(0)
     cpu_before = time.process_time()
@@ -205,7 +213,7 @@ def run_level(name, server, prompts, clients, max_tokens, gap_limit, model, obse
         "load_avg_1m": round(os.getloadavg()[0], 1),
         "p50_s": round(statistics.median(latencies), 2),
         "p95_s": round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 2),
-        "log_prob_gap": log_prob_gap(model, results, gap_limit),
+        "log_prob_gap": _on_exiting_thread(log_prob_gap, model, results, gap_limit),
         "mean_rows_per_step": round(statistics.fmean(server.batch_sizes), 1)
         if getattr(server, "batch_sizes", None)
         else 1.0,
