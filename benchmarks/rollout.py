@@ -87,17 +87,15 @@ def ramp_prompts(tokenizer, count: int) -> list[list[int]]:
 
 
 class LegacySerialServer:
-    """The server before issue 14: an asyncio lock around a batch-1 ``generate`` on a worker thread,
+    """The server before issue 14: an asyncio lock around a batch-1 ``generate`` off the event loop,
     on the same weights loaded as it loaded them (stock SDPA attention, transformers' own cache).
 
-    Its worker thread ends with ``close()``: a live thread that ran torch ops keeps an OpenMP team,
-    and one team more than the machine has CPUs makes libgomp stop spin-waiting, which would slow
-    every level measured after this one (see ``run_on_fresh_thread`` in the hf rollout).
+    Each ``generate`` runs on a thread that ends with it (the old server used ``asyncio.to_thread``,
+    whose live pool thread would keep an OpenMP team and throttle every level measured after this one;
+    see ``run_on_fresh_thread`` in the hf rollout).
     """
 
     def __init__(self, server: HFRolloutServer):
-        from concurrent.futures import ThreadPoolExecutor
-
         from transformers import AutoModelForCausalLM
 
         self.model = AutoModelForCausalLM.from_pretrained(
@@ -105,16 +103,12 @@ class LegacySerialServer:
         ).eval()
         self.eos, self.pad = server.eos_token_ids, server.pad_token_id
         self._lock = asyncio.Lock()
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="legacy-generate")
 
     async def generate(self, prompt_ids, sampling_params, request_id):
         async with self._lock:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._worker, self._generate, prompt_ids, sampling_params
+            return await run_on_fresh_thread(
+                lambda: self._generate(prompt_ids, sampling_params), name="legacy-generate"
             )
-
-    def close(self) -> None:
-        self._worker.shutdown(wait=True)
 
     @torch.no_grad()
     def _generate(self, prompt_ids, params):
@@ -275,7 +269,6 @@ def main(argv=None) -> int:
     rows.append(
         run_level("legacy serial (pre-14)", legacy, serial_prompts, serial_clients, args.max_tokens, 4, model)
     )
-    legacy.close()
     rows.append(
         run_level(
             "new, max_batch_size=1",
