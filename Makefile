@@ -34,7 +34,7 @@ demo: install
 	test -f $(DEMO_DIR)/ramp/train.parquet || { \
 	  $(VENV)/bin/masksearch corpus build --out $(DEMO_DIR)/corpus.jsonl --no-progress && \
 	  $(VENV)/bin/masksearch ramp build --corpus $(DEMO_DIR)/corpus.jsonl --out $(DEMO_DIR)/ramp \
-	    --num-samples $${RAMP_SAMPLES:-200} --max-masks 1 --seed 0 --no-progress; }
+	    --num-samples $${RAMP_SAMPLES:-200} --max-masks 1 --seed 0 --overwrite --no-progress; }
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHON=$(CURDIR)/$(PY) WORK_DIR=$(CURDIR)/$(DEMO_DIR) PROFILE=cpu \
 	  TOTAL_STEPS=$${TOTAL_STEPS:-3} TRAIN_BATCH_SIZE=$${TRAIN_BATCH_SIZE:-2} \
 	  GROUP_SIZE=$${GROUP_SIZE:-2} MAX_RESPONSE_LENGTH=$${MAX_RESPONSE_LENGTH:-256} MAX_TURNS=$${MAX_TURNS:-2} \

@@ -24,6 +24,25 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """The process umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike[str]) -> Path:
+    """Give a ``tempfile``-made file (0600) or folder (0700) the mode a plain ``open``/``mkdir`` gets.
+
+    ``mkstemp``/``mkdtemp`` create private entries on purpose; once renamed onto a user-visible target
+    they should follow the umask like any other output (0644 / 0755 under umask 022).
+    """
+    path = Path(path)
+    base = 0o777 if path.is_dir() else 0o666
+    path.chmod(base & ~current_umask())
+    return path
+
+
 def _fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -51,6 +70,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            apply_umask(tmp)
         _fsync_path(tmp)
         os.replace(tmp, path)
         _fsync_path(path.parent)
@@ -89,6 +110,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
+        apply_umask(tmp)
         _fsync_tree(tmp)
         old = None
         if path.exists():

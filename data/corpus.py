@@ -1,4 +1,7 @@
-"""Retrieval corpora in Search-R1's JSONL shape: one ``{"id": str, "contents": "Title\\ntext"}`` per line.
+"""Retrieval corpora in Search-R1's shape: one ``{"id": str, "contents": "Title\\ntext"}`` per row.
+
+The file name picks the format: JSONL (one row a line) for ``.jsonl``/``.json``/``.ndjson``, a
+parquet file with ``id``/``contents`` columns for ``.parquet``; search_tool reads both.
 
 Two sources feed the same writer:
 
@@ -25,7 +28,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ from typing import Any
 from tqdm import tqdm
 
 from masksearch import cache_root
+from masksearch.core.atomic import atomic_path
 from masksearch.search_tool.corpus import (  # the format is search_tool's; re-exported for builders
     BadRow,
     CorpusError,
@@ -48,11 +51,13 @@ from masksearch.search_tool.corpus import (  # the format is search_tool's; re-e
 __all__ = [
     "DEFAULT_CHUNK_WORDS",
     "EMBEDDED",
+    "OUT_SUFFIXES",
     "BuildReport",
     "CorpusError",
     "Passage",
     "build_corpus",
     "chunk_passage",
+    "corpus_format",
     "embedded_corpus_path",
     "file_sha256",
     "iter_passages",
@@ -69,6 +74,11 @@ DEFAULT_CHUNK_WORDS = 100
 # Bumped whenever the embedded build changes, so stale cached corpora are rebuilt.
 _EMBEDDED_BUILD_VERSION = 1
 _MAX_BAD_EXAMPLES = 5
+# Output suffixes, as search_tool's reader tells formats apart (the last one is parquet).
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+PARQUET_SUFFIX = ".parquet"
+OUT_SUFFIXES = (*JSONL_SUFFIXES, PARQUET_SUFFIX)
+_PARQUET_ROWS_PER_GROUP = 65_536
 
 
 @dataclass
@@ -213,6 +223,51 @@ def iter_passages(
             yield piece
 
 
+def corpus_format(out: str | os.PathLike[str]) -> str:
+    """``"jsonl"`` or ``"parquet"``: the format a corpus file's name asks for (the suffixes search_tool reads).
+
+    >>> corpus_format("wiki.jsonl"), corpus_format("wiki.parquet")
+    ('jsonl', 'parquet')
+    """
+    suffix = Path(out).suffix
+    if suffix == PARQUET_SUFFIX:
+        return "parquet"
+    if suffix in JSONL_SUFFIXES:
+        return "jsonl"
+    raise CorpusError(
+        f"cannot tell the corpus format from {str(out)!r}: end the name with "
+        f"{', '.join(OUT_SUFFIXES[:-1])} (JSONL) or {OUT_SUFFIXES[-1]}"
+    )
+
+
+def _write_jsonl(passages: Iterator[Passage], path: Path) -> str:
+    """Write Search-R1 JSONL lines; return their sha256 (the file's, computed while writing)."""
+    digest = hashlib.sha256()
+    with path.open("wb") as fh:
+        for passage in passages:
+            line = (json.dumps(passage.to_json(), ensure_ascii=False) + "\n").encode("utf-8")
+            digest.update(line)
+            fh.write(line)
+    return digest.hexdigest()
+
+
+def _write_parquet(passages: Iterator[Passage], path: Path) -> None:
+    """Write ``id``/``contents`` string columns, streamed in row groups so a large corpus never sits in memory."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("id", pa.string()), ("contents", pa.string())])
+    with pq.ParquetWriter(path, schema) as writer:
+        batch: list[dict[str, str]] = []
+        for passage in passages:
+            batch.append(passage.to_json())
+            if len(batch) >= _PARQUET_ROWS_PER_GROUP:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                batch = []
+        if batch:
+            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+
+
 def build_corpus(
     out: str | os.PathLike[str],
     source: str | os.PathLike[str] = EMBEDDED,
@@ -222,32 +277,30 @@ def build_corpus(
     limit: int | None = None,
     show_progress: bool = True,
 ) -> BuildReport:
-    """Write a Search-R1 JSONL corpus to ``out`` atomically (temp file + rename) and report on it.
+    """Write a corpus to ``out`` atomically (temp file + rename) and report on it.
 
-    A half-written corpus would be indexed happily and silently, so nothing appears at ``out``
-    unless the whole build succeeded.
+    The format follows the name (:func:`corpus_format`): Search-R1 JSONL for ``.jsonl`` (also
+    ``.json``, ``.ndjson``), a parquet file with ``id``/``contents`` columns for ``.parquet``; both
+    are what :func:`read_corpus` and ``masksearch index build`` read. A half-written corpus would be
+    indexed happily and silently, so nothing appears at ``out`` unless the whole build succeeded.
+    The file gets the mode any other output gets (``0644`` under umask ``022``).
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    fmt = corpus_format(out)
+    if out.is_dir():
+        raise CorpusError(f"{out} is a folder; give a corpus file path")
     report = BuildReport(out=out)
-    digest = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            passages = iter_passages(
-                source, chunk_words=chunk_words, strict=strict, limit=limit, report=report
-            )
-            for passage in tqdm(passages, desc="corpus", unit="passage", disable=not show_progress):
-                line = (json.dumps(passage.to_json(), ensure_ascii=False) + "\n").encode("utf-8")
-                digest.update(line)
-                fh.write(line)
+    with atomic_path(out) as tmp:  # applies the umask before the rename
+        passages = iter_passages(source, chunk_words=chunk_words, strict=strict, limit=limit, report=report)
+        passages = iter(tqdm(passages, desc="corpus", unit="passage", disable=not show_progress))
+        if fmt == "jsonl":
+            report.sha256 = _write_jsonl(passages, tmp)
+        else:
+            _write_parquet(passages, tmp)
         if report.passages == 0:
             raise CorpusError(f"no usable rows in {source} ({report.bad_rows} bad rows)")
-        os.replace(tmp_name, out)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    report.sha256 = digest.hexdigest()
+    if not report.sha256:
+        report.sha256 = file_sha256(out)
     logger.info("corpus: %d passages, %d bad rows -> %s", report.passages, report.bad_rows, out)
     return report
 

@@ -1,4 +1,4 @@
-"""``masksearch corpus build``: write a Search-R1 JSONL corpus (see :mod:`masksearch.data.corpus`)."""
+"""``masksearch corpus build``: write a Search-R1 corpus, JSONL or parquet (see :mod:`masksearch.data.corpus`)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = corpus.add_subparsers(dest="corpus_command", metavar="<action>", required=True)
     build = sub.add_parser(
         "build",
-        help="Write a Search-R1 JSONL corpus ({'id', 'contents': 'Title\\ntext'}).",
+        help="Write a Search-R1 corpus ({'id', 'contents': 'Title\\ntext'}) as JSONL or parquet.",
         description="Build a corpus from the embedded Wikipedia passages or a JSONL/parquet file.",
     )
-    build.add_argument("--out", required=True, help="Output JSONL path.")
+    build.add_argument(
+        "--out",
+        required=True,
+        help="Output corpus file; its suffix picks the format: .jsonl (also .json, .ndjson) for JSONL, "
+        ".parquet for parquet (required).",
+    )
     build.add_argument(
         "--source",
         default="embedded",
@@ -29,27 +34,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Split longer documents into ~N-word passages that keep the title; 0 disables (default: 100).",
     )
     build.add_argument(
-        "--strict", action="store_true", help="Fail on the first bad row instead of skipping it."
+        "--strict",
+        action="store_true",
+        help="Fail on the first bad row instead of skipping it (default: skip and count).",
     )
-    build.add_argument("--limit", type=int, default=None, help="Read at most N source documents.")
-    build.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+    build.add_argument(
+        "--limit", type=int, default=None, help="Read at most N source documents (default: all)."
+    )
+    build.add_argument("--no-progress", action="store_true", help="Hide the progress bar (default: shown).")
     build.set_defaults(handler=_build)
 
 
 def _build(args: argparse.Namespace) -> int:
-    from masksearch.data.corpus import CorpusError, build_corpus
+    from masksearch.data.corpus import OUT_SUFFIXES, CorpusError, build_corpus
+    from masksearch.data.outputs import check_out_file, writing
 
     if args.limit is not None and args.limit <= 0:
         raise UserFacingError("--limit must be a positive integer")
+    check_out_file(args.out, suffixes=OUT_SUFFIXES, note=" (the suffix picks the format)")
     try:
-        report = build_corpus(
-            args.out,
-            args.source,
-            chunk_words=args.chunk_words,
-            strict=args.strict,
-            limit=args.limit,
-            show_progress=not args.no_progress,
-        )
+        with writing(args.out):
+            report = build_corpus(
+                args.out,
+                args.source,
+                chunk_words=args.chunk_words,
+                strict=args.strict,
+                limit=args.limit,
+                show_progress=not args.no_progress,
+            )
     except CorpusError as exc:
         raise UserFacingError(str(exc)) from None
     print(report.summary())

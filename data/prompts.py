@@ -18,6 +18,9 @@ from pathlib import Path
 
 from masksearch.core.tokens import MASK_TOKEN
 
+# The verl agent loop that runs the rows (their ``agent_name``); masksearch.env registers it under this name.
+DEFAULT_AGENT_NAME = "masksearch_agent"
+
 _TAG_RULES = (
     "You must reason inside <think> and </think> first every time you get new information. "
     "If you find you lack some knowledge, you can call a search engine by <search> query </search>, "

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from masksearch.data.prompts import QA_TEMPLATE, PromptTemplate, qa_messages
-from masksearch.data.ramp import DEFAULT_AGENT_NAME
+from masksearch.data.prompts import DEFAULT_AGENT_NAME, QA_TEMPLATE, PromptTemplate, qa_messages
 from masksearch.data.schema import make_row
 
 logger = logging.getLogger(__name__)

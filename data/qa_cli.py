@@ -7,6 +7,7 @@ from pathlib import Path
 
 from masksearch.core.cli_support import add_group
 from masksearch.core.errors import UserFacingError
+from masksearch.data.prompts import DEFAULT_AGENT_NAME
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,17 +17,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Convert QA JSONL/JSON/parquet into a verl RL parquet file.",
         description="Reads {question, golden_answers|answer|answers} records; skips rows with no answer.",
     )
-    p.add_argument("--input", required=True, help="QA file (.jsonl, .json, .parquet) or fanoutqa:dev.")
-    p.add_argument("--out", required=True, help="Output .parquet file.")
+    p.add_argument(
+        "--input", required=True, help="QA file (.jsonl, .json, .parquet) or fanoutqa:dev (required)."
+    )
+    p.add_argument("--out", required=True, help="Output .parquet file (required; replaced if it exists).")
     p.add_argument("--data-source", default=None, help="Dataset name (default: from the file name).")
-    p.add_argument("--split", default="train")
-    p.add_argument("--one-shot", action=argparse.BooleanOptionalAction, default=True, help="Worked example.")
-    p.add_argument("--prompt-file", default=None, help="JSON overriding the template (system/user/example).")
-    p.add_argument("--agent-name", default="masksearch_agent")
+    p.add_argument("--split", default="train", help="Split name stored in extra_info.split (default: train).")
+    p.add_argument(
+        "--one-shot",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Put a worked example in the system prompt (default: on).",
+    )
+    p.add_argument(
+        "--prompt-file",
+        default=None,
+        help="JSON overriding the template (system/user/example) (default: the built-in QA template).",
+    )
+    p.add_argument(
+        "--agent-name",
+        default=DEFAULT_AGENT_NAME,
+        help=f"verl agent loop that runs these rows (the rows' agent_name) (default: {DEFAULT_AGENT_NAME}).",
+    )
     p.set_defaults(handler=run_prepare)
 
 
 def run_prepare(args: argparse.Namespace) -> int:
+    from masksearch.data.outputs import check_out_file, writing
     from masksearch.data.prompts import QA_TEMPLATE, load_prompt_template
     from masksearch.data.qa import default_data_source, prepare_qa, read_qa_records
     from masksearch.data.qa_sets import is_builtin_qa_source
@@ -35,8 +52,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     src = Path(args.input)
     if not src.is_file() and not is_builtin_qa_source(args.input):
         raise UserFacingError(f"input not found: {src}")
-    if not args.out.endswith(".parquet"):
-        raise UserFacingError(f"--out must end with .parquet, got {args.out}")
+    check_out_file(args.out, suffixes=(".parquet",))
     try:
         template = load_prompt_template(args.prompt_file, QA_TEMPLATE) if args.prompt_file else QA_TEMPLATE
         rows, summary = prepare_qa(
@@ -55,7 +71,8 @@ def run_prepare(args: argparse.Namespace) -> int:
             f"{args.input}: no usable question/answer rows (read {summary.read}; skipped: {skipped}); "
             "nothing written"
         )
-    path = write_rows(rows, args.out)
+    with writing(args.out):
+        path = write_rows(rows, args.out)
     skipped = ", ".join(f"{k}={v}" for k, v in summary.to_dict()["skipped"].items())
     print(f"read {summary.read}, wrote {summary.written} rows to {path}; skipped: {skipped}")
     return 0

@@ -34,7 +34,13 @@ from masksearch.data.masking import (
     usable_spans,
     word_count,
 )
-from masksearch.data.prompts import MASK_TOKEN, RAMP_TEMPLATE, PromptTemplate, ramp_messages
+from masksearch.data.prompts import (
+    DEFAULT_AGENT_NAME,
+    MASK_TOKEN,
+    RAMP_TEMPLATE,
+    PromptTemplate,
+    ramp_messages,
+)
 from masksearch.data.schema import make_row, write_rows
 from masksearch.data.spans import ExtractorError, Span, SpanExtractor
 
@@ -42,7 +48,6 @@ logger = logging.getLogger(__name__)
 logger.setLevel(os.environ.get("MASKSEARCH_LOGGING_LEVEL", "WARNING"))
 
 DATA_SOURCE = "ramp"
-DEFAULT_AGENT_NAME = "masksearch_agent"
 
 
 class PassageLike(Protocol):
@@ -126,6 +131,11 @@ class BuildSummary:
     @property
     def accepted(self) -> int:
         return sum(sum(c.values()) for c in self.per_split_mask_num.values())
+
+    def rejected_text(self) -> str:
+        """The non-zero rejection counts, largest first: ``"too_short=3, no_span=1"`` (``"none"`` if none)."""
+        counts = [(r, n) for r, n in self.rejected.most_common() if n]
+        return ", ".join(f"{r}={n}" for r, n in counts) or "none"
 
     def to_dict(self) -> dict[str, Any]:
         return {

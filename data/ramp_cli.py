@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import re
 from pathlib import Path
 
 from masksearch.core.cli_support import add_group
 from masksearch.core.errors import UserFacingError
+from masksearch.data.prompts import DEFAULT_AGENT_NAME
+
+logger = logging.getLogger(__name__)
+logger.setLevel(os.environ.get("MASKSEARCH_LOGGING_LEVEL", "WARNING"))
+
+# Where the LLM extractor's key is looked up when --llm-api-key-env is not given, in order.
+DEFAULT_LLM_KEY_ENV = ("MASKSEARCH_LLM_API_KEY", "OPENAI_API_KEY")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,46 +29,129 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Mask salient spans of corpus passages and write train.parquet / val.parquet.",
         description="Write verl RL rows (data_source=ramp) with 1-4 [mask]s per passage.",
     )
-    p.add_argument("--corpus", required=True, help="Search-R1 JSONL corpus ({'id', 'contents'}).")
-    p.add_argument("--out", required=True, help="Output folder for train.parquet, val.parquet, summary.json.")
+    p.add_argument(
+        "--corpus",
+        required=True,
+        help="Corpus file (required): Search-R1 JSONL ({'id', 'contents'}) or id/title/text .jsonl/.parquet.",
+    )
+    p.add_argument(
+        "--out", required=True, help="Output folder for train.parquet, val.parquet, summary.json (required)."
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace the files of an existing, non-empty --out folder (default: refuse).",
+    )
     p.add_argument(
         "--num-samples", type=int, default=None, help="Stop after this many samples (default: all)."
     )
-    p.add_argument("--min-masks", type=int, default=1)
-    p.add_argument("--max-masks", type=int, default=4)
+    p.add_argument("--min-masks", type=int, default=1, help="Fewest [mask]s per sample, 1-4 (default: 1).")
+    p.add_argument("--max-masks", type=int, default=4, help="Most [mask]s per sample, 1-4 (default: 4).")
     p.add_argument(
         "--mask-mix",
         default=None,
         help="Weights for min..max masks, e.g. 0.25,0.25,0.25,0.25 (default: uniform).",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-words", type=int, default=30)
-    p.add_argument("--max-words", type=int, default=400)
-    p.add_argument("--val-fraction", type=float, default=0.05, help="Share of passages for val.")
-    p.add_argument("--extractor", choices=["rule", "spacy", "llm"], default="rule")
-    p.add_argument("--spacy-model", default="en_core_web_sm")
-    p.add_argument("--llm-url", default=None, help="OpenAI-compatible base URL (or MASKSEARCH_LLM_BASE_URL).")
-    p.add_argument("--llm-model", default=None, help="Model name (or MASKSEARCH_LLM_MODEL).")
     p.add_argument(
-        "--llm-api-key", default=None, help="API key (or MASKSEARCH_LLM_API_KEY / OPENAI_API_KEY)."
+        "--seed", type=int, default=0, help="Seed for masks, mask counts and the split (default: 0)."
     )
-    p.add_argument("--llm-timeout", type=float, default=60.0)
+    p.add_argument("--min-words", type=int, default=30, help="Skip passages shorter than this (default: 30).")
+    p.add_argument(
+        "--max-words", type=int, default=400, help="Skip passages longer than this (default: 400)."
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.05,
+        help="Share of passages for val.parquet, in [0, 1) (default: 0.05).",
+    )
+    p.add_argument(
+        "--extractor",
+        choices=["rule", "spacy", "llm"],
+        default="rule",
+        help="Who proposes the spans to mask: rules, a spaCy model, or an LLM endpoint (default: rule).",
+    )
+    p.add_argument(
+        "--spacy-model",
+        default="en_core_web_sm",
+        help="spaCy model for --extractor spacy (default: en_core_web_sm).",
+    )
+    p.add_argument(
+        "--llm-url",
+        default=None,
+        help="OpenAI-compatible base URL for --extractor llm "
+        "(default: $MASKSEARCH_LLM_BASE_URL, else $OPENAI_BASE_URL).",
+    )
+    p.add_argument(
+        "--llm-model", default=None, help="Model name for --extractor llm (default: $MASKSEARCH_LLM_MODEL)."
+    )
+    p.add_argument(
+        "--llm-api-key-env",
+        default=None,
+        metavar="NAME",
+        help="Environment variable holding the API key for --llm-url; keys are never taken as flags "
+        f"(default: {DEFAULT_LLM_KEY_ENV[0]}, else {DEFAULT_LLM_KEY_ENV[1]}; none set: no key sent).",
+    )
+    # The old flag took the key itself (visible in `ps` and shell history); it now only says what to do.
+    p.add_argument("--llm-api-key", dest="removed_llm_api_key", default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--llm-timeout",
+        type=float,
+        default=60.0,
+        help="Seconds per LLM request before it is retried or counted as failed (default: 60).",
+    )
     p.add_argument(
         "--llm-cache", default=None, help="Answer cache folder (default ~/.cache/masksearch/llm_spans)."
     )
     p.add_argument(
         "--strict",
         action="store_true",
-        help="Fail on a malformed passage or an extractor error, and when fewer than --num-samples are built.",
+        help="Fail on a malformed passage or an extractor error, and when fewer than --num-samples are "
+        "built (default: count them and go on).",
     )
-    p.add_argument("--one-shot", action=argparse.BooleanOptionalAction, default=True, help="Worked example.")
     p.add_argument(
-        "--show-title", action=argparse.BooleanOptionalAction, default=True, help="Show the passage title."
+        "--one-shot",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Put a worked example in the system prompt (default: on).",
     )
-    p.add_argument("--prompt-file", default=None, help="JSON overriding the template (system/user/example).")
-    p.add_argument("--agent-name", default="masksearch_agent")
-    p.add_argument("--no-progress", action="store_true", help="No progress bar.")
+    p.add_argument(
+        "--show-title",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Show the passage title in the prompt (default: on).",
+    )
+    p.add_argument(
+        "--prompt-file",
+        default=None,
+        help="JSON overriding the template (system/user/example) (default: the built-in RAMP template).",
+    )
+    p.add_argument(
+        "--agent-name",
+        default=DEFAULT_AGENT_NAME,
+        help=f"verl agent loop that runs these rows (the rows' agent_name) (default: {DEFAULT_AGENT_NAME}).",
+    )
+    p.add_argument("--no-progress", action="store_true", help="Hide the progress bar (default: shown).")
     p.set_defaults(handler=run_build)
+
+
+def _llm_api_key(args: argparse.Namespace) -> str | None:
+    """The key from the environment variable ``--llm-api-key-env`` names (never from a flag's value)."""
+    if args.removed_llm_api_key is not None:  # never echo the value: it is probably a key
+        raise UserFacingError(
+            "--llm-api-key was removed: put the key in an environment variable and pass its name "
+            f"with --llm-api-key-env NAME (default: {DEFAULT_LLM_KEY_ENV[0]})"
+        )
+    name = args.llm_api_key_env
+    if name is None:
+        return next((os.environ[n] for n in DEFAULT_LLM_KEY_ENV if os.environ.get(n)), None)
+    if not _ENV_NAME.fullmatch(name):  # not echoed either: a key pasted here is not a name
+        raise UserFacingError(
+            "--llm-api-key-env takes the NAME of an environment variable (letters, digits, _), not the key"
+        )
+    if not os.environ.get(name):
+        raise UserFacingError(f"--llm-api-key-env {name}: that environment variable is not set or empty")
+    return os.environ[name]
 
 
 def _extractor_options(args: argparse.Namespace) -> dict[str, object]:
@@ -67,14 +161,39 @@ def _extractor_options(args: argparse.Namespace) -> dict[str, object]:
         return {
             "base_url": args.llm_url,
             "model": args.llm_model,
-            "api_key": args.llm_api_key,
+            "api_key": _llm_api_key(args) or "",  # "": send none (no fallback to other variables)
             "timeout": args.llm_timeout,
             "cache_dir": args.llm_cache,
         }
     return {}
 
 
+# The likeliest cure for the largest rejection reason, for the warning on a short build.
+_HINTS = {
+    "too_short": "lower --min-words",
+    "too_long": "raise --max-words",
+    "no_span": "lower --min-masks or try another --extractor",
+    "all_spans_leak": "lower --min-masks, or --no-show-title if titles give spans away",
+    "duplicate": "the corpus repeats passages",
+    "malformed": "passages are empty or already hold [mask] or protocol tags",
+    "extractor_error": "check the LLM endpoint (--llm-url, --llm-timeout)",
+}
+
+
+def _shortfall(summary, corpus: Path) -> str:
+    """Why fewer samples than asked: how many passages were read, and what rejected the rest."""
+    if summary.passages_read == 0:
+        return f"{corpus} has no passages"
+    top = summary.rejected.most_common(1)
+    hint = f"; {_HINTS[top[0][0]]}" if top and top[0][0] in _HINTS else ""
+    return (
+        f"{corpus} has {summary.passages_read} passages, {summary.accepted} usable; "
+        f"rejected: {summary.rejected_text()}{hint}"
+    )
+
+
 def run_build(args: argparse.Namespace) -> int:
+    from masksearch.data.outputs import check_out_dir, writing
     from masksearch.data.prompts import RAMP_TEMPLATE, load_prompt_template
     from masksearch.data.ramp import RampConfig, build_ramp, parse_mask_mix, read_passages, write_ramp
     from masksearch.data.spans import ExtractorError, ExtractorUnavailable, make_extractor
@@ -82,6 +201,9 @@ def run_build(args: argparse.Namespace) -> int:
     corpus = Path(args.corpus)
     if not corpus.is_file():
         raise UserFacingError(f"corpus not found: {corpus}")
+    out = check_out_dir(
+        args.out, overwrite=args.overwrite, replaces="train.parquet, val.parquet and summary.json"
+    )
     try:
         template = (
             load_prompt_template(args.prompt_file, RAMP_TEMPLATE) if args.prompt_file else RAMP_TEMPLATE
@@ -112,13 +234,25 @@ def run_build(args: argparse.Namespace) -> int:
         close = getattr(extractor, "close", None)
         if close is not None:
             close()
-    print(format_summary(build.summary.to_dict()))
-    if args.strict and args.num_samples is not None and build.summary.accepted < args.num_samples:
-        raise UserFacingError(
-            f"--strict: built {build.summary.accepted} samples, fewer than --num-samples {args.num_samples}; "
-            "nothing written"
+    summary = build.summary
+    if not build.train:
+        what = "no samples" if summary.accepted == 0 else f"all {summary.accepted} samples went to val"
+        raise UserFacingError(f"{what}; {_shortfall(summary, corpus)}; nothing written")
+    print(format_summary(summary.to_dict()))
+    if args.num_samples is not None and summary.accepted < args.num_samples:
+        if args.strict:
+            raise UserFacingError(
+                f"--strict: built {summary.accepted} samples, fewer than --num-samples {args.num_samples}; "
+                "nothing written"
+            )
+        logger.warning(
+            "asked for %d samples (--num-samples), built %d: %s",
+            args.num_samples,
+            summary.accepted,
+            _shortfall(summary, corpus),
         )
-    paths = write_ramp(build, args.out)
+    with writing(out):
+        paths = write_ramp(build, out)
     print(f"wrote {paths['train']} ({len(build.train)} rows), {paths['val']} ({len(build.val)} rows)")
     return 0
 

@@ -307,7 +307,8 @@ class LLMSpanExtractor:
     """Ask an OpenAI-compatible chat endpoint for spans; cache answers on disk.
 
     URL, model and key come from the arguments or from ``MASKSEARCH_LLM_BASE_URL`` /
-    ``OPENAI_BASE_URL``, ``MASKSEARCH_LLM_MODEL``, ``MASKSEARCH_LLM_API_KEY`` / ``OPENAI_API_KEY``.
+    ``OPENAI_BASE_URL``, ``MASKSEARCH_LLM_MODEL``, ``MASKSEARCH_LLM_API_KEY`` / ``OPENAI_API_KEY``
+    (``api_key=""``: no key and no look-up). The key is only ever sent as a bearer header.
     Requests go through the shared client (:mod:`masksearch.core.openai_client`): a timeout, and
     ``retries`` retries of transport errors, 429 (``Retry-After`` honoured) and 5xx answers, then
     ``ExtractorError`` for that passage. Answers are kept in the shared disk cache.
@@ -340,7 +341,9 @@ class LLMSpanExtractor:
             )
         self.base_url = base_url
         self.url = chat_completions_url(base_url)
-        self.api_key = api_key or os.environ.get("MASKSEARCH_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        if api_key is None:  # "" means: send no key, and do not look in the environment
+            api_key = os.environ.get("MASKSEARCH_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        self.api_key = api_key or None
         self.timeout = float(timeout)
         self.retries = int(retries)
         self.max_spans = int(max_spans)

@@ -51,7 +51,7 @@ if [ -z "$RETRIEVER_URL" ] && [ ! -f "$INDEX_DIR/manifest.json" ]; then
   masksearch index build --corpus "$CORPUS" --retriever bm25 --out "$INDEX_DIR"
 fi
 if [ ! -f "$DATA_DIR/train.parquet" ]; then
-  masksearch ramp build --corpus "$CORPUS" --out "$DATA_DIR" --num-samples "$RAMP_SAMPLES" --seed 0
+  masksearch ramp build --corpus "$CORPUS" --out "$DATA_DIR" --num-samples "$RAMP_SAMPLES" --seed 0 --overwrite
 fi
 if [ -n "$RETRIEVER_URL" ]; then
   RETRIEVER=("+masksearch.env.retriever_url=$RETRIEVER_URL")

@@ -217,3 +217,74 @@ class TestBadRows:
         src = write_jsonl(tmp_path / "bad.jsonl", [b'{"id": "1", "contents": "T\\nok"}\n', b"{oops\n"])
         with pytest.raises(CorpusError, match="line 2"):
             list(read_corpus(src))
+
+
+SMALL = [{"id": "a", "title": "Alpha", "text": "first text"}, {"id": "b", "title": "", "text": "no title"}]
+
+
+class TestOutput:
+    """Issue 21: the output format follows the name, impossible paths are one line, modes follow the umask."""
+
+    @pytest.mark.parametrize("name", ["c.parquet", "c.jsonl", "c.json", "c.ndjson"])
+    def test_format_follows_the_name(self, tmp_path, monkeypatch, name):
+        src = write_jsonl(tmp_path / "src.jsonl", SMALL)
+        out = tmp_path / name
+        assert (
+            run_cli(
+                ["corpus", "build", "--out", str(out), "--source", str(src), "--no-progress"], monkeypatch
+            )
+            == 0
+        )
+        is_parquet = out.read_bytes()[:4] == b"PAR1"
+        assert is_parquet == (name == "c.parquet")
+        if is_parquet:
+            assert pd.read_parquet(out).to_dict("records") == [
+                {"id": "a", "contents": "Alpha\nfirst text"},
+                {"id": "b", "contents": "\nno title"},
+            ]
+        # what index build reads (read_corpus), whatever the format
+        assert list(read_corpus(out)) == [Passage("a", "Alpha", "first text"), Passage("b", "", "no title")]
+
+    def test_parquet_report_checksums_the_file(self, tmp_path):
+        from masksearch.data.corpus import file_sha256
+
+        src = write_jsonl(tmp_path / "src.jsonl", SMALL)
+        for name in ("c.parquet", "c.jsonl"):
+            report = build_corpus(tmp_path / name, src, show_progress=False)
+            assert report.sha256 == file_sha256(tmp_path / name)
+
+    @pytest.mark.parametrize(
+        ("out", "match"),
+        [
+            ("c.txt", "must end with .jsonl, .json, .ndjson or .parquet"),  # unknown suffix: refused
+            ("c.PARQUET", "must end with"),  # search_tool's reader tells formats apart case-sensitively
+            ("adir", "adir is a folder"),  # an existing folder (was IsADirectoryError)
+            ("adir.jsonl", "is a folder"),  # a folder with a corpus-like name
+            ("afile/c.jsonl", "afile is a file, not a folder"),  # under a file
+        ],
+    )
+    def test_bad_out_is_one_line(self, tmp_path, monkeypatch, capsys, out, match):
+        (tmp_path / "adir").mkdir()
+        (tmp_path / "adir.jsonl").mkdir()
+        (tmp_path / "afile").write_text("x")
+        src = write_jsonl(tmp_path / "src.jsonl", SMALL)
+        assert (
+            run_cli(["corpus", "build", "--out", str(tmp_path / out), "--source", str(src)], monkeypatch) == 2
+        )
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert err.startswith("masksearch corpus: error: ") and match in err
+
+    @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+    @pytest.mark.parametrize("name", ["c.jsonl", "c.parquet"])
+    def test_file_mode_follows_the_umask(self, tmp_path, umask, mode, name):
+        import os
+        import stat
+
+        src = write_jsonl(tmp_path / "src.jsonl", SMALL)
+        old = os.umask(umask)
+        try:
+            build_corpus(tmp_path / name, src, show_progress=False)
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode

@@ -113,3 +113,25 @@ class TestPrepare:
             _run_cli(["qa", "prepare", "--input", str(bad), "--out", str(tmp_path / "o.parquet")])
         with pytest.raises(ValueError, match="unsupported"):
             list(read_qa_records(tmp_path / "x.csv"))
+
+    @pytest.mark.parametrize(
+        ("out", "match"),
+        [
+            ("afile/x.parquet", "afile is a file, not a folder"),  # under a file (was FileExistsError)
+            ("adir.parquet", "is a folder; give a file path"),  # an existing folder (was IsADirectoryError)
+            ("x.jsonl", "must end with .parquet"),  # not parquet
+        ],
+    )
+    def test_cli_bad_out_is_one_line(self, tmp_path, monkeypatch, capsys, out, match):
+        """Issue 21: through the real ``masksearch`` dispatcher, a bad --out is one line and exit 2."""
+        from masksearch.cli import main as cli_main
+
+        monkeypatch.setattr(cli_main, "COMMAND_MODULES", ["masksearch.data.qa_cli"])
+        (tmp_path / "afile").write_text("x")
+        (tmp_path / "adir.parquet").mkdir()
+        src = tmp_path / "nq_train.jsonl"
+        src.write_text("".join(json.dumps(r) + "\n" for r in SEARCH_R1))
+        assert cli_main.main(["qa", "prepare", "--input", str(src), "--out", str(tmp_path / out)]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert err.startswith("masksearch qa: error: ") and match in err

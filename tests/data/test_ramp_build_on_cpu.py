@@ -17,7 +17,7 @@ from masksearch.data.ramp import RampConfig, build_ramp, read_passages, write_ra
 from masksearch.data.ramp_cli import format_summary
 from masksearch.data.ramp_cli import register as register_ramp
 from masksearch.data.schema import ROW_SCHEMA
-from masksearch.data.spans import ExtractorError, RuleSpanExtractor
+from masksearch.data.spans import ExtractorError, RuleSpanExtractor, make_extractor
 
 MASK = "[mask]"
 PEOPLE = ["Ada Lovelace", "Alan Turing", "Grace Hopper", "Claude Shannon", "John von Neumann", "Emmy Noether"]
@@ -183,16 +183,13 @@ class TestWriteAndCli:
             self._run_cli(["ramp", "build", "--corpus", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path)])
         corpus = tmp_path / "c.jsonl"
         write_passages_jsonl(good_passages(2), corpus)
+        out = str(tmp_path / "o")  # a new folder: an existing non-empty one needs --overwrite
         with pytest.raises(UserFacingError, match="mask_mix"):
-            self._run_cli(
-                ["ramp", "build", "--corpus", str(corpus), "--out", str(tmp_path), "--mask-mix", "1,1"]
-            )
+            self._run_cli(["ramp", "build", "--corpus", str(corpus), "--out", out, "--mask-mix", "1,1"])
         with pytest.raises(UserFacingError, match=r"spaCy|spacy"):
             if importlib.util.find_spec("spacy") is not None:
                 pytest.skip("spaCy is installed here")
-            self._run_cli(
-                ["ramp", "build", "--corpus", str(corpus), "--out", str(tmp_path), "--extractor", "spacy"]
-            )
+            self._run_cli(["ramp", "build", "--corpus", str(corpus), "--out", out, "--extractor", "spacy"])
 
     def test_cli_strict_refuses_a_short_build(self, tmp_path):
         from masksearch.core.errors import UserFacingError
@@ -209,6 +206,171 @@ class TestWriteAndCli:
         corpus.write_text(json.dumps({"id": "7", "contents": '"Oslo"\nOslo is the capital.'}) + "\n")
         [p] = list(read_passages(corpus))
         assert (p.id, p.title, p.text) == ("7", "Oslo", "Oslo is the capital.")
+
+
+def run_main(argv: list[str], monkeypatch) -> int:
+    """The real ``masksearch`` dispatcher, limited to our module (others' modules may be in flux)."""
+    from masksearch.cli import main as cli_main
+
+    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ["masksearch.data.ramp_cli"])
+    return cli_main.main(argv)
+
+
+def one_line_error(capsys) -> str:
+    """stderr of a refused command: exactly one ``masksearch ramp: error: ...`` line, no traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("masksearch ramp: error: "), err
+    return lines[0]
+
+
+class TestCliEdges:
+    """Issue 21: what a new user hits first (empty results, short builds, existing or impossible --out)."""
+
+    @pytest.fixture
+    def corpus(self, tmp_path):
+        """3 usable passages and 2 too short ones (under --min-words 20)."""
+        path = tmp_path / "c.jsonl"
+        short = [Passage("s1", "S", "Too short."), Passage("s2", "T", "Also far too short to use.")]
+        write_passages_jsonl(good_passages(3) + short, path)
+        return path
+
+    def _argv(self, corpus, out, *extra: str) -> list[str]:
+        return [
+            "ramp",
+            "build",
+            "--corpus",
+            str(corpus),
+            "--out",
+            str(out),
+            "--min-words",
+            "20",
+            "--no-progress",
+            *extra,
+        ]
+
+    def test_empty_corpus_is_an_error(self, tmp_path, monkeypatch, capsys):
+        empty = tmp_path / "empty.jsonl"
+        empty.write_text("")
+        assert run_main(self._argv(empty, tmp_path / "o"), monkeypatch) == 2
+        line = one_line_error(capsys)
+        assert "no samples" in line and "has no passages" in line and "nothing written" in line
+        assert not (tmp_path / "o").exists()
+
+    def test_no_usable_passage_is_an_error_with_counts(self, tmp_path, monkeypatch, capsys):
+        corpus = tmp_path / "short.jsonl"
+        write_passages_jsonl([Passage("s1", "S", "Too short."), Passage("s2", "T", "Short too.")], corpus)
+        assert run_main(self._argv(corpus, tmp_path / "o"), monkeypatch) == 2
+        line = one_line_error(capsys)
+        assert "2 passages, 0 usable" in line and "too_short=2" in line and "--min-words" in line
+        assert not (tmp_path / "o").exists()
+
+    def test_fewer_samples_than_asked_warns_with_counts(self, corpus, tmp_path, monkeypatch, caplog):
+        out = tmp_path / "o"
+        with caplog.at_level("WARNING"):
+            assert run_main(self._argv(corpus, out, "--num-samples", "100"), monkeypatch) == 0
+        [warning] = [r for r in caplog.records if r.levelname == "WARNING"]
+        message = warning.getMessage()
+        assert "asked for 100 samples" in message and "built 3" in message
+        assert "5 passages, 3 usable" in message and "too_short=2" in message
+        assert (out / "train.parquet").is_file()
+
+    def test_enough_samples_do_not_warn(self, corpus, tmp_path, monkeypatch, caplog):
+        with caplog.at_level("WARNING"):
+            assert run_main(self._argv(corpus, tmp_path / "o", "--num-samples", "2"), monkeypatch) == 0
+        assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+    def test_existing_output_needs_overwrite(self, corpus, tmp_path, monkeypatch, capsys):
+        out = tmp_path / "o"
+        out.mkdir()  # an empty folder is fine
+        assert run_main(self._argv(corpus, out), monkeypatch) == 0
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        capsys.readouterr()
+        assert run_main(self._argv(corpus, out, "--seed", "5"), monkeypatch) == 2
+        line = one_line_error(capsys)
+        assert "not empty" in line and "--overwrite" in line
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched
+        assert run_main(self._argv(corpus, out, "--seed", "5", "--overwrite"), monkeypatch) == 0
+        assert (out / "train.parquet").is_file()
+
+    @pytest.mark.parametrize(
+        ("out", "match"),
+        [
+            ("afile/x", "afile is a file, not a folder"),  # --out under a file
+            ("afile/x/y", "afile is a file, not a folder"),  # deeper under a file
+            ("afile", "is a file; give a folder"),  # --out is itself a file
+        ],
+    )
+    def test_out_that_cannot_be_a_folder(self, corpus, tmp_path, monkeypatch, capsys, out, match):
+        (tmp_path / "afile").write_text("x")
+        assert run_main(self._argv(corpus, tmp_path / out), monkeypatch) == 2
+        assert match in one_line_error(capsys)
+
+    def test_write_error_is_one_line(self, corpus, tmp_path, monkeypatch, capsys):
+        import errno
+
+        from masksearch.data import ramp
+
+        def disk_full(build, out_dir):
+            raise OSError(errno.ENOSPC, "No space left on device", str(out_dir))
+
+        monkeypatch.setattr(ramp, "write_ramp", disk_full)
+        assert run_main(self._argv(corpus, tmp_path / "o"), monkeypatch) == 2
+        assert "cannot write" in (line := one_line_error(capsys)) and "No space left" in line
+
+
+class TestApiKeyFlags:
+    """Keys come only from the environment: ``--llm-api-key-env NAME``; a key on the command line is refused."""
+
+    SECRET = "sk-test-Zq81kd0secret"
+
+    def _argv(self, tmp_path, *extra: str) -> list[str]:
+        corpus = tmp_path / "c.jsonl"
+        write_passages_jsonl(good_passages(2), corpus)
+        return ["ramp", "build", "--corpus", str(corpus), "--out", str(tmp_path / "o"), "--extractor", "llm",
+                "--llm-url", "http://127.0.0.1:9", "--llm-model", "m", "--no-progress", *extra]  # fmt: skip
+
+    @pytest.mark.parametrize(
+        ("extra", "match"),
+        [
+            (
+                ["--llm-api-key", SECRET],
+                "--llm-api-key was removed",
+            ),  # the old flag: refused, value not shown
+            (["--llm-api-key-env", SECRET], "NAME of an environment variable"),  # a key where a name goes
+            (["--llm-api-key-env", "MASKSEARCH_TEST_UNSET_KEY"], "not set"),  # a name that is not set
+        ],
+    )
+    def test_refused_without_echoing_the_key(self, tmp_path, monkeypatch, capsys, caplog, extra, match):
+        monkeypatch.delenv("MASKSEARCH_TEST_UNSET_KEY", raising=False)
+        assert run_main(self._argv(tmp_path, *extra), monkeypatch) == 2
+        line = one_line_error(capsys)
+        assert match in line and self.SECRET not in line and self.SECRET not in caplog.text
+        assert not (tmp_path / "o").exists()
+
+    @pytest.mark.parametrize(
+        ("env", "flag", "expected"),
+        [
+            ({"MY_KEY": "k1"}, ["--llm-api-key-env", "MY_KEY"], "k1"),  # the named variable
+            ({"MASKSEARCH_LLM_API_KEY": "k2", "OPENAI_API_KEY": "k3"}, [], "k2"),  # default: ours first
+            ({"OPENAI_API_KEY": "k3"}, [], "k3"),  # then OpenAI's
+            ({}, [], None),  # none set: no key sent
+            ({"MY_KEY": "k1", "OPENAI_API_KEY": "k3"}, ["--llm-api-key-env", "MY_KEY"], "k1"),  # no fallback
+        ],
+    )
+    def test_key_is_read_from_the_environment(self, tmp_path, monkeypatch, env, flag, expected):
+        from masksearch.data import ramp_cli
+
+        for name in ("MY_KEY", "MASKSEARCH_LLM_API_KEY", "OPENAI_API_KEY"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        parser = argparse.ArgumentParser()
+        register_ramp(parser.add_subparsers(dest="command"))
+        args = parser.parse_args(self._argv(tmp_path, *flag, "--llm-cache", str(tmp_path / "cache")))
+        extractor = make_extractor("llm", **ramp_cli._extractor_options(args))
+        assert extractor.api_key == expected
 
 
 def _tiny_tokenizer():

@@ -8,6 +8,7 @@ import importlib
 import pytest
 
 MODULES = [
+    "masksearch.data.corpus",
     "masksearch.data.masking",
     "masksearch.data.spans",
     "masksearch.data.prompts",

@@ -183,3 +183,34 @@ class TestLLMExtractor:
             assert ex("Alpha Beta met Gamma.")  # then the server is killed
         with pytest.raises(ExtractorError, match="failed"):
             ex("Another passage with Delta.")
+
+
+def test_cli_key_from_named_env_var_reaches_the_server_only(
+    llm_server, tmp_path, monkeypatch, capsys, caplog
+):
+    """``ramp build --llm-api-key-env NAME``: the key is sent as a bearer header and lands in no output,
+    log line or file (issue 21)."""
+    from masksearch.cli import main as cli_main
+    from masksearch.data.corpus import Passage, write_passages_jsonl
+
+    url, _ = llm_server
+    secret = "sk-ramp-Uq2secret9"
+    monkeypatch.setenv("MY_RAMP_KEY", secret)
+    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ["masksearch.data.ramp_cli"])
+    corpus = tmp_path / "c.jsonl"
+    texts = [PASSAGE, "Grace Hopper met Alan Turing in Paris, where they discussed compilers."]
+    write_passages_jsonl([Passage(str(i), f"T{i}", t) for i, t in enumerate(texts)], corpus)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    argv = ["--log-level", "DEBUG", "ramp", "build", "--corpus", str(corpus), "--out", str(out),
+            "--extractor", "llm", "--llm-url", url, "--llm-model", "stub", "--llm-api-key-env", "MY_RAMP_KEY",
+            "--llm-cache", str(cache), "--min-words", "5", "--max-masks", "1", "--val-fraction", "0",
+            "--no-progress"]  # fmt: skip
+    with caplog.at_level("DEBUG"):
+        assert cli_main.main(argv) == 0
+    assert httpx.get(f"{url}/stats", timeout=5).json()["auth"][-1] == f"Bearer {secret}"
+    printed = capsys.readouterr()
+    assert secret not in printed.out + printed.err + caplog.text
+    written = [p for p in [*out.rglob("*"), *cache.rglob("*")] if p.is_file()]
+    assert (out / "train.parquet") in written and not [
+        p for p in written if secret.encode() in p.read_bytes()
+    ]
