@@ -85,3 +85,21 @@ class TestHelpers:
         )
         time.sleep(0.1)
         assert not target.exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_outputs_follow_the_umask(tmp_path, umask):
+    """mkstemp/mkdtemp make 0600/0700 entries; once renamed onto a target they get the umask's mode."""
+    import os
+
+    from masksearch.core.atomic import atomic_dir, atomic_write_text
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "f.json", "{}")
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "inside.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~umask
