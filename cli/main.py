@@ -10,7 +10,12 @@ import argparse
 import importlib
 import sys
 
-from masksearch.core.cli_support import add_log_level, configure_logging, run_handler
+from masksearch.core.cli_support import (
+    add_log_level,
+    add_log_level_to_subcommands,
+    configure_logging,
+    run_handler,
+)
 
 # Modules that add subcommands. A module listed here must define ``register(subparsers)``.
 COMMAND_MODULES = [
@@ -38,18 +43,32 @@ def _sft_train(*args, **kwargs):
     return train_sft(*args, **kwargs)
 
 
+def _version() -> str:
+    """The installed distribution's version (``setup.py``'s ``version``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("masksearch")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="masksearch",
         description="MaskSearch on verl: data, retrieval, training, evaluation.",
     )
-    add_log_level(parser, help="Python logging level (default: INFO).")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {_version()}", help="Print the version and exit."
+    )
+    add_log_level(parser)
     # Named corpora for commands of parts below data (``masksearch index build --corpus embedded``).
     # and the SFT recipe's trainer for `masksearch sft train|evolve` (sft never imports a recipe).
     parser.set_defaults(named_corpora={"embedded": _embedded_corpus}, sft_train=_sft_train)
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
+    add_log_level_to_subcommands(parser)  # `masksearch search … --log-level DEBUG` too
     return parser
 
 

@@ -17,9 +17,33 @@ from masksearch.core.errors import UserFacingError
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
-def add_log_level(parser: argparse.ArgumentParser, help: str | None = None) -> None:
-    """``--log-level`` (default INFO) on the top-level parser."""
+LOG_LEVEL_HELP = "Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL (default: INFO)."
+
+
+def add_log_level(parser: argparse.ArgumentParser, help: str | None = LOG_LEVEL_HELP) -> None:
+    """``--log-level`` (default INFO) on the top-level parser.
+
+    Call :func:`add_log_level_to_subcommands` once every subcommand is registered, so the flag is
+    also accepted after the subcommand (``masksearch index build … --log-level DEBUG``).
+    """
     parser.add_argument("--log-level", default="INFO", help=help)
+
+
+def add_log_level_to_subcommands(parser: argparse.ArgumentParser, help: str = LOG_LEVEL_HELP) -> None:
+    """Accept ``--log-level`` on every subcommand and nested action of ``parser`` too.
+
+    The copies default to ``argparse.SUPPRESS``: a subcommand that is not given the flag leaves the
+    top-level value (INFO unless set) in place, and one that is given it overrides an earlier value,
+    so the last ``--log-level`` on the command line wins. The value is checked by
+    :func:`configure_logging`, as for the top-level flag.
+    """
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for sub in dict.fromkeys(action.choices.values()):  # an alias maps to the same parser
+            if "--log-level" not in sub._option_string_actions:
+                sub.add_argument("--log-level", default=argparse.SUPPRESS, help=help)
+            add_log_level_to_subcommands(sub, help)
 
 
 def configure_logging(value: object, prog: str = "masksearch") -> bool:

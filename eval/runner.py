@@ -80,7 +80,8 @@ class EvalSettings:
         max_response_tokens: response budget per episode (generated + observation tokens).
         max_samples: evaluate only the first N samples of each dataset (``None``: all).
         answer_rewards: answer rewards to report (``em``, ``f1``, ``recall``, ``llm_judge``...).
-        show_progress: draw a tqdm progress bar.
+        show_progress: draw a tqdm progress bar on stderr: samples done, and while a batch runs,
+            its number and the generate calls and new tokens so far.
     """
 
     batch_size: int = 8
@@ -190,6 +191,79 @@ def _one_line(exc: BaseException) -> str:
 def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
+
+
+# --------------------------------------------------------------------------- progress
+class _Progress:
+    """The eval bar: samples done (a batch's samples finish together), and what the running batch
+    has done so far, so a long batch is not silent.
+
+    The postfix reads ``batch 2/13: 3 generate calls, 1,234 new tokens; failed 0``; it is redrawn
+    when a batch starts and ends, and at most every ``interval_s`` after a generate call.
+    """
+
+    def __init__(self, bar: Any, n_batches: int, interval_s: float = 0.5):
+        self.bar = bar
+        self.n_batches = n_batches
+        self.interval_s = interval_s
+        self.batch = self.calls = self.tokens = self.failed = 0
+        self._last = 0.0
+
+    def start_batch(self) -> None:
+        self.batch += 1
+        self.calls = self.tokens = 0
+        self._show(force=True)
+
+    def on_results(self, results: Sequence[Any]) -> None:
+        self.calls += 1
+        self.tokens += sum(len(getattr(r, "token_ids", None) or ()) for r in results)
+        self._show()
+
+    def end_batch(self, n_samples: int, failed: int) -> None:
+        self.failed = failed
+        self.bar.set_postfix_str(self._text(), refresh=False)
+        self.bar.update(n_samples)
+        self._last = time.monotonic()
+
+    def _text(self) -> str:
+        calls = f"{self.calls} generate call{'s' if self.calls != 1 else ''}"
+        tokens = f", {self.tokens:,} new tokens" if self.tokens else ""  # text-out backends: no ids
+        return f"batch {self.batch}/{self.n_batches}: {calls}{tokens}; failed {self.failed}"
+
+    def _show(self, force: bool = False) -> None:
+        self.bar.set_postfix_str(self._text(), refresh=False)
+        now = time.monotonic()
+        if force or now - self._last >= self.interval_s:
+            self.bar.refresh()
+            self._last = now
+
+
+class _ReportingGenerator:
+    """``generator`` unchanged, telling ``on_results`` about every call (for :class:`_Progress`).
+
+    ``generate_batch`` exists only when the wrapped generator has it, as the env runner picks the
+    batched path by its presence; any other attribute (``close``, ``tokenizer``...) is the wrapped one's.
+    """
+
+    def __init__(self, generator: Any, on_results: Any):
+        self._generator = generator
+        self._on_results = on_results
+        self.token_in = generator.token_in
+        if callable(getattr(generator, "generate_batch", None)):
+            self.generate_batch = self._generate_batch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_generator"], name)
+
+    def generate(self, prompt: Any, max_new_tokens: int, stop: Sequence[str], *, messages: Any = None) -> Any:
+        result = self._generator.generate(prompt, max_new_tokens, stop, messages=messages)
+        self._on_results([result])
+        return result
+
+    def _generate_batch(self, prompts: Sequence[Any], max_new_tokens: Any, stop: Sequence[str]) -> Any:
+        results = self._generator.generate_batch(prompts, max_new_tokens, stop)
+        self._on_results(results)
+        return results
 
 
 # --------------------------------------------------------------------------- running
@@ -396,11 +470,16 @@ def run_eval(
 
     writer = _Writer(traj_path)
     failures_now = 0
+    n_batches = -(-len(todo) // settings.batch_size)
     bar = tqdm(
         total=len(planned), initial=n_resumed, desc="eval", unit="sample", disable=not settings.show_progress
     )
+    progress = _Progress(bar, n_batches)
+    if settings.show_progress:
+        generator = _ReportingGenerator(generator, progress.on_results)
     try:
         for chunk in _chunks(todo, settings.batch_size):
+            progress.start_batch()
             results = _run_batch(
                 generator, tokenizer, chunk, search_client, config, settings.max_response_tokens
             )
@@ -409,8 +488,7 @@ def run_eval(
             for record in batch:
                 records[record["id"]] = record
                 failures_now += bool(record["error"])
-            bar.update(len(chunk))
-            bar.set_postfix(failed=failures_now)
+            progress.end_batch(len(chunk), failures_now)
     finally:
         bar.close()
         writer.close()

@@ -93,7 +93,12 @@ def _register_synthesize(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--samples", type=int, default=1, help="Trajectories per row (policy teacher; default: 1)."
     )
-    p.add_argument("--api", choices=("completions", "chat"), default="completions", help="Policy mode API.")
+    p.add_argument(
+        "--api",
+        choices=("completions", "chat"),
+        default="completions",
+        help="Policy mode API (default: completions).",
+    )
     p.set_defaults(handler=_synthesize)
 
 
@@ -150,7 +155,10 @@ def _register_evolve(sub: argparse._SubParsersAction) -> None:
     )
     _teacher_options(p, required=False)
     p.add_argument(
-        "--round0", nargs="*", default=[], help="Round-0 synthesis folders merged into every round's data."
+        "--round0",
+        nargs="*",
+        default=[],
+        help="Round-0 synthesis folders merged into every round's data (default: none).",
     )
     p.add_argument("--round0-model", default=None, help="HF folder trained on --round0: round 1's teacher.")
     p.add_argument(
@@ -176,7 +184,10 @@ def _register_evolve(sub: argparse._SubParsersAction) -> None:
         "e.g. 'vllm serve {model} --port {port} --served-model-name {name}').",
     )
     p.add_argument(
-        "--train-override", action="append", default=[], help="Hydra override for SFT (repeatable)."
+        "--train-override",
+        action="append",
+        default=[],
+        help="Hydra override for SFT (repeatable; default: none).",
     )
     p.set_defaults(handler=_evolve)
 
