@@ -34,10 +34,15 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 table.rows { width: 100%; font-size: 13px; }
 table.rows th { cursor: pointer; user-select: none; }
 table.rows th.sorted-asc::after { content: " ▲"; } table.rows th.sorted-desc::after { content: " ▼"; }
-table.rows td.q { min-width: 240px; max-width: 520px; color: #333; }
-.table-wrap { overflow-x: auto; }
-table.rows td.run, table.rows td.id { min-width: 90px; max-width: 200px; overflow-wrap: break-word; }
-table.rows td.ans { min-width: 120px; max-width: 240px; overflow-wrap: break-word; }
+/* The index fits its columns in the page down to about 900 px (long ids, answers and prompts wrap
+   anywhere); narrower, the table scrolls inside .table-wrap and the page itself never does. */
+.table-wrap { overflow-x: auto; max-width: 100%; }
+table.rows th, table.rows td { padding: 3px 5px; }
+table.rows td.q { min-width: 130px; max-width: 520px; color: #333; overflow-wrap: anywhere; }
+table.rows td.run { min-width: 64px; max-width: 200px; overflow-wrap: break-word; }  /* breaks after '/' */
+table.rows td.id { min-width: 64px; max-width: 200px; overflow-wrap: anywhere; }
+table.rows td.ans { min-width: 80px; max-width: 240px; overflow-wrap: anywhere; }
+table.rows td.ds { min-width: 56px; overflow-wrap: anywhere; }
 table.rows th { white-space: normal; } table.rows th[data-col=k] { white-space: nowrap; }
 .side table { table-layout: fixed; } .side td { overflow-wrap: anywhere; }
 table.rows tr:hover td { background: #fbfcfe; }
@@ -55,9 +60,13 @@ mark.mask { background: #ffe08a; padding: 0 2px; border-radius: 3px; font-weight
 mark.gold { padding: 0 1px; border-radius: 3px; outline: 1px solid rgba(0,0,0,.15); }
 .g0 { background: #b7f0c4; } .g1 { background: #b9dcff; } .g2 { background: #ffc9e0; } .g3 { background: #ffe2b0; }
 .g4 { background: #d9c9ff; } .g5 { background: #c5f2f0; }
-.grid { display: grid; grid-template-columns: minmax(0, 1fr) 360px; gap: 18px; }
-@media (max-width: 1000px) { .grid { grid-template-columns: 1fr; } }
+.grid { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 360px); gap: 18px; }
+.grid > * { min-width: 0; }
+@media (max-width: 1000px) { .grid { grid-template-columns: minmax(0, 1fr); } }
+h1, .note, .msg, .doc, .answer-box, .block { overflow-wrap: anywhere; }
 .side table { width: 100%; font-size: 13px; } .side td:first-child { color: var(--muted); }
+.side tr.part td { background: var(--soft); } .side tr.part td:first-child { padding-left: 18px; }
+.side tr.part.unexplained td { background: #fff4e0; }
 .msg { border: 1px solid var(--line); border-radius: 6px; margin: 6px 0; padding: 6px 9px; background: var(--soft); }
 .msg .role { font-size: 11.5px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); }
 .pre { white-space: pre-wrap; word-break: break-word; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12.5px; }
@@ -233,7 +242,7 @@ APP_JS = r"""
     if (!distinct('status').length) hidden.sreason = true;
     var columns = COLUMNS.filter(function (c) { return !hidden[c[0]]; });
     columns.forEach(function (c) {
-      var th = el('th', { 'data-col': c[0] }, c[1]);
+      var th = el('th', { 'data-col': c[0] }, c[1].split('_').map(function (w, i) { return i ? ['_', el('wbr'), w] : w; }));  // may break after '_'
       th.addEventListener('click', function () {
         if (state.sort === c[0]) state.dir = state.dir === 'asc' ? 'desc' : 'asc';
         else { state.sort = c[0]; state.dir = (c[0] === 'score' || c[0] === 'acc') ? 'desc' : 'asc'; }
@@ -291,9 +300,9 @@ APP_JS = r"""
         var sft = r.status ? el('span', { class: 'badge ' + (r.status === 'kept' ? 'ok' : 'bad') }, r.status + (r.sreason && r.sreason !== 'ok' ? ': ' + r.sreason : '')) : '';
         var cells = {
           k: el('td', { class: 'num' }, el('a', { href: link }, String(r.k))),
-          run: el('td', { class: 'run' }, r.run), kind: el('td', null, r.kind),
+          run: el('td', { class: 'run' }, String(r.run).split('/').map(function (w, i) { return i ? ['/', el('wbr'), w] : w; })), kind: el('td', null, r.kind),
           step: el('td', { class: 'num' }, r.step === null ? '' : el('a', { href: '#g=' + r.g + '&sort=step', title: 'follow this prompt across steps', class: 'follow' }, String(r.step))),
-          ds: el('td', null, r.ds), id: el('td', { class: 'id' }, el('a', { href: link }, r.id)),
+          ds: el('td', { class: 'ds' }, r.ds), id: el('td', { class: 'id' }, el('a', { href: link }, r.id)),
           q: el('td', { class: 'q' }, highlight(r.q, [], true)), ans: el('td', { class: 'ans' }, r.ans),
           score: el('td', { class: 'num' }, fmt(r.score)), acc: el('td', { class: 'num' }, accBadge), fmt: el('td', null, fmtBadge),
           reason: el('td', null, r.reason), ns: el('td', { class: 'num' }, String(r.ns)), turns: el('td', { class: 'num' }, String(r.turns)),
@@ -352,8 +361,8 @@ APP_JS = r"""
     document.body.appendChild(s);
   }
 
-  function kv(table, key, value, title) {
-    table.appendChild(el('tr', null, el('td', { title: title || null }, key), el('td', null, value)));
+  function kv(table, key, value, title, cls) {
+    table.appendChild(el('tr', { class: cls || null }, el('td', { title: title || null }, key), el('td', null, value)));
   }
   function badgeBool(v, good) {
     if (v === null || v === undefined) return '–';
@@ -430,17 +439,32 @@ APP_JS = r"""
     side.appendChild(el('h2', null, 'Reward'));
     var rt = el('table', { id: 'rewards' });
     var r = s.rewards || {};
-    ['score', 'acc', 'answer_score', 'format_ok', 'format_reason', 'num_searches'].forEach(function (key) {
+    var shown = ['score', 'acc', 'answer_score', 'format_ok', 'format_reason', 'num_searches'];
+    var parts = s.score_parts || [];
+    var partTitles = {
+      reward_fn_score: 'the reward function\'s score (masksearch.rewards.compute_score)',
+      overlong_reward: 'verl\'s dapo reward manager: the overlong penalty (reward.reward_kwargs.overlong_buffer_cfg)',
+      unexplained: 'in the score verl trained on, but not in the parts the dump records'
+    };
+    shown.forEach(function (key) {
       var v = r[key];
       kv(rt, key, key === 'acc' || key === 'format_ok' ? badgeBool(v === null || v === undefined ? null : v >= 1, true) : (key === 'format_reason' ? el('span', { class: 'badge ' + (v === 'ok' ? 'ok' : 'bad') }, fmt(v)) : fmt(v)));
+      if (key === 'score') parts.forEach(function (p, i) { kv(rt, (i ? '+ ' : '= ') + p, fmt(r[p]), partTitles[p], 'part ' + p); });
     });
     Object.keys(r).forEach(function (key) {
-      if (['score', 'acc', 'answer_score', 'format_ok', 'format_reason', 'num_searches'].indexOf(key) < 0) kv(rt, key, fmt(r[key]));
+      if (shown.indexOf(key) < 0 && parts.indexOf(key) < 0) kv(rt, key, fmt(r[key]));
     });
     side.appendChild(rt);
+    var verl = s.kind === 'rollout' || s.kind === 'validation';
     side.appendChild(el('p', { class: 'note' }, s.rewards_source === 'recomputed'
-      ? 'Reward parts recomputed by the viewer with masksearch.rewards.compute_score at its defaults (recall, format gate)' + (s.kind === 'rollout' ? '; score is what verl logged.' : '.')
-      : 'Reward parts as logged by the source.'));
+      ? 'Reward parts recomputed by the viewer with masksearch.rewards.compute_score at its defaults (recall, format gate)' + (verl ? '; score is the reward verl logged.' : '.')
+      : 'Reward parts as logged by the source' + (verl ? '; score is the reward verl trained on.' : '.')));
+    if (parts.indexOf('overlong_reward') >= 0) side.appendChild(el('p', { class: 'note', id: 'overlong-note' },
+      'overlong_reward: verl\'s dapo reward manager penalises responses that reach the last overlong_buffer_cfg.len tokens of the budget (0 down to -penalty_factor); score = the parts above.'));
+    if (parts.indexOf('unexplained') >= 0) side.appendChild(el('p', { class: 'note warn', id: 'unexplained-note' },
+      'unexplained: the score differs from the reward function\'s by ' + fmt(r.unexplained) + ' and the dump does not record why; ' +
+      'likely the dapo overlong penalty with overlong_buffer_cfg.log off (turn it on to record overlong_reward)' +
+      (s.rewards_source === 'recomputed' ? ', or a reward config other than compute_score\'s defaults.' : '.')));
     side.appendChild(el('h2', null, 'Env stats'));
     var et = el('table', { id: 'stats' });
     Object.keys(s.stats || {}).forEach(function (key) { kv(et, key, fmt(s.stats[key])); });
@@ -484,16 +508,16 @@ APP_JS = r"""
   function initCompare() {
     var data = window.MS_COMPARE;
     if (!data) throw new Error('data/compare.js did not load');
-    document.getElementById('cmp-count').textContent = data.rows.length + ' of ' + data.n_common + ' common samples changed score (A: ' +
+    document.getElementById('cmp-count').textContent = data.rows.length + ' of ' + data.n_common + ' common samples changed score (matched by sample id; A: ' +
       data.n_a + ' samples, B: ' + data.n_b + '; only in A: ' + data.only_a + ', only in B: ' + data.only_b + ')';
     var t = document.getElementById('cmp');
     t.appendChild(el('thead', null, el('tr', null, ['id', 'prompt', 'score A', 'score B', 'Δ', 'acc A', 'acc B', 'answer A', 'answer B'].map(function (h) { return el('th', null, h); }))));
     var tb = el('tbody');
     data.rows.forEach(function (r) {
-      tb.appendChild(el('tr', { class: 'row' }, el('td', null, r.id), el('td', { class: 'q' }, highlight(r.q, [], true)),
+      tb.appendChild(el('tr', { class: 'row' }, el('td', { class: 'id' }, r.id), el('td', { class: 'q' }, highlight(r.q, [], true)),
         el('td', { class: 'num' }, el('a', { href: 'sample.html#' + r.ka }, fmt(r.sa))), el('td', { class: 'num' }, el('a', { href: 'sample.html#' + r.kb }, fmt(r.sb))),
         el('td', { class: 'num ' + (r.d > 0 ? 'delta-pos' : 'delta-neg') }, (r.d > 0 ? '+' : '') + fmt(r.d)), el('td', { class: 'num' }, fmt(r.acc_a)), el('td', { class: 'num' }, fmt(r.acc_b)),
-        el('td', null, r.ans_a), el('td', null, r.ans_b)));
+        el('td', { class: 'ans' }, r.ans_a), el('td', { class: 'ans' }, r.ans_b)));
     });
     t.appendChild(tb);
     document.body.setAttribute('data-rows', String(data.rows.length));

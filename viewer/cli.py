@@ -37,7 +37,9 @@ def register(subparsers: Any) -> None:
         help="Two eval runs: also write compare.html with the samples whose score changed from A to B.",
     )
     p.add_argument("--page-size", type=int, default=50, help="Index rows per page (1..500, default 50).")
-    p.add_argument("--title", default="masksearch trajectories", help="Index page title.")
+    p.add_argument(
+        "--title", default="masksearch trajectories", help="Index page title (default: %(default)s)."
+    )
     p.add_argument(
         "--overwrite", action="store_true", help="Replace a non-empty --out that is not a viewer site."
     )
@@ -53,11 +55,12 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from masksearch.viewer.site import build_site
+    from masksearch.viewer.site import build_site, check_out_dir
 
     if not args.out:
         raise UserFacingError("--out DIR is required")
     out = Path(args.out)
+    check_out_dir(out)  # a file there is a one-line error, for --serve too
     if args.sources or args.compare:
         result = build_site(
             args.sources,

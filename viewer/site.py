@@ -4,7 +4,7 @@ Layout of ``DIR``::
 
     index.html          one row per sample (filters, sorting, paging), per-run and per-step summaries
     sample.html#<key>   one sample; its data is loaded on demand from data/s/<chunk>.js
-    compare.html        (--compare A B) the samples whose score changed between two runs
+    compare.html        (--compare A B) two eval runs matched by sample id: the samples whose score changed
     learn.html          (a learning report among the sources) stages, deltas, RL curves
     data/index.js       the index rows (compact; no texts beyond previews)
     data/meta.js        totals and chunk size for sample.html
@@ -26,7 +26,7 @@ import math
 import os
 import shutil
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +34,21 @@ from typing import Any
 
 from masksearch.core.errors import UserFacingError
 from masksearch.viewer import assets
-from masksearch.viewer.sources import LearnReport, LoadResult, Sample, load_sources
+from masksearch.viewer.sources import LearnReport, LoadResult, Sample, discover, load_sources
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
 
-__all__ = ["CHUNK_SIZE", "DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "BuildResult", "build_site", "compare_runs"]
+__all__ = [
+    "CHUNK_SIZE",
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "BuildResult",
+    "build_site",
+    "check_compare_inputs",
+    "check_out_dir",
+    "compare_runs",
+]
 
 #: Samples per data file of sample.html (a page loads one file).
 CHUNK_SIZE = 100
@@ -62,9 +71,17 @@ class BuildResult:
     elapsed_s: float
     skipped: dict[str, int] = field(default_factory=dict)
     n_changed: int | None = None
+    n_common: int | None = None
 
     def summary_line(self) -> str:
-        changed = f", {self.n_changed} changed scores" if self.n_changed is not None else ""
+        changed = ""
+        if self.n_changed is not None:
+            changed = (
+                f", compare: {self.n_changed} of {self.n_common} samples in both runs (matched by sample id) "
+                "changed score"
+            )
+            if not self.n_common:
+                changed += " (A and B share no sample id: compare two eval runs of the same data)"
         skipped = f"; skipped: {sum(self.skipped.values())} lines" if self.skipped else ""
         return (
             f"viewer: {self.n_samples} samples from {self.n_runs} run(s){changed} in {self.elapsed_s:.2f}s "
@@ -173,7 +190,10 @@ def _summary_table(rows: Sequence[tuple[list[str], dict[str, Any]]], heads: Sequ
         cells = "".join(f"<td>{_e(label)}</td>" for label in labels)
         cells += "".join(f"<td class='num'>{_e(_fmt(summ[k]))}</td>" for k, _ in _SUMMARY_COLS)
         body.append(f"<tr>{cells}</tr>")
-    return f"<table class='{css}'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (
+        f"<div class='table-wrap'><table class='{css}'><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def _runs_html(loaded: LoadResult, by_run: Mapping[str, list[Sample]]) -> str:
@@ -231,6 +251,33 @@ def _steps_html(by_run: Mapping[str, list[Sample]]) -> str:
 
 
 # --------------------------------------------------------------------------- compare
+_KIND_NAMES = {
+    "eval": "eval run",
+    "verl": "verl dump (<step>.jsonl)",
+    "sft": "SFT synthesis folder",
+    "learn": "learning report",
+}
+
+
+def check_compare_inputs(compare: Sequence[str | os.PathLike[str]]) -> None:
+    """Each of ``compare`` is one ``masksearch eval`` output folder (what compare matches by sample id).
+
+    Raises:
+        UserFacingError: a path is missing, or holds something else (a verl dump, several runs...).
+    """
+    for name, raw in zip("AB", compare, strict=True):
+        found = discover([raw])
+        if [s.kind for s in found] == ["eval"]:
+            continue
+        kinds = Counter(_KIND_NAMES[s.kind] for s in found)
+        got = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in kinds.items())
+        raise UserFacingError(
+            "--compare matches the samples of two `masksearch eval` output folders (trajectories.jsonl) "
+            f"by sample id; {name} = {raw} holds {got}"
+            + ("; give one run folder" if sum(s.kind == "eval" for s in found) > 1 else "")
+        )
+
+
 def compare_runs(a: Sequence[Sample], b: Sequence[Sample]) -> dict[str, Any]:
     """Samples of run ``a`` and ``b`` with the same id whose ``score`` differs.
 
@@ -386,7 +433,22 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+def check_out_dir(out: Path) -> None:
+    """``out`` can be the site folder: a folder, or nothing yet below a folder.
+
+    Raises:
+        UserFacingError: ``out`` (or a folder above it) is a file.
+    """
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "is a file" if path == out else f"is below a file ({path})"
+                raise UserFacingError(f"--out {out} {what}, not a folder; give a folder for the site")
+            return
+
+
 def _prepare_out(out: Path, overwrite: bool) -> None:
+    check_out_dir(out)
     if out.exists() and any(out.iterdir()):
         if not (out / _SITE_MARKER).is_file() and not overwrite:
             raise UserFacingError(
@@ -396,8 +458,11 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
             shutil.rmtree(out / name, ignore_errors=True)
         for name in ("index.html", "sample.html", "compare.html", "learn.html"):
             (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / _SITE_MARKER).write_text("written by masksearch view\n", encoding="utf-8")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / _SITE_MARKER).write_text("written by masksearch view\n", encoding="utf-8")
+    except OSError as exc:
+        raise UserFacingError(f"cannot write the site to --out {out}: {exc.strerror or exc}") from exc
 
 
 def build_site(
@@ -415,24 +480,28 @@ def build_site(
     Args:
         sources: eval runs, verl dump folders, SFT synthesis folders, learning reports (or folders holding them).
         out_dir: the site folder (created; an earlier viewer site there is replaced).
-        compare: two runs ``(A, B)``; writes ``compare.html`` with the samples whose score changed.
+        compare: two eval runs ``(A, B)`` (``masksearch eval`` output folders); their samples are
+            matched by sample id, and ``compare.html`` lists those whose score changed.
         page_size: index rows per page (1..``MAX_PAGE_SIZE``).
         title: the index page's title.
         overwrite: replace a non-empty ``out_dir`` that is not a viewer site.
         loaded: already loaded samples (``sources`` is then ignored); used by tests and benchmarks.
 
     Raises:
-        UserFacingError: nothing to view, a bad page size, or ``out_dir`` holds something else.
+        UserFacingError: nothing to view, a bad page size, ``out_dir`` is a file or holds something
+            else, or a ``compare`` path is not one eval run.
     """
     started = time.perf_counter()
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise UserFacingError(f"--page-size must be in 1..{MAX_PAGE_SIZE}, got {page_size}")
     out = Path(out_dir)
     compare_labels: tuple[str, str] | None = None
+    check_out_dir(out)
     if loaded is None:
         paths = list(sources)
         labels: list[str | None] | None = None
         if compare is not None:
+            check_compare_inputs(compare)
             paths += [compare[0], compare[1]]
             labels = [None] * len(sources) + ["A", "B"]
             compare_labels = ("A", "B")
@@ -488,17 +557,27 @@ def build_site(
     _write(out / "assets" / "style.css", assets.STYLE_CSS)
 
     pages = ["index.html", "sample.html"]
-    n_changed = None
+    n_changed = n_common = None
     if compare_labels is not None:
         cmp = compare_runs(by_run.get(compare_labels[0], []), by_run.get(compare_labels[1], []))
         cmp["a"] = str(compare[0])  # type: ignore[index]
         cmp["b"] = str(compare[1])  # type: ignore[index]
-        n_changed = len(cmp["rows"])
+        n_changed, n_common = len(cmp["rows"]), cmp["n_common"]
         _write(out / "data" / "compare.js", "window.MS_COMPARE = " + js_json(cmp) + ";\n")
+        none_common = (
+            "<p class='note warn' id='cmp-none'>A and B share no sample id: compare two eval runs "
+            "of the same data.</p>"
+            if not n_common
+            else ""
+        )
         body = (
             "<h1>Compare</h1>"
             f"<p class='note'>A = {_e(compare[0])}<br>B = {_e(compare[1])}</p>"  # type: ignore[index]
-            "<p id='cmp-count' class='count'></p><table id='cmp' class='rows'></table>"
+            "<p class='note' id='cmp-how'>Two eval runs, their samples matched by sample id (the "
+            "<code>id</code> of trajectories.jsonl); listed: the samples whose score changed, "
+            "largest change first.</p>"
+            f"{none_common}<p id='cmp-count' class='count'></p>"
+            "<div class='table-wrap'><table id='cmp' class='rows'></table></div>"
         )
         _write(
             out / "compare.html",
@@ -559,4 +638,5 @@ def build_site(
         elapsed_s=elapsed,
         skipped=dict(loaded.skipped),
         n_changed=n_changed,
+        n_common=n_common,
     )

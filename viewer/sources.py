@@ -6,8 +6,8 @@ Recognised sources (a path may be any of them, or a folder holding them up to th
 eval run             ``trajectories.jsonl`` (+ ``results.json``) written by ``masksearch eval``
 verl dump            ``<step>.jsonl`` files of ``trainer.rollout_data_dir`` or
                      ``trainer.validation_data_dir`` (verl's ``_write_generations``: ``input``,
-                     ``output``, ``gts``, ``score``, ``step`` and, for validation, the reward's
-                     extra keys ``acc``, ``format_ok``, ...)
+                     ``output``, ``gts``, ``score``, ``step``, then the reward's extra info
+                     written over them: ``acc``, ``format_ok``, ..., ``overlong_reward``)
 SFT synthesis        ``kept.jsonl`` / ``rejected.jsonl`` of ``masksearch sft synthesize``
 learning report      ``report.json`` with ``stages`` (``make learn``); not samples, a page
 ===================  ==========================================================================
@@ -18,6 +18,11 @@ its documents, the gold spans as alias groups, the extracted answer, the reward 
 ``acc``, ``answer_score``, ``format_ok``, ``format_reason``, ``num_searches``; taken from the source
 when it has them, else recomputed with :func:`masksearch.rewards.compute_score` at its defaults and
 marked ``rewards_source="recomputed"``) and the env stats. Unreadable lines are skipped and counted.
+
+A verl sample's ``score`` is the reward verl trained on, and when that is more than the reward
+function's score its parts are listed in ``score_parts`` (keys of ``rewards`` that add up to
+``score``; see :func:`_verl_rewards`): ``reward_fn_score``, the ``dapo`` reward manager's
+``overlong_reward`` and, if the dump does not account for all of it, ``unexplained``.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
 
 __all__ = [
     "REWARD_KEYS",
+    "SCORE_PART_KEYS",
     "LearnReport",
     "LoadResult",
     "Sample",
@@ -53,6 +59,10 @@ __all__ = [
 
 #: The reward parts every sample shows (the training reward's keys, ``pred`` aside).
 REWARD_KEYS = ("score", "acc", "answer_score", "format_ok", "format_reason", "num_searches")
+#: The parts a verl sample's ``score`` may add up from (keys of ``Sample.rewards``, in this order).
+SCORE_PART_KEYS = ("reward_fn_score", "overlong_reward", "unexplained")
+#: Parts smaller than this are rounding (verl sums float32 reward tensors).
+_PART_TOLERANCE = 1e-5
 #: Env counters shown per sample (the agent loop's ``extra_fields``).
 STAT_KEYS = (
     "num_searches",
@@ -96,6 +106,7 @@ class Sample:
     stats: dict[str, Any]
     stats_source: str  # source | derived
     step: int | None = None
+    score_parts: list[str] = field(default_factory=list)  # keys of rewards adding up to score (verl)
     stop_reason: str | None = None
     error: str | None = None
     status: str | None = None  # sft: kept | rejected
@@ -162,6 +173,7 @@ class Sample:
             "answer": self.answer,
             "rewards": self.rewards,
             "rewards_source": self.rewards_source,
+            "score_parts": self.score_parts,
             "stats": self.stats,
             "stats_source": self.stats_source,
             "stop_reason": self.stop_reason,
@@ -428,6 +440,62 @@ def _load_eval(src: Source, skipped: Counter[str]) -> Iterator[Sample]:
         )
 
 
+def _verl_rewards(
+    rec: Mapping[str, Any], data_source: str, response: str, prompt: Sequence[Mapping[str, Any]]
+) -> tuple[dict[str, Any], str, list[str]]:
+    """The reward parts of one verl dump row: ``(rewards, rewards_source, score_parts)``.
+
+    verl 0.9.1's ``_write_generations`` writes its own ``score`` column (the reward it trained on)
+    and then every column of the reward's extra info over it. So when the row carries the reward
+    function's keys (``acc``, ``format_ok``, ...), its ``score`` is the reward function's score and
+    the reward verl trained on is ``reward`` (validation dumps) or that score plus the ``dapo``
+    reward manager's ``overlong_reward`` (logged with ``overlong_buffer_cfg.log``). A row without
+    them has verl's own ``score``, and the reward function's score is recomputed.
+
+    ``rewards["score"]`` is then the reward verl trained on; if it differs from the reward
+    function's score, ``score_parts`` names the keys adding up to it: ``reward_fn_score``,
+    ``overlong_reward`` when logged, and ``unexplained`` for what the row does not account for (a
+    penalty that was not logged, or a reward config other than the defaults, when recomputed).
+
+    >>> row = {"score": 0.0, "acc": 0.0, "format_ok": 1.0, "num_searches": 1, "overlong_reward": -0.5}
+    >>> rewards, _, parts = _verl_rewards(row, "ramp", "", [])
+    >>> rewards["score"], parts, [rewards[k] for k in parts]
+    (-0.5, ['reward_fn_score', 'overlong_reward'], [0.0, -0.5])
+    """
+    if all(k in rec for k in ("acc", "format_ok", "num_searches")):
+        rewards = {k: rec.get(k) for k in REWARD_KEYS}
+        rewards_source = "source"
+        fn_score = _num(rec.get("score"))  # the reward function's: its extra info replaced verl's column
+        total = _num(rec.get("reward"))
+    else:
+        rewards = _recompute(data_source, response, rec.get("gts"), prompt, None)
+        rewards_source = "recomputed"
+        fn_score = _num(rewards.get("score"))
+        total = _num(rec.get("reward"))
+        if total is None:
+            total = _num(rec.get("score"))  # verl's own column: the reward it trained on
+    for key in ("em", "f1", "recall", "judge"):
+        if key in rec:
+            rewards[key] = rec[key]
+    overlong = _num(rec.get("overlong_reward"))
+    if "overlong" in rec:
+        rewards["overlong"] = rec["overlong"]
+    if total is None and fn_score is not None:
+        total = fn_score + (overlong or 0.0)
+    rewards["score"] = total
+    parts: dict[str, float | None] = {"reward_fn_score": fn_score}
+    if overlong is not None:
+        parts["overlong_reward"] = overlong
+    if total is not None and fn_score is not None:
+        gap = total - fn_score - (overlong or 0.0)
+        if abs(gap) > _PART_TOLERANCE:
+            parts["unexplained"] = gap
+    if len(parts) == 1:
+        return rewards, rewards_source, []  # the score is the reward function's: nothing to split
+    rewards.update(parts)
+    return rewards, rewards_source, list(parts)
+
+
 def _load_verl(src: Source, skipped: Counter[str]) -> Iterator[Sample]:
     kind = "validation" if "val" in src.path.name.lower() else "rollout"
     files = sorted(
@@ -441,16 +509,7 @@ def _load_verl(src: Source, skipped: Counter[str]) -> Iterator[Sample]:
             data_source = str(rec.get("data_source") or _data_source_of(prompt_text))
             prompt = _split_decoded_prompt(prompt_text)
             gts = rec.get("gts")
-            if all(k in rec for k in ("acc", "format_ok", "num_searches")):
-                rewards = {k: rec.get(k) for k in REWARD_KEYS}
-                rewards_source = "source"
-            else:
-                rewards = _recompute(data_source, response, gts, prompt, None)
-                rewards_source = "recomputed"
-            rewards["score"] = _num(rec.get("score"))  # what verl trained on (overlong shaping included)
-            for key in ("em", "f1", "recall", "judge"):
-                if key in rec:
-                    rewards[key] = rec[key]
+            rewards, rewards_source, score_parts = _verl_rewards(rec, data_source, response, prompt)
             step = rec.get("step", file_step)
             yield Sample(
                 run=src.label,
@@ -464,6 +523,7 @@ def _load_verl(src: Source, skipped: Counter[str]) -> Iterator[Sample]:
                 answer=extract_answer(response),
                 rewards=rewards,
                 rewards_source=rewards_source,
+                score_parts=score_parts,
                 stats=_derived_stats(response),
                 stats_source="derived",
             )

@@ -181,6 +181,97 @@ def write_verl_dump(
     return folder
 
 
+def verl_generation_rows(
+    inputs: list[str],
+    outputs: list[str],
+    gts: list[Any],
+    scores: list[float],
+    reward_extra_infos: dict[str, list[Any]],
+    step: int,
+) -> list[dict[str, Any]]:
+    """Rows as verl 0.9.1's ``RayPPOTrainer._write_generations`` writes them (ray_trainer.py:454-477):
+    its own columns ``input``/``output``/``gts``/``score``/``step``, then every column of the
+    reward's extra info that has one value per row *over* them, so a reward function that returns a
+    dict puts its own ``score`` in place of verl's (the reward with the overlong penalty), then
+    ``json.dumps(default=str)``. ``test_verl_still_writes_extras_over_its_columns`` checks the source."""
+    n = len(inputs)
+    base: dict[str, list[Any]] = {
+        "input": inputs,
+        "output": outputs,
+        "gts": gts,
+        "score": scores,
+        "step": [step] * n,
+    }
+    for k, v in reward_extra_infos.items():
+        if len(v) == n:
+            base[k] = v
+    rows = [{k: v[i] for k, v in base.items()} for i in range(n)]
+    return [json.loads(json.dumps(r, ensure_ascii=False, default=str)) for r in rows]
+
+
+def dapo_overlong_reward(
+    response_length: int, max_resp_len: int, buffer_len: int, factor: float = 1.0
+) -> float:
+    """verl 0.9.1's dapo reward manager (experimental/reward_loop/reward_manager/dapo.py:108-113)."""
+    expected_len = max_resp_len - buffer_len
+    exceed_len = response_length - expected_len
+    return min(-exceed_len / buffer_len * factor, 0)
+
+
+def write_dapo_dump(
+    folder: Path,
+    lengths: list[int],
+    *,
+    right: list[bool],
+    extras: bool = True,
+    log: bool = True,
+    validation: bool = False,
+    step: int = 1,
+    max_resp_len: int = 256,
+    buffer_len: int = 128,
+) -> list[dict[str, Any]]:
+    """One ``<step>.jsonl`` of a DAPO run (``reward.reward_manager.name=dapo``, overlong buffer on):
+    one RAMP prompt, a response per entry of ``lengths`` (its token count) and ``right`` (its answer).
+
+    The reward parts are the real ones: ``masksearch.rewards.compute_score`` for the reward
+    function, verl's overlong formula on top, ``overlong_reward``/``overlong`` in the extra info
+    when ``log``. ``extras=False``: a dump without the reward's extra info (verl's own ``score``
+    only); ``validation``: verl's ``_validate`` adds a ``reward`` column first. Returns the expected
+    ``[{"fn": reward function score, "overlong": penalty, "reward": what verl trained on}]``."""
+    from masksearch.data.prompts import ramp_messages
+    from masksearch.rewards import compute_score
+
+    folder.mkdir(parents=True, exist_ok=True)
+    title, passage, spans = RAMP_FACTS[0]
+    masked = passage
+    for s in spans:
+        masked = masked.replace(s, "[mask]", 1)
+    user = ramp_messages(masked, len(spans), title=title, one_shot=False)
+    prompt = f"system\n{user[0]['content']}\nuser\n{user[1]['content']}\nassistant\n"
+    outputs, rewards, expected = [], [], []
+    infos: dict[str, list[Any]] = {"reward": []} if validation else {}
+    for length, ok in zip(lengths, right, strict=True):
+        response, _ = _episode(title, _observation(title, passage), "\n".join(spans) if ok else "no idea")
+        result = compute_score("ramp", response, list(spans), {"masked_text": masked})
+        penalty = dapo_overlong_reward(length, max_resp_len, buffer_len)
+        info = dict(result)
+        if log:
+            info.update({"overlong_reward": penalty, "overlong": penalty < 0})
+        reward = result["score"] + penalty
+        outputs.append(response)
+        rewards.append(reward)
+        if validation:
+            infos["reward"].append(reward)
+        if extras:
+            for k, v in info.items():
+                infos.setdefault(k, []).append(v)
+        expected.append({"fn": result["score"], "overlong": penalty, "reward": reward})
+    n = len(lengths)
+    rows = verl_generation_rows([prompt] * n, outputs, [list(spans)] * n, rewards, infos, step)
+    (folder / f"{step}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return expected
+
+
 def write_sft_run(folder: Path) -> Path:
     from masksearch.data.prompts import ramp_messages
 
@@ -293,6 +384,7 @@ def toy():
         eval_records=eval_records,
         write_eval_run=write_eval_run,
         write_verl_dump=write_verl_dump,
+        write_dapo_dump=write_dapo_dump,
         write_sft_run=write_sft_run,
         write_learn_report=write_learn_report,
     )

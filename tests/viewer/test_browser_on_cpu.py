@@ -207,3 +207,118 @@ def test_failed_search_is_marked(browser, toy, tmp_path):
     r = browser.dump_dom(_url(tmp_path / "site" / "sample.html", "1"))
     _ready(r)
     assert '<div class="block information failed">' in r.dom and "Search failed: timeout after 10s" in r.dom
+
+
+# --------------------------------------------------------------------------- layout (issue 21)
+# Run in the page after it rendered: every cell of a table's last column stays inside its box and
+# the viewport, every element of the sample page's two columns inside its column, and the page
+# itself never scrolls sideways. The result goes to <pre id="probe" data-bad="N">JSON</pre>.
+_PROBE_JS = r"""
+(function () {
+  function box(e) { return e.getBoundingClientRect(); }
+  function check() {
+    if (document.body.getAttribute('data-ready') !== '1') { setTimeout(check, 20); return; }
+    var vw = document.documentElement.clientWidth, bad = [], cells = 0;
+    document.querySelectorAll('.table-wrap').forEach(function (w) {
+      var t = w.firstElementChild, name = t.id || t.className;
+      if (w.scrollWidth > w.clientWidth + 1) bad.push(['table scrolls', name, w.scrollWidth, w.clientWidth]);
+      w.querySelectorAll('tr > :last-child').forEach(function (c) {
+        cells++;
+        var right = box(c).right, limit = Math.min(box(w).right, vw);
+        if (right > limit + 1) bad.push(['last column', name, c.textContent.slice(0, 40), right, limit]);
+      });
+    });
+    document.querySelectorAll('.grid > *').forEach(function (col) {
+      var limit = Math.min(box(col).right, vw);
+      col.querySelectorAll('*').forEach(function (e) {
+        cells++;
+        if (box(e).right > limit + 1) bad.push(['column', col.className, e.tagName, e.textContent.slice(0, 40), box(e).right, limit]);
+      });
+    });
+    if (document.documentElement.scrollWidth > vw) bad.push(['page scrolls', document.documentElement.scrollWidth, vw]);
+    var pre = document.createElement('pre');
+    pre.id = 'probe'; pre.setAttribute('data-bad', String(bad.length)); pre.setAttribute('data-checked', String(cells));
+    pre.textContent = JSON.stringify({ width: vw, bad: bad });
+    document.body.appendChild(pre);
+  }
+  check();
+})();
+"""
+
+
+def _probe(browser, site: Path, page: str, fragment: str, width: int) -> dict:
+    """Load ``page`` (a copy with the probe script) at ``width`` px and return the probe's verdict."""
+    import html
+    import json
+
+    (site / "probe.js").write_text(_PROBE_JS, encoding="utf-8")
+    probed = site / page.replace(".html", "-probe.html")
+    text = (site / page).read_text(encoding="utf-8")
+    probed.write_text(text.replace("</body>", "<script src='probe.js'></script></body>"), encoding="utf-8")
+    proc = browser._run(
+        [f"--window-size={width},1000", "--virtual-time-budget=3000", "--dump-dom", _url(probed, fragment)],
+        60,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = re.search(r'<pre id="probe" data-bad="(\d+)" data-checked="(\d+)">(.*?)</pre>', proc.stdout, re.S)
+    assert m, proc.stdout[-2000:]
+    verdict = json.loads(html.unescape(m.group(3)))
+    verdict["checked"] = int(m.group(2))
+    return verdict
+
+
+@pytest.fixture(scope="module")
+def wide_site(toy, tmp_path_factory) -> Path:
+    """Everything that made a column too wide: two runs (every index column shown), a long id, a
+    long answer and a data source without spaces, a DAPO rollout with its score parts, compare."""
+    root = tmp_path_factory.mktemp("wide")
+    records = toy.eval_records(4)
+    records[1]["id"] = "hotpotqa:validation:" + "x" * 120
+    records[1]["answer"] = "A" * 200
+    records[3]["data_source"] = records[3]["dataset"] = "2wikimultihopqa_dev_full_split"
+    a = toy.write_eval_run(root / "a", records)
+    b = toy.write_eval_run(root / "b", toy.eval_records(4, seed_shift=1))
+    toy.write_dapo_dump(root / "rollouts", [256, 192, 100], right=[False, True, True], extras=False)
+    res = build_site([a, root / "rollouts"], root / "site", compare=(a, b))
+    assert res.n_samples == 4 + 3 + 4 + 4  # a, the rollouts (keys 4..6), then A (= a) and B
+    return root / "site"
+
+
+class TestLayout:
+    """Issue 21: the last column was cut off at 1400 px (the index needed 1487 px whatever the
+    window), and a long id pushed the sample page wider than a 1000 px window."""
+
+    @pytest.mark.parametrize("width", [1600, 1000])
+    @pytest.mark.parametrize(
+        "page, fragment",
+        [
+            ("index.html", ""),  # every column, long id / answer / data source
+            ("sample.html", "1"),  # the long id in the title, the long answer in the side column
+            ("sample.html", "4"),  # a DAPO rollout: the score and its parts in the side column
+            ("compare.html", ""),
+        ],
+    )
+    def test_no_column_is_clipped(self, browser, wide_site, page, fragment, width):
+        verdict = _probe(browser, wide_site, page, fragment, width)
+        assert verdict["width"] == width  # the window we asked for (scrollbars are hidden)
+        assert verdict["checked"] >= 4 and verdict["bad"] == [], verdict["bad"][:5]
+
+    def test_narrow_window_scrolls_the_table_not_the_page(self, browser, wide_site):
+        verdict = _probe(browser, wide_site, "index.html", "", 700)
+        assert verdict["bad"] and {b[0] for b in verdict["bad"]} <= {"table scrolls", "last column"}
+
+    def test_score_parts_and_screenshots(self, browser, wide_site, tmp_path):
+        r = browser.dump_dom(_url(wide_site / "sample.html", "4"))  # the issue's row: -1, parts 0
+        _ready(r)
+        rows = re.findall(r"<tr(?: class=\"([^\"]*)\")?><td[^>]*>([^<]*)</td><td>(.*?)</td></tr>", r.dom)
+        table = {key: (cls, value) for cls, key, value in rows}
+        assert table["score"][1] == "-1" and table["= reward_fn_score"] == ("part reward_fn_score", "0")
+        assert table["+ unexplained"] == ("part unexplained", "-1")
+        assert 'id="unexplained-note"' in r.dom and "overlong_buffer_cfg.log" in r.dom
+        for name, url, size in (
+            ("viewer-index-1000.png", _url(wide_site / "index.html"), "1000,1000"),
+            ("viewer-dapo-sample-1000.png", _url(wide_site / "sample.html", "4"), "1000,1400"),
+        ):
+            shot = browser.screenshot(url, tmp_path / name, size=size)
+            assert shot.stat().st_size > 20_000
+            _keep_shot(shot)

@@ -192,3 +192,84 @@ def test_compare_keeps_the_labels_of_the_other_sources(toy, tmp_path):
     build_site([tmp_path / "demo"], tmp_path / "site", compare=(a, a))
     runs = _read_js(tmp_path / "site" / "data" / "index.js", "window.MS_INDEX = ")["runs"]
     assert runs == ["demo/rollouts", "A", "B"]
+
+
+class TestCompareInputs:
+    """Issue 21: --compare over two verl dumps said "0 of 0 common samples" and nothing else."""
+
+    @pytest.mark.parametrize(
+        "given, got",
+        [
+            ("verl", "A = {p}/given holds 1 verl dump (<step>.jsonl)"),
+            ("sft", "A = {p}/given holds 1 SFT synthesis folder"),
+            ("two evals", "A = {p}/given holds 2 eval runs; give one run folder"),  # one run against one run
+        ],
+    )
+    def test_not_one_eval_run_is_a_user_error(self, toy, tmp_path, given, got):
+        a = tmp_path / "given"
+        if given == "verl":
+            toy.write_verl_dump(a, steps=1)
+        elif given == "sft":
+            toy.write_sft_run(a)
+        else:
+            for name in ("x", "y"):
+                toy.write_eval_run(a / name, toy.eval_records(1))
+        b = toy.write_eval_run(tmp_path / "b", toy.eval_records(1))
+        with pytest.raises(UserFacingError) as exc:
+            build_site([], tmp_path / "site", compare=(a, b))
+        message = str(exc.value)
+        assert message.startswith("--compare matches the samples of two `masksearch eval` output folders")
+        assert "by sample id" in message and got.format(p=tmp_path) in message
+        assert not (tmp_path / "site").exists()  # checked before anything is written
+
+    def test_cli_two_verl_dumps_one_line_exit_2(self, toy, tmp_path, capsys):
+        a = toy.write_verl_dump(tmp_path / "a" / "rollouts", steps=1)
+        b = toy.write_verl_dump(tmp_path / "b" / "rollouts", steps=1)
+        assert main(["view", "--compare", str(a), str(b), "--out", str(tmp_path / "site")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("masksearch view: error: --compare matches")
+        assert "holds 1 verl dump (<step>.jsonl)" in err
+
+    def test_summary_says_what_compare_matched(self, toy, tmp_path, capsys):
+        a = toy.write_eval_run(tmp_path / "a", toy.eval_records(6, wrong_every=3))
+        b = toy.write_eval_run(tmp_path / "b", toy.eval_records(6, wrong_every=3, seed_shift=1))
+        assert main(["view", "--compare", str(a), str(b), "--out", str(tmp_path / "site")]) == 0
+        out = capsys.readouterr().out
+        assert "compare: 4 of 6 samples in both runs (matched by sample id) changed score" in out
+        page = (tmp_path / "site" / "compare.html").read_text(encoding="utf-8")
+        assert "matched by sample id" in page and "cmp-none" not in page
+
+    def test_no_common_id_is_said(self, toy, tmp_path):
+        a = toy.write_eval_run(tmp_path / "a", toy.eval_records(2))
+        records = toy.eval_records(2)
+        for r in records:
+            r["id"] = "other:" + r["id"]  # another data set
+        b = toy.write_eval_run(tmp_path / "b", records)
+        res = build_site([], tmp_path / "site", compare=(a, b))
+        assert res.n_common == 0 and "A and B share no sample id" in res.summary_line()
+        assert "id='cmp-none'" in (tmp_path / "site" / "compare.html").read_text(encoding="utf-8")
+
+
+class TestOutIsAFile:
+    """Issue 21: --out naming an existing file gave a NotADirectoryError traceback."""
+
+    @pytest.mark.parametrize(
+        "out, extra, message",
+        [
+            ("notes.txt", [], "--out {p}/notes.txt is a file, not a folder"),  # build
+            (
+                "notes.txt",
+                ["--serve"],
+                "--out {p}/notes.txt is a file, not a folder",
+            ),  # serve an existing site
+            ("notes.txt/site", [], "is below a file ({p}/notes.txt), not a folder"),  # a folder under a file
+        ],
+    )
+    def test_one_line_exit_2(self, toy, tmp_path, capsys, out, extra, message):
+        (tmp_path / "notes.txt").write_text("precious")
+        run = toy.write_eval_run(tmp_path / "run", toy.eval_records(1))
+        src = [] if extra else [str(run)]
+        assert main(["view", *src, "--out", str(tmp_path / out), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message.format(p=tmp_path) in err, err
+        assert (tmp_path / "notes.txt").read_text() == "precious"

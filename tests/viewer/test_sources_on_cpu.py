@@ -147,3 +147,75 @@ class TestSftAndLearn:
 )
 def test_split_documents(text, docs):
     assert split_documents(text) == docs
+
+
+class TestVerlScoreParts:
+    """Issue 21: a DAPO rollout showed score -1 with every reward part 0 and no word of the overlong
+    penalty. The parts now add up to the score, or say what the dump leaves unexplained."""
+
+    @pytest.mark.parametrize(
+        "case, kwargs, parts",
+        [
+            # verl 0.9.1 dumps the reward's extra info: the row's score is the reward function's,
+            # overlong_reward the dapo penalty (log=True)
+            ("rollout, penalty logged", {}, ["reward_fn_score", "overlong_reward"]),
+            # validation dumps add verl's own total as `reward`
+            ("validation, penalty logged", {"validation": True}, ["reward_fn_score", "overlong_reward"]),
+            # no extra info in the dump: verl's score (-1) against the recomputed reward (0)
+            ("rollout, no reward extras", {"extras": False}, ["reward_fn_score", "unexplained"]),
+            # overlong_buffer_cfg.log=false: only validation's `reward` shows the gap
+            ("validation, penalty not logged", {"validation": True, "log": False}, ["reward_fn_score", "unexplained"]),
+        ],
+    )  # fmt: skip
+    def test_parts_add_up_to_the_score(self, toy, tmp_path, case, kwargs, parts):
+        folder = tmp_path / ("validation" if kwargs.get("validation") else "rollouts")
+        # a wrong answer at the end of the budget (the issue's row), one half into the buffer, one short
+        expected = toy.write_dapo_dump(folder, [256, 192, 100], right=[False, True, True], **kwargs)
+        long_wrong, half, short = load_sources([folder]).samples
+        assert [e["overlong"] for e in expected] == [-1.0, -0.5, 0.0]
+        assert long_wrong.rewards["score"] == pytest.approx(-1.0)  # what verl trained on
+        assert long_wrong.score_parts == parts, case
+        assert long_wrong.rewards["reward_fn_score"] == 0.0 and long_wrong.rewards["acc"] == 0.0
+        assert long_wrong.rewards[parts[1]] == pytest.approx(-1.0)
+        for sample, exp in zip((long_wrong, half, short), expected, strict=True):
+            assert sample.rewards["score"] == pytest.approx(exp["reward"])
+            if sample.score_parts:
+                total = sum(sample.rewards[k] for k in sample.score_parts)
+                assert total == pytest.approx(sample.rewards["score"])
+        assert half.rewards["score"] == pytest.approx(0.5) and half.rewards["reward_fn_score"] == 1.0
+        assert long_wrong.to_json()["score_parts"] == parts
+        if kwargs.get("extras", True):
+            assert long_wrong.rewards_source == "source"
+        if kwargs.get("log", True) and kwargs.get("extras", True):
+            assert long_wrong.rewards["overlong"] is True and short.rewards["overlong"] is False
+            assert short.score_parts == ["reward_fn_score", "overlong_reward"]  # a zero penalty is shown too
+
+    def test_penalty_not_logged_in_rollouts_leaves_the_reward_function_score(self, toy, tmp_path):
+        """Without overlong_buffer_cfg.log a rollout row carries nothing of the penalty (verl wrote
+        the reward function's score over its own): the viewer shows that score, no parts."""
+        toy.write_dapo_dump(tmp_path / "rollouts", [256], right=[True], log=False)
+        (s,) = load_sources([tmp_path / "rollouts"]).samples
+        assert s.rewards["score"] == 1.0 and s.score_parts == [] and "overlong_reward" not in s.rewards
+
+    def test_plain_dump_has_no_parts(self, toy, tmp_path):
+        toy.write_verl_dump(tmp_path / "rollouts", steps=1)  # score equals the recomputed reward
+        assert all(s.score_parts == [] for s in load_sources([tmp_path / "rollouts"]).samples)
+
+
+def test_verl_still_writes_extras_over_its_columns():
+    """The fixture's row shape (conftest.verl_generation_rows) is verl's: read its source, no import."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("verl")
+    assert spec is not None and spec.origin
+    source = (Path(spec.origin).parent / "trainer" / "ppo" / "ray_trainer.py").read_text(encoding="utf-8")
+    body = source[source.index("def _write_generations(") :][:1500]
+    assert '"score": scores,' in body
+    assert "for k, v in reward_extra_infos_dict.items():" in body and "base_data[k] = v" in body
+    dapo = Path(spec.origin).parent / "experimental" / "reward_loop" / "reward_manager" / "dapo.py"
+    text = dapo.read_text(encoding="utf-8")
+    assert (
+        'reward_extra_info["overlong_reward"] = overlong_reward' in text
+        and "reward += overlong_reward" in text
+    )
