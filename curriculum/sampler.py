@@ -6,21 +6,32 @@ trainer builds its ``StatefulDataLoader`` with this sampler instead of ``create_
 
 Strategies (a *level* is a distinct mask count present in the data, sorted ascending):
 
-- ``staged``: every epoch yields all of level 1, then all of level 2, ...; each level shuffled.
+- ``staged``: the span yields a block of level 1, then a block of level 2, ...; each level
+  shuffled, each block as large as its level's share of the data.
 - ``linear``: a difficulty ceiling rises with training progress ``p``: at position ``t`` only
   levels with rank ``<= floor(p * n_levels)`` are eligible, drawn in proportion to what is left
   of them. When the eligible levels are used up, the easiest remaining level is taken.
 - ``mixed``: a soft ``staged``. Each row gets the key ``c + width * z`` (``c``: the middle of its
-  level's block in the staged order, as a fraction of the epoch; ``z`` standard normal) and the
-  epoch is sorted by key. The chance of each mask count at epoch fraction ``f`` is then
+  level's block in the staged order, as a fraction of the span; ``z`` standard normal) and the
+  span is sorted by key. The chance of each mask count at span fraction ``f`` is then
   proportional to ``n_level * density((f - c_level) / width)``: it shifts from easy to hard over
-  the epoch, every level keeps its share of the epoch, and the mean mask count rises in
-  expectation. ``width=0`` is ``staged``; a large width is a plain shuffle.
+  the span, every level keeps its share of it, and the mean mask count rises in expectation.
+  ``width=0`` is ``staged``; a large width is a plain shuffle.
+
+The *span* is the training the run will do: ``total_samples`` (the trainer passes
+``total_training_steps x train_batch_size``), so a 12-step run and a 100-step run both go from 1 to
+4 masks even when they draw far less than an epoch (issue 22: ``staged`` over a whole epoch of
+~1,900 RAMP rows kept a 4-step run on 1-mask rows). A run longer than one epoch has the shape
+every epoch (the span of an epoch is the epoch, or what is left of the run if that is shorter).
+With ``total_samples=None`` the span is the epoch. When the span is shorter than the epoch, each
+level contributes its share of the span (largest remainder), the span comes first in the
+strategy's shape, and the rest of the epoch follows hardest level first: a run that draws more
+than planned (dynamic sampling regenerates filtered groups) stays at the top of the curriculum.
 
 Every epoch is a permutation of the dataset (each index exactly once), like verl's default
-sampler, so epochs, ``drop_last`` and ``len(dataloader)`` keep their meaning. ``staged`` and
-``mixed`` repeat their shape every epoch. For ``linear``, progress ``p`` is ``samples drawn so far /
-total_samples`` across epochs (capped at 1); with ``total_samples=None`` it restarts each epoch.
+sampler, so epochs, ``drop_last`` and ``len(dataloader)`` keep their meaning. For ``linear``,
+progress ``p`` is ``samples drawn so far / total_samples`` across epochs (capped at 1); with
+``total_samples=None`` it restarts each epoch.
 
 Resuming: an epoch's order is a pure function of ``(seed, epoch, samples drawn before it)``, so
 ``state_dict()`` only records those counters plus a fingerprint of the data. torchdata's
@@ -44,7 +55,7 @@ logger = logging.getLogger(__name__)
 logger.setLevel(os.environ.get("MASKSEARCH_LOGGING_LEVEL", "WARNING"))
 
 STRATEGIES = ("staged", "linear", "mixed")
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2: staged/mixed span the run (total_samples), not the epoch
 
 
 class CurriculumSampler(Sampler[int]):
@@ -54,9 +65,9 @@ class CurriculumSampler(Sampler[int]):
         mask_nums: ``extra_info.mask_num`` of every dataset row, in dataset order.
         strategy: ``"staged"``, ``"linear"`` or ``"mixed"``.
         seed: seeds every shuffle; the same seed gives the same order.
-        total_samples: samples over which progress goes from 0 to 1 (e.g. epochs x dataset
-            size); it moves the ``linear`` ceiling and the ``curriculum/progress`` metric.
-            ``None`` makes ``linear`` restart each epoch.
+        total_samples: samples the run will draw (the trainer passes steps x batch size): the span
+            over which ``staged``/``mixed`` go from easy to hard, the ``linear`` ceiling rises and
+            ``curriculum/progress`` goes from 0 to 1. ``None``: every epoch is one span.
         zero_mask_level: level used for rows with ``mask_num == 0`` (QA rows). ``None`` keeps 0,
             the easiest level; e.g. ``4`` treats QA like the hardest RAMP rows.
         width: spread of the ``mixed`` keys, as a fraction of an epoch (``0`` is ``staged``).
@@ -151,18 +162,46 @@ class CurriculumSampler(Sampler[int]):
         rng = np.random.default_rng([self.seed, epoch])
         n_levels = len(self.level_values)
         queues = [rng.permutation(np.flatnonzero(self._rank == r)).tolist() for r in range(n_levels)]
-        if self.strategy == "staged":
-            order = [i for q in queues for i in q]
-        elif self.strategy == "mixed":
-            order = self._mixed(queues, rng.standard_normal(len(self)))
-        else:
+        if self.strategy == "linear":
             order = self._linear(queues, rng.random(len(self)), consumed_before)
+        else:
+            quotas = self.span_quotas(consumed_before)
+            in_span = [q[:k] for q, k in zip(queues, quotas, strict=True)]
+            rest = [q[k:] for q, k in zip(queues, quotas, strict=True)]
+            z = rng.standard_normal(len(self))
+            order = self._shaped(in_span, z[: sum(quotas)])
+            order += [i for q in reversed(rest) for i in q]  # past the span: hardest level first
         self._order_cache = (key, order)
         return order
+
+    def span_quotas(self, consumed_before: int) -> list[int]:
+        """Rows of each level in the span of the epoch that starts after ``consumed_before`` draws.
+
+        The span is what is left of the run (``total_samples - consumed_before``, at least one
+        row), capped at the epoch; each level gets its share of it by largest remainder, so the
+        quotas sum to the span and never exceed a level's rows.
+        """
+        sizes = np.bincount(self._rank, minlength=len(self.level_values))
+        span = len(self)
+        if self.total_samples is not None:
+            span = min(span, max(1, self.total_samples - consumed_before))
+        exact = sizes * span / len(self)
+        quotas = np.floor(exact).astype(np.int64)
+        for r in np.argsort(-(exact - quotas), kind="stable")[: span - int(quotas.sum())]:
+            quotas[r] += 1
+        return [int(k) for k in np.minimum(quotas, sizes)]
+
+    def _shaped(self, queues: list[list[int]], z: np.ndarray) -> list[int]:
+        """``staged`` (blocks in level order) or ``mixed`` (blocks blurred by ``z``) over ``queues``."""
+        if self.strategy == "staged":
+            return [i for q in queues for i in q]
+        return self._mixed(queues, z)
 
     def _mixed(self, queues: list[list[int]], z: np.ndarray) -> list[int]:
         """Sort by level centre plus Gaussian noise (see the module docstring)."""
         sizes = np.array([len(q) for q in queues], dtype=np.float64)
+        if sizes.sum() == 0:
+            return []
         centres = (np.cumsum(sizes) - sizes / 2) / sizes.sum()
         staged = np.array([i for q in queues for i in q], dtype=np.int64)
         keys = np.repeat(centres, sizes.astype(np.int64)) + self.width * z
@@ -242,7 +281,11 @@ class CurriculumSampler(Sampler[int]):
                     f"curriculum sampler state does not match: {key}={state.get(key)!r} in the "
                     f"checkpoint, {mine[key]!r} now (was the dataset or curriculum config changed?)"
                 )
-        order_keys = {"linear": ("total_samples",), "mixed": ("width",), "staged": ()}[self.strategy]
+        order_keys = {
+            "linear": ("total_samples",),
+            "mixed": ("total_samples", "width"),
+            "staged": ("total_samples",),
+        }[self.strategy]
         for key in order_keys:
             if state.get(key) != mine[key]:
                 logger.warning(

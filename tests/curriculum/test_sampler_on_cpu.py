@@ -205,6 +205,68 @@ class TestStatefulDataLoader:
         assert before + _take({"it": iter(new_dl)}, new_dl, 3) == ref
 
 
+class TestScheduleSpansTheRun:
+    """Issue 22: a run shorter than an epoch still goes from 1 to 4 masks (the span is the run)."""
+
+    @pytest.mark.parametrize("strategy", ["staged", "mixed", "linear"])
+    @pytest.mark.parametrize("steps", [12, 100])
+    def test_a_short_run_reaches_the_hardest_level(self, strategy, steps):
+        m = mask_nums(1880, weights=(1, 1, 1, 1))  # like the embedded RAMP data: ~470 rows per level
+        batch = 8
+        s = CurriculumSampler(m, strategy=strategy, seed=0, total_samples=steps * batch)
+        order = list(s)
+        assert sorted(order) == list(range(len(m)))  # still a permutation of the epoch
+        run = [m[i] for i in order[: steps * batch]]
+        first, last = run[: len(run) // 4], run[-(len(run) // 4) :]
+        assert min(first) == 1 and 4 in last
+        assert _mean(last) - _mean(first) > 1.5
+        if strategy == "staged":  # blocks of the run, in level order, each its level's share
+            assert run == sorted(run)
+            counts = [run.count(level) for level in (1, 2, 3, 4)]
+            assert sum(counts) == len(run) and max(counts) - min(counts) <= len(run) // 10
+
+    def test_staged_quotas_follow_the_level_shares(self):
+        m = mask_nums(200)  # unbalanced: 4:3:2:1
+        s = CurriculumSampler(m, strategy="staged", seed=0, total_samples=50)
+        quotas = s.span_quotas(0)
+        assert sum(quotas) == 50
+        shares = [m.count(level) * 50 / len(m) for level in (1, 2, 3, 4)]
+        assert all(abs(q - x) < 1 for q, x in zip(quotas, shares, strict=True))
+        order = list(s)
+        assert [m[i] for i in order[:50]] == sorted(m[i] for i in order[:50])
+        rest = [m[i] for i in order[50:]]
+        assert rest == sorted(rest, reverse=True)  # past the span: hardest first
+
+    def test_a_run_longer_than_an_epoch_has_the_shape_every_epoch(self):
+        m = mask_nums(100, weights=(1, 1, 1, 1))
+        s = CurriculumSampler(m, strategy="staged", seed=0, total_samples=250)
+        epochs = [[m[i] for i in list(s)] for _ in range(3)]
+        assert epochs[0] == sorted(epochs[0]) and epochs[1] == sorted(epochs[1])
+        # the third epoch holds the last 50 samples of the run: 1 -> 4 within them
+        assert epochs[2][:50] == sorted(epochs[2][:50]) and epochs[2][0] == 1 and epochs[2][49] == 4
+
+    @pytest.mark.parametrize("strategy", ["staged", "mixed"])
+    def test_resume_in_a_short_run_continues_exactly(self, strategy):
+        m = mask_nums(400, weights=(1, 1, 1, 1))
+
+        def loader() -> StatefulDataLoader:
+            sampler = CurriculumSampler(m, strategy=strategy, seed=5, total_samples=12 * 8)
+            return StatefulDataLoader(IndexDataset(len(m)), batch_size=8, sampler=sampler, drop_last=True)
+
+        ref_dl = loader()
+        ref = _take({"it": iter(ref_dl)}, ref_dl, 12)
+        dl = loader()
+        before = _take({"it": iter(dl)}, dl, 7)
+        buffer = io.BytesIO()
+        torch.save(dl.state_dict(), buffer)
+        buffer.seek(0)
+        new_dl = loader()
+        new_dl.load_state_dict(torch.load(buffer, weights_only=False))
+        assert before + _take({"it": iter(new_dl)}, new_dl, 5) == ref
+        last_step = [m[i] for i in ref[-1]]
+        assert 4 in last_step and (strategy != "staged" or last_step == [4] * 8)  # the run ends hard
+
+
 class TestBuildAndDatasetHelpers:
     def test_build(self):
         assert build_curriculum_sampler("none", [1, 2], seed=0, total_samples=None) is None

@@ -43,6 +43,18 @@ class TestEntryOverrides:
         # Ray accepts only string values: Hydra must not turn "1" into an int
         assert env_vars.TENSORBOARD_DIR == "/runs/tb" and env_vars.HF_HUB_OFFLINE == "1"
 
+    def test_keeps_the_latest_checkpoint_and_puts_hydra_beside_it(self):
+        from hydra import compose, initialize_config_dir
+
+        from masksearch.recipes.dapo_ramp.main import CONFIG_DIR
+
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+            config = compose(
+                "dapo_ramp", overrides=["trainer.default_local_dir=/runs/x"], return_hydra_config=True
+            )
+        assert config.trainer.max_actor_ckpt_to_keep == 1  # verl rotates older global_step_*/actor away
+        assert str(config.hydra.run.dir).startswith("/runs/x/hydra/")
+
     def test_bad_profile_is_one_line_error(self):
         proc = subprocess.run(
             [sys.executable, "-m", "masksearch.recipes.dapo_ramp", "masksearch.profile=tpu"],
@@ -83,6 +95,17 @@ def test_rerun_of_the_same_command_resumes(recipe_runs):
     assert (rerun.checkpoint_dir / "global_step_2" / "actor").is_dir()
 
 
+def test_disk_holds_the_latest_checkpoint_and_no_stray_hydra_folder(recipe_runs):
+    """Issue 21: a 3-step demo left 4.8 GB (a checkpoint with optimizer state per step) and ./outputs/<date>/."""
+    _, rerun = recipe_runs
+    workdir = rerun.checkpoint_dir.parent
+    assert not (workdir / "outputs").exists()  # Hydra's run folder goes under the checkpoints
+    assert list((rerun.checkpoint_dir / "hydra").glob("*/.hydra/overrides.yaml"))
+    # both runs saved each of their steps; a process keeps only its latest actor checkpoint
+    # (max_actor_ckpt_to_keep=1), so the killed run's step 1 stays (another process saved it)
+    assert (rerun.checkpoint_dir / "global_step_1" / "actor").is_dir()
+
+
 def test_dapo_pieces_are_on_and_logged(recipe_runs):
     killed, rerun = recipe_runs
     steps = [row["data"] for row in killed.steps + rerun.steps]
@@ -120,3 +143,8 @@ def test_curriculum_and_env_metrics_present(recipe_runs):
         assert row["data"]["env/searches_per_sample"] > 0
         assert "curriculum/mask_num_mean" in row["data"]
         assert "reward/acc/mean" in row["data"]
+    # staged over the run (2 steps, far less than an epoch), resumed across the kill: step 1 draws the
+    # easy rows, step 2 the hard ones (issue 22: before, the whole run stayed on 1-mask rows)
+    first = killed.steps[0]["data"]["curriculum/mask_num_mean"]
+    last = rerun.steps[-1]["data"]["curriculum/mask_num_mean"]
+    assert last > first, (first, last)
