@@ -40,6 +40,7 @@ class TestConfig:
         assert cfg.engine.strategy == "fsdp2" and cfg.trainer.device == "cpu"
         assert cfg.engine.mixed_precision.param_dtype == "fp32"
         assert cfg.model.override_config.attn_implementation == "sdpa"
+        assert cfg.model.enable_gradient_checkpointing is False  # verl's default is True
 
     def test_pin(self):
         import verl
