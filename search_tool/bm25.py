@@ -47,7 +47,19 @@ _TOKEN_RE = re.compile(r"(?u)\b\w\w+\b")
 
 
 @cache
+def _bm25s():
+    """Import ``bm25s`` and undo its logger setup: it sets its own logger to DEBUG at import, which
+    shows its debug lines ("Building index from IDs") at INFO. With no level of its own the
+    logger follows ``--log-level`` like every other."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.NOTSET)
+    return bm25s
+
+
+@cache
 def _stopwords() -> frozenset[str]:
+    _bm25s()
     from bm25s.stopwords import STOPWORDS_EN
 
     return frozenset(STOPWORDS_EN)
@@ -129,6 +141,7 @@ def _enable_numba_cache() -> None:
     first query. ``enable_caching`` is numba's public dispatcher API; failure only costs time.
     """
     try:
+        _bm25s()
         import bm25s.numba.retrieve_utils as retrieve_utils
         import bm25s.numba.selection as selection
         from numba.core.registry import CPUDispatcher
@@ -164,8 +177,7 @@ def build_bm25_index(
     The passage store is written in the same pass, so a search returns title/text without the
     original corpus. The caller writes the manifest (see :func:`masksearch.search_tool.retrievers.build_index`).
     """
-    import bm25s
-
+    bm25s = _bm25s()
     out_dir = Path(out_dir)
     tokenizer = Bm25Tokenizer(DEFAULT_PARAMS["stemmer"])
     # Token ids are assigned while tokenising, through a word -> id memo (-1 for stopwords): each
@@ -217,8 +229,7 @@ class BM25Retriever:
         mmap: bool = True,
         n_threads: int | None = None,
     ):
-        import bm25s
-
+        bm25s = _bm25s()
         self.index_dir = Path(index_dir)
         self.manifest = manifest
         self.backend = resolve_backend(backend)

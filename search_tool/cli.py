@@ -15,6 +15,25 @@ from pathlib import Path
 from masksearch.core.errors import UserFacingError
 
 KINDS = ("bm25", "dense", "hybrid")
+BACKENDS = ("auto", "numba", "numpy")
+BACKEND_HELP = (
+    "BM25 scoring backend: numba (compiled kernels, fastest on batches; the first run on a machine "
+    "spends some seconds compiling them, later runs load them from numba's disk cache), numpy (no "
+    "compiling, slower on large batches), auto (numba when it imports, else numpy) (default: auto). "
+    "Dense indexes ignore it."
+)
+DEVICE_HELP = "torch device for a dense or hybrid index's encoder, e.g. cpu, cuda:1 (default: cuda if available, else cpu)."
+
+
+def _port(value: str) -> int:
+    """argparse type for ``--port``: an integer in 0..65535."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0 to 65535)") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is outside 0 to 65535 (0 picks a free port)")
+    return port
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,9 +70,13 @@ def _register_index(subparsers: argparse._SubParsersAction) -> None:
     )
     dense.add_argument("--batch-size", type=int, default=64, help="Encoding batch size (default: 64).")
     dense.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu).")
-    dense.add_argument("--query-prefix", default="", help="Prefix for queries, e.g. 'query: ' for e5 models.")
-    dense.add_argument("--passage-prefix", default="", help="Prefix for passages, e.g. 'passage: ' for e5.")
-    build.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    dense.add_argument(
+        "--query-prefix", default="", help="Prefix for queries, e.g. 'query: ' for e5 models (default: none)."
+    )
+    dense.add_argument(
+        "--passage-prefix", default="", help="Prefix for passages, e.g. 'passage: ' for e5 (default: none)."
+    )
+    build.add_argument("--no-progress", action="store_true", help="Hide progress bars (default: shown).")
     build.set_defaults(handler=_index_build)
 
 
@@ -61,9 +84,15 @@ def _register_search(subparsers: argparse._SubParsersAction) -> None:
     search = subparsers.add_parser("search", help="Query an index from the terminal.")
     search.add_argument("--index", required=True, help="Index folder (from 'masksearch index build').")
     search.add_argument("--topk", type=int, default=3, help="Passages per query (default: 3).")
-    search.add_argument("--corpus", default=None, help="Check the index against this corpus file first.")
-    search.add_argument("--backend", default="auto", choices=("auto", "numba", "numpy"), help="BM25 backend.")
-    search.add_argument("--json", action="store_true", help="Print Search-R1 JSON instead of text.")
+    search.add_argument(
+        "--corpus",
+        default=None,
+        help="Refuse to search unless the index was built from this corpus file (default: no check).",
+    )
+    search.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
+    search.add_argument(
+        "--json", action="store_true", help="Print Search-R1 JSON instead of text (default: text)."
+    )
     search.add_argument("queries", nargs="+", help="One or more queries.")
     search.set_defaults(handler=_search)
 
@@ -77,11 +106,25 @@ def _register_retriever(subparsers: argparse._SubParsersAction) -> None:
         description="Serve an index with Search-R1's /retrieve protocol. Binds 127.0.0.1 unless told otherwise.",
     )
     serve.add_argument("--index", required=True, help="Index folder (from 'masksearch index build').")
-    serve.add_argument("--host", default="127.0.0.1", help="Bind address (default: 127.0.0.1).")
-    serve.add_argument("--port", type=int, required=True, help="TCP port.")
-    serve.add_argument("--corpus", default=None, help="Refuse to start unless the index matches this corpus.")
-    serve.add_argument("--backend", default="auto", choices=("auto", "numba", "numpy"), help="BM25 backend.")
-    serve.add_argument("--device", default=None, help="torch device for dense encoders.")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="Address to listen on; 0.0.0.0 for every interface (default: 127.0.0.1).",
+    )
+    serve.add_argument(
+        "--port",
+        type=_port,
+        required=True,
+        help="TCP port, 0 to 65535; 0 picks a free one. The line printed once the server is ready "
+        "shows the address it really listens on.",
+    )
+    serve.add_argument(
+        "--corpus",
+        default=None,
+        help="Refuse to start unless the index was built from this corpus file (default: no check).",
+    )
+    serve.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
+    serve.add_argument("--device", default=None, help=DEVICE_HELP)
     serve.add_argument(
         "--default-topk", type=int, default=3, help="topk when a request omits it (default: 3)."
     )
@@ -116,7 +159,13 @@ def _register_retriever(subparsers: argparse._SubParsersAction) -> None:
         help="Require 'Authorization: Bearer <token>' on /retrieve, the token read from this file "
         "(default: $MASKSEARCH_RETRIEVER_TOKEN if set, else no token). /health stays open.",
     )
-    serve.add_argument("--uvicorn-log-level", default="warning", help="uvicorn log level (default: warning).")
+    serve.add_argument(
+        "--uvicorn-log-level",
+        default="warning",
+        type=str.lower,
+        choices=("critical", "error", "warning", "info", "debug", "trace"),
+        help="uvicorn's own log level (default: warning).",
+    )
     serve.set_defaults(handler=_serve)
     wait = sub.add_parser(
         "wait",
@@ -125,7 +174,10 @@ def _register_retriever(subparsers: argparse._SubParsersAction) -> None:
     wait.add_argument("--url", required=True, help="Server base URL, e.g. http://10.0.0.5:8000.")
     wait.add_argument("--timeout", type=float, default=600.0, help="Seconds to wait (default: 600).")
     wait.add_argument(
-        "--pid", type=int, default=None, help="Stop waiting as soon as this process (the server) has exited."
+        "--pid",
+        type=int,
+        default=None,
+        help="Stop waiting as soon as this process (the server) has exited (default: wait the full --timeout).",
     )
     wait.set_defaults(handler=_wait)
 
@@ -205,21 +257,45 @@ def _search(args: argparse.Namespace) -> int:
         raise UserFacingError("--topk must be a positive integer")
     retriever = _load(args.index, args.corpus, args.backend)
     results = retriever.search(args.queries, args.topk)
+    try:
+        _print_results(args, results)
+        sys.stdout.flush()  # inside the try: a pipe closed early fails here, not at exit
+    except BrokenPipeError:
+        _silence_stdout()
+    return 0
+
+
+def _print_results(args: argparse.Namespace, results: list) -> None:
     if args.json:
         from masksearch.search_tool.protocol import RetrieveResponse
 
         print(RetrieveResponse.from_hits(results, return_scores=True).model_dump_json(indent=2))
-        return 0
+        return
     for query, hits in zip(args.queries, results, strict=True):
         print(f"Query: {query}")
         if not hits:
             print("  (no matching passages)")
         for rank, hit in enumerate(hits, start=1):
-            print(f"  {rank}. {hit.title}  [id {hit.id}, score {hit.score:.3f}]")
+            print(f"  {rank}. {hit.title or '(no title)'}  [id {hit.id}, score {hit.score:.3f}]")
             snippet = textwrap.shorten(hit.text, width=300, placeholder=" …")
             print(textwrap.indent(textwrap.fill(snippet, width=96), "     "))
         print()
-    return 0
+
+
+def _silence_stdout() -> None:
+    """The reader of our stdout has gone (``masksearch search … | head -1``): stop quietly.
+
+    The Python docs' pattern (``signal`` module, "Note on SIGPIPE"): point stdout at devnull so the
+    flush at interpreter exit does not raise a second BrokenPipeError. The reader chose to stop, so
+    the command still succeeds (exit 0).
+    """
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -240,23 +316,63 @@ def _serve(args: argparse.Namespace) -> int:
         token = read_token(args.token_file)
     except ValueError as exc:
         raise UserFacingError(str(exc)) from None
-    retriever = _load(args.index, args.corpus, args.backend, args.device)
-    auth = "bearer token required" if token else "no token"
-    print(
-        f"serving {retriever.kind} index {args.index} ({retriever.doc_count} passages) on "
-        f"http://{args.host}:{args.port} (POST /retrieve, GET /health; {auth})",
-        file=sys.stderr,
-        flush=True,
-    )
-    serve(
-        retriever,
-        host=args.host,
-        port=args.port,
-        limits=limits,
-        log_level=args.uvicorn_log_level,
-        token=token,
-    )
+    # Bind before loading (a large index takes minutes): a taken port fails now, in one line.
+    sock = _bind(args.host, args.port)
+    with sock:
+        retriever = _load(args.index, args.corpus, args.backend, args.device)
+        auth = "bearer token required" if token else "no token"
+
+        def ready(address: str) -> None:
+            print(
+                f"serving {retriever.kind} index {args.index} ({retriever.doc_count} passages) on "
+                f"{address} (POST /retrieve, GET /health; {auth}): ready",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        try:
+            serve(
+                retriever,
+                sock=sock,
+                limits=limits,
+                log_level=args.uvicorn_log_level,
+                token=token,
+                on_ready=ready,
+            )
+        except OSError as exc:  # listen() failed: another process took the port while we loaded
+            raise UserFacingError(_bind_error(args.host, args.port, exc)) from None
+        except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down cleanly and re-raised it
+            return 130
     return 0
+
+
+def _bind(host: str, port: int):
+    from masksearch.search_tool.server import bind_socket
+
+    try:
+        return bind_socket(host, port)
+    except OSError as exc:
+        raise UserFacingError(_bind_error(host, port, exc)) from None
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> str:
+    import errno
+    import socket
+
+    reason = exc.strerror or str(exc)
+    if isinstance(exc, socket.gaierror):
+        return (
+            f"--host {host!r}: cannot resolve it ({reason}); give an address of this machine, e.g. 127.0.0.1"
+        )
+    if exc.errno == errno.EADDRINUSE:
+        hint = "another process listens there; choose another --port (or --port 0 for a free one)"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        hint = "--host must be an address of this machine (127.0.0.1, 0.0.0.0 or one of its interfaces)"
+    elif exc.errno == errno.EACCES:
+        hint = "ports below 1024 need root; choose a port from 1024 to 65535"
+    else:
+        hint = "check --host and --port"
+    return f"cannot listen on {host}:{port}: {reason}; {hint}"
 
 
 def _alive(pid: int) -> bool:
@@ -298,15 +414,22 @@ def _wait(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry with only these subcommands (``python -m masksearch.search_tool.cli``)."""
-    from masksearch.core.cli_support import add_log_level, configure_logging, run_handler
+def build_parser() -> argparse.ArgumentParser:
+    """The stand-alone parser: ``--log-level`` plus only these subcommands."""
+    from masksearch.core.cli_support import add_log_level
 
     parser = argparse.ArgumentParser(prog="masksearch")
     add_log_level(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     register(subparsers)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry with only these subcommands (``python -m masksearch.search_tool.cli``)."""
+    from masksearch.core.cli_support import configure_logging, run_handler
+
+    args = build_parser().parse_args(argv)
     if not configure_logging(args.log_level):
         return 2
     return run_handler(args.handler, args, f"masksearch {args.command}")

@@ -53,8 +53,21 @@ class Passage:
 
     @classmethod
     def from_contents(cls, id: str, contents: str) -> Passage:
-        """Split Search-R1 ``contents``; wiki-18 wraps the title in double quotes, which we drop."""
-        title, _, text = contents.partition("\n")
+        """Split Search-R1 ``contents``; wiki-18 wraps the title in double quotes, which we drop.
+
+        ``contents`` with no line break, or whose text after the first line is empty, has no title
+        line: all of it is the text and the title is empty, so corpora of untitled passages work as
+        they are. An empty first line is an empty title (what ``Passage.contents`` writes for an
+        untitled passage, so the two round-trip). Only all-whitespace contents is a bad row.
+
+        >>> Passage.from_contents("8", "Just a passage, no title.")
+        Passage(id='8', title='', text='Just a passage, no title.')
+        >>> Passage.from_contents("9", "\\nline one\\nline two")
+        Passage(id='9', title='', text='line one\\nline two')
+        """
+        title, newline, text = contents.partition("\n")
+        if not newline or not text.strip():
+            return cls(id=id, title="", text=contents.strip())
         title = title.strip()
         if len(title) >= 2 and title.startswith('"') and title.endswith('"'):
             title = title[1:-1]

@@ -75,7 +75,9 @@ class Document(BaseModel):
         title, text = extra.get("title"), extra.get("text")
         if isinstance(title, str) and isinstance(text, str):
             return Hit(self.id or fallback_id, title, text, score)
-        head, _, body = self.contents.partition("\n")
+        head, newline, body = self.contents.partition("\n")
+        if not newline or not body.strip():  # no title line: all of it is text (as Passage.from_contents)
+            return Hit(self.id or fallback_id, "", self.contents.strip(), score)
         head = head.strip()
         if len(head) >= 2 and head[0] == head[-1] == '"':  # wiki-18 quotes its titles
             head = head[1:-1]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from masksearch import cache_root
+from masksearch.core.atomic import apply_umask
 from masksearch.search_tool.corpus import file_sha256, read_corpus
 from masksearch.search_tool.manifest import KINDS, IndexLoadError, Manifest, package_versions
 from masksearch.search_tool.types import Hit
@@ -74,6 +75,7 @@ def build_index(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         manifest = _build_into(corpus, kind, tmp, show_progress=show_progress, **params)
+        apply_umask(tmp)  # mkdtemp makes it 0700; the index folder follows the umask like its files
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
