@@ -1,11 +1,13 @@
 """Per-batch curriculum metrics: how hard the prompts of a training batch were.
 
 The trainer logs these next to verl's own metrics, so a curve shows the mask count rising as the
-curriculum advances (and shows it flat when the sampler is not wired in).
+curriculum advances (and shows it flat when the sampler is not wired in), and the training reward
+``acc`` per mask count (``reward/acc/mask_{k}``), so a curve shows which counts the policy learns.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -41,3 +43,66 @@ def mask_nums_from_extra_info(extra_infos: Iterable[Mapping[str, Any] | None]) -
     Rows without ``mask_num`` are skipped rather than failing a training step over a metric.
     """
     return [int(info["mask_num"]) for info in extra_infos if info and info.get("mask_num") is not None]
+
+
+#: Key prefix of :func:`acc_by_mask_num_metrics`: ``reward/acc/mask_{k}``.
+ACC_BY_MASK_PREFIX = "reward/acc/mask_"
+
+
+def _finite(value: Any) -> float | None:
+    """A finite float from a Python/numpy/torch scalar; ``None`` for anything else."""
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        try:
+            value = value.item()  # numpy scalars, 0-d arrays, 1-element tensors
+        except (ValueError, RuntimeError):
+            return None
+    if isinstance(value, bool | int | float):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return None
+
+
+def mask_num_of(extra_info: Any) -> int | None:
+    """``extra_info["mask_num"]`` as an int (``None`` when missing or not a whole number).
+
+    ``extra_info`` may come wrapped (TransferQueue hands non-tensor fields back with ``.data``).
+
+    >>> mask_num_of({"mask_num": 2}), mask_num_of({"index": 3}), mask_num_of(None), mask_num_of({"mask_num": "x"})
+    (2, None, None, None)
+    """
+    extra_info = getattr(extra_info, "data", extra_info)
+    if not isinstance(extra_info, Mapping):
+        return None
+    number = _finite(extra_info.get("mask_num"))
+    return int(number) if number is not None and number == int(number) else None
+
+
+def acc_by_mask_num_metrics(mask_nums: Iterable[Any], accs: Iterable[Any]) -> dict[str, float]:
+    """``reward/acc/mask_{k}``: the mean ``acc`` of the rollouts whose prompt has ``mask_num`` k.
+
+    One key per mask count present in the batch (a count with no rollout this step has no key).
+
+    Args:
+        mask_nums: the prompt's mask count of each rollout (``None`` where unknown).
+        accs: each rollout's reward ``acc``, aligned with ``mask_nums`` (``None`` where unknown).
+
+    Returns:
+        ``{"reward/acc/mask_{k}": mean acc}``, sorted by k. A rollout whose mask count or acc is
+        missing, non-numeric or not finite is skipped, so an odd row never fails a training step;
+        lists of different lengths cannot be paired and give ``{}``.
+
+    >>> acc_by_mask_num_metrics([1, 1, 2, None, 3], [1.0, 0.0, 1.0, 1.0, "?"])
+    {'reward/acc/mask_1': 0.5, 'reward/acc/mask_2': 1.0}
+    """
+    mask_nums, accs = list(mask_nums), list(accs)
+    if len(mask_nums) != len(accs):
+        return {}
+    sums: dict[int, float] = {}
+    counts: Counter[int] = Counter()
+    for mask_num, acc in zip(mask_nums, accs, strict=True):
+        k, value = _finite(mask_num), _finite(acc)
+        if k is None or value is None or k != int(k):
+            continue
+        sums[int(k)] = sums.get(int(k), 0.0) + value
+        counts[int(k)] += 1
+    return {f"{ACC_BY_MASK_PREFIX}{k}": sums[k] / counts[k] for k in sorted(sums)}

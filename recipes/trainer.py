@@ -13,6 +13,7 @@ Differences from ``PPOTrainerSync``, and nothing else:
   has no data-sampler hook, so ``_init_dataloader`` rebuilds the train dataloader with our sampler.
   Its position rides on verl's own dataloader checkpoint (``global_step_N/data.pt``);
 * ``curriculum/mask_num_*`` metrics of the prompts drawn for each step, so the curriculum is visible;
+* ``reward/acc/mask_{k}``: the training reward ``acc`` of the rollouts whose prompt has k masks;
 * DAPO dynamic sampling bounded per step (``masksearch.dynamic_sampling``; see ``dynamic_sampling``);
 * the replay buffer looks for finished groups every ``masksearch.sampler.poll_interval_s`` (0.25 s)
   instead of verl's fixed 2 s, which rounded every step's generation up to the next 2-s tick;
@@ -36,7 +37,7 @@ from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils.dataset.rl_dataset import collate_fn
 
-from masksearch.curriculum.metrics import mask_num_batch_metrics
+from masksearch.curriculum.metrics import acc_by_mask_num_metrics, mask_num_batch_metrics, mask_num_of
 from masksearch.curriculum.sampler import build_curriculum_sampler, mask_nums_from_dataset
 from masksearch.env.metrics import env_batch_metrics
 from masksearch.recipes.dynamic_sampling import BoundedDynamicSampling
@@ -148,6 +149,20 @@ def reward_extra_metrics(extra_fields: Iterable[Mapping[str, Any] | Any]) -> dic
     return {f"{REWARD_METRIC_PREFIX}/{key}/mean": sums[key] / counts[key] for key in sorted(sums)}
 
 
+def rollout_accs(extra_fields: Iterable[Mapping[str, Any] | Any]) -> list[Any]:
+    """Each rollout's ``reward_extra_info["acc"]`` (``None`` where it has none), aligned with the batch.
+
+    >>> rollout_accs([{"reward_extra_info": {"acc": 1.0}}, {"reward_extra_info": {}}, None])
+    [1.0, None, None]
+    """
+    accs = []
+    for fields in extra_fields:
+        fields = getattr(fields, "data", fields)
+        info = fields.get("reward_extra_info") if isinstance(fields, Mapping) else None
+        accs.append(info.get("acc") if isinstance(info, Mapping) else None)
+    return accs
+
+
 def masksearch_config(config, group: str) -> dict[str, Any]:
     """``masksearch.<group>`` of the trainer config as a plain dict (``{}`` when absent)."""
     node = OmegaConf.select(config, f"masksearch.{group}", default=None)
@@ -238,6 +253,25 @@ class MaskSearchTrainer(PPOTrainerSync):
         data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=["extra_fields"])
         return list(data["extra_fields"])
 
+    def _batch_mask_nums(self, batch) -> list[int | None]:
+        """``extra_info.mask_num`` of each rollout, aligned with ``_batch_extra_fields`` (same keys).
+
+        verl stores the prompt's dataset fields (``extra_info`` among them) with every rollout. A
+        batch without them gives ``[]``: the per-mask-count metrics are skipped, the step goes on.
+        """
+        keys = [
+            key for key, tag in zip(batch.keys, batch.tags, strict=True) if not tag.get("is_padding", False)
+        ]
+        if not keys:
+            return []
+        try:
+            data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=["extra_info"])
+            infos = list(data["extra_info"])
+        except Exception as exc:  # a metric never fails a step
+            logger.debug("no extra_info in the batch (%s); reward/acc/mask_* not logged", exc)
+            return []
+        return [mask_num_of(info) for info in infos]
+
     def _compute_metrics(self, batch, metrics, timing_raw, global_steps, epoch):
         super()._compute_metrics(batch, metrics, timing_raw, global_steps=global_steps, epoch=epoch)
         extra_fields = self._batch_extra_fields(batch)
@@ -247,6 +281,7 @@ class MaskSearchTrainer(PPOTrainerSync):
             self._retrieval_guard = RetrievalErrorGuard.from_config(self.config)
         self._retrieval_guard.update(metrics)
         metrics.update(mask_num_batch_metrics(self._drawn_mask_nums))
+        metrics.update(acc_by_mask_num_metrics(self._batch_mask_nums(batch), rollout_accs(extra_fields)))
         self._drawn_mask_nums = []
         if self.curriculum_sampler is not None:
             metrics.update(self.curriculum_sampler.metrics())

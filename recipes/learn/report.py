@@ -1,14 +1,24 @@
 """The measured report of ``make learn``: ``report.json``, ``report.md`` and ``learning.png``.
 
-``report.json`` has exactly three keys::
+``report.json`` has exactly four keys::
 
     {"stages": [{"name", "model", "n", "format_ok", "em", "f1", "recall", "mean_searches"}, ...],
      "deltas": [{"from", "to", "recall_diff", "ci95": [lo, hi]}, ...],
      "rl_curve": {"step": [...], "reward/acc/mean": [...], "reward/format_ok/mean": [...],
-                  "env/searches_per_sample": [...]}}
+                  "env/searches_per_sample": [...], "reward/acc/mask_1": [...], ...},
+     "by_mask_count": {stage name: {"1": {"n", "format_ok", "em", "f1", "recall", "mean_searches"},
+                                    ...}, ...}}
 
 ``deltas`` are paired: the same validation samples (by id) scored for both stages, the mean
 per-sample recall difference, and a 95% percentile bootstrap interval over those samples.
+
+``rl_curve`` has one ``reward/acc/mask_{k}`` list per mask count k the trainer logged (the mean
+training ``acc`` of the rollouts whose prompt has k masks), ``null`` at steps without such a prompt.
+
+``by_mask_count`` splits each stage's eval by the val rows' ``extra_info.mask_num``: eval keeps no
+mask count in its records, so the report joins them on the sample id with the data file the stage
+evaluated (the ids are eval's own, ``load_eval_dataset``'s). A stage on data without mask counts
+(FanOutQA) has ``{}``.
 """
 
 from __future__ import annotations
@@ -16,15 +26,20 @@ from __future__ import annotations
 import json
 import math
 import platform
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from masksearch.core.atomic import atomic_write_json, atomic_write_text
+from masksearch.curriculum.metrics import ACC_BY_MASK_PREFIX, mask_num_of
 
 __all__ = [
+    "MASK_KEYS",
     "STAGE_KEYS",
+    "by_mask_count",
+    "mask_counts_of",
     "paired_bootstrap",
     "plot_learning",
     "quarter_means",
@@ -34,6 +49,8 @@ __all__ = [
 
 STAGE_KEYS = ("name", "model", "n", "format_ok", "em", "f1", "recall", "mean_searches")
 CURVE_KEYS = ("step", "reward/acc/mean", "reward/format_ok/mean", "env/searches_per_sample")
+#: What ``by_mask_count`` holds per stage and mask count.
+MASK_KEYS = ("n", "format_ok", "em", "f1", "recall", "mean_searches")
 
 
 def read_sample_scores(eval_dir: str | Path, metric: str = "recall") -> dict[str, float]:
@@ -50,6 +67,54 @@ def read_sample_scores(eval_dir: str | Path, metric: str = "recall") -> dict[str
         if isinstance(record, dict) and "id" in record:
             scores[str(record["id"])] = float((record.get("scores") or {}).get(metric, 0.0))
     return scores
+
+
+def mask_counts_of(data: str | Path | None, n: int | None = None) -> dict[str, int]:
+    """``sample id -> extra_info.mask_num`` of the first ``n`` samples of an eval data file.
+
+    The ids are the ones eval gives (:func:`masksearch.eval.datasets.load_eval_dataset` of the same
+    ``data`` string). A built-in set (``fanoutqa:dev``), a missing or unreadable file, or rows
+    without ``mask_num`` give ``{}`` or fewer ids.
+    """
+    if not data or not Path(str(data)).is_file():
+        return {}
+    from masksearch.eval.datasets import load_eval_dataset
+
+    try:
+        samples = load_eval_dataset(str(data)).samples
+    except (OSError, ValueError):
+        return {}
+    counts = {s.id: mask_num_of(s.extra_info) for s in (samples if n is None else samples[:n])}
+    return {sid: k for sid, k in counts.items() if k is not None}
+
+
+def by_mask_count(eval_dir: str | Path, mask_nums: Mapping[str, int]) -> dict[str, dict[str, Any]]:
+    """An eval run's results split by mask count: ``{"k": {n, format_ok, em, f1, recall, mean_searches}}``.
+
+    Args:
+        eval_dir: the run's folder (its ``trajectories.jsonl``).
+        mask_nums: ``sample id -> mask count`` (:func:`mask_counts_of`); only these ids count. When
+            empty, a record's own ``mask_num`` (or ``extra_info.mask_num``) is used where it has one.
+
+    Aggregated with eval's own :func:`masksearch.eval.report.summarise` (failed samples score 0).
+    """
+    from masksearch.eval.report import summarise
+    from masksearch.eval.runner import TRAJECTORIES_FILE, read_records
+
+    groups: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for sid, record in read_records(Path(eval_dir) / TRAJECTORIES_FILE).items():
+        if mask_nums:
+            k = mask_nums.get(sid)
+        else:
+            k = mask_num_of(record)
+            k = mask_num_of(record.get("extra_info")) if k is None else k
+        if k is not None:
+            groups[k].append({**record, "data_source": record.get("data_source", "")})
+    out = {}
+    for k in sorted(groups):
+        overall = summarise(groups[k], ["em", "f1", "recall"])["overall"]
+        out[str(k)] = {key: _round(overall[key]) for key in MASK_KEYS}
+    return out
 
 
 def paired_bootstrap(
@@ -75,7 +140,7 @@ def paired_bootstrap(
 
 def quarter_means(values: Sequence[float]) -> tuple[float, float]:
     """Mean of the first and of the last quarter of a curve (at least one point each)."""
-    clean = [v for v in values if not (isinstance(v, float) and math.isnan(v))]
+    clean = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not clean:
         return float("nan"), float("nan")
     q = max(1, len(clean) // 4)
@@ -92,8 +157,22 @@ def _pct(value: Any) -> str:
     return f"{100 * value:.1f}"
 
 
+def _mask_curves(curve: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """``(k, key)`` of the curve's ``reward/acc/mask_{k}`` lists, by k."""
+    found = []
+    for key in curve:
+        tail = key[len(ACC_BY_MASK_PREFIX) :] if key.startswith(ACC_BY_MASK_PREFIX) else ""
+        if tail.isdigit():
+            found.append((int(tail), key))
+    return sorted(found)
+
+
+def _masks_label(k: int) -> str:
+    return f"{k} mask" if k == 1 else f"{k} masks"
+
+
 def plot_learning(report: Mapping[str, Any], out: str | Path, title: str) -> Path:
-    """Stage bars (format ok, EM, recall in %) and the RL curves, one PNG."""
+    """Stage bars (format ok, EM, recall in %), the RL curves and the RL acc by mask count, one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,7 +180,7 @@ def plot_learning(report: Mapping[str, Any], out: str | Path, title: str) -> Pat
 
     stages = [st for st in report["stages"] if not st["name"].endswith("fanoutqa")]
     curve = report["rl_curve"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1.3, 1]})
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6), gridspec_kw={"width_ratios": [1.3, 1, 1]})
     ax = axes[0]
     metrics = [("format_ok", "format ok"), ("em", "EM"), ("recall", "recall")]
     width = 0.8 / len(metrics)
@@ -115,10 +194,10 @@ def plot_learning(report: Mapping[str, Any], out: str | Path, title: str) -> Pat
             )
     ax.set_xticks(range(len(stages)))
     ax.set_xticklabels([f"{st['name']}\n(n={st['n']})" for st in stages])
-    ax.set_ylim(0, 110)
+    ax.set_ylim(0, 125)  # room above the 100 % bars for the legend
     ax.set_ylabel("% on held-out RAMP val (greedy)")
     ax.set_title("Stages")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper center", fontsize=8, ncol=3)
     ax = axes[1]
     steps = curve.get("step") or []
     if steps:
@@ -138,7 +217,7 @@ def plot_learning(report: Mapping[str, Any], out: str | Path, title: str) -> Pat
         twin.set_ylabel("searches per sample")
         searches = [v for v in curve.get("env/searches_per_sample") or [] if v == v]
         twin.set_ylim(0, max([1.0, *searches]) * 1.15)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        _step_ticks(ax, steps)
         lines = ax.get_legend_handles_labels()
         more = twin.get_legend_handles_labels()
         ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right", fontsize=8)
@@ -146,12 +225,40 @@ def plot_learning(report: Mapping[str, Any], out: str | Path, title: str) -> Pat
         ax.text(0.5, 0.5, "no RL steps logged", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("RL step")
     ax.set_title("DAPO RL (training batches)")
+    _plot_acc_by_mask_count(axes[2], curve, plt)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def _step_ticks(ax: Any, steps: Sequence[Any]) -> None:
+    """Whole RL steps on the x axis (one tick, not 0.96 ... 1.04, for a one-step run)."""
+    if len(set(steps)) == 1:
+        ax.set_xticks(list(steps)[:1])
+    else:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+def _plot_acc_by_mask_count(ax: Any, curve: Mapping[str, Any], plt: Any) -> None:
+    """One line per mask count k: the mean training acc of the rollouts with k masks, per step."""
+    steps = curve.get("step") or []
+    masks = _mask_curves(curve) if steps else []
+    if masks:
+        colors = plt.cm.viridis([i / max(1, len(masks) - 1) * 0.85 for i in range(len(masks))])
+        for (k, key), color in zip(masks, colors, strict=True):
+            ys = [float("nan") if v is None else float(v) for v in curve[key]]
+            ax.plot(steps, ys, marker="o", color=color, label=_masks_label(k))
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_ylabel("training reward acc (mean over rollouts)")
+        _step_ticks(ax, steps)
+        ax.legend(loc="lower right", fontsize=8, title="prompt has", title_fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no acc by mask count logged", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("RL step")
+    ax.set_title("RL reward/acc by mask count")
 
 
 def write_report(
@@ -170,6 +277,8 @@ def write_report(
         pairs: ``(from, to)`` stage names for the paired deltas.
         rl_curve: the RL curves (``read_rl_curve``).
         extra: what report.md adds around the tables (teacher report, timings, settings).
+
+    Each stage's ``data`` (the file it evaluated) and ``n`` give its split by mask count.
     """
     root = Path(root)
     by_name = {st["name"]: st for st in stage_results}
@@ -183,15 +292,77 @@ def write_report(
         )
         deltas.append({"from": a, "to": b, "recall_diff": _round(diff), "ci95": [_round(lo), _round(hi)]})
     curve = {k: [_round(float(v)) for v in rl_curve.get(k, [])] for k in CURVE_KEYS}
-    report = {"stages": stages, "deltas": deltas, "rl_curve": curve}
+    for _, key in _mask_curves(rl_curve):  # a step without such prompts: null, not NaN
+        curve[key] = [None if v is None or math.isnan(float(v)) else _round(float(v)) for v in rl_curve[key]]
+    masks: dict[tuple[str, int | None], dict[str, int]] = {}
+    per_stage = {}
+    for st in stage_results:
+        spec = (str(st.get("data") or ""), st.get("n"))
+        if spec not in masks:
+            masks[spec] = mask_counts_of(*spec)
+        per_stage[st["name"]] = by_mask_count(st["out"], masks[spec]) if st.get("out") else {}
+    report = {"stages": stages, "deltas": deltas, "rl_curve": curve, "by_mask_count": per_stage}
     atomic_write_json(root / "report.json", report, indent=2)
     extra = dict(extra or {})
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     machine = extra.get("machine") or _machine()
     title = f"masksearch make learn — {when} — {machine}"
     plot_learning(report, root / "learning.png", title)
-    atomic_write_text(root / "report.md", _markdown(report, extra, title))
+    atomic_write_text(root / "report.md", _markdown(report, extra, title, root))
     return report
+
+
+def portable_path(value: object, root: str | Path) -> str:
+    """A path as report.md (and the README it feeds) shows it: relative to the run folder, else under
+    ``~``, else its last three parts; never this machine's absolute path. Non-paths (hub names,
+    ``student-round-0``) pass through.
+
+    >>> import pathlib; home = pathlib.Path.home()
+    >>> portable_path(home / ".cache/m/SmolLM2", "/elsewhere")
+    '~/.cache/m/SmolLM2'
+    >>> portable_path("/srv/runs/learn/sft/ckpt", "/srv/runs/learn")
+    'sft/ckpt'
+    >>> portable_path("/data/x/y/z/model", "/srv"), portable_path("HuggingFaceTB/SmolLM2", "/srv")
+    ('…/y/z/model', 'HuggingFaceTB/SmolLM2')
+    """
+    text = str(value)
+    if not text.startswith("/"):
+        return text
+    path = Path(text).resolve()
+    for base, prefix in ((Path(root).resolve(), ""), (Path.home().resolve(), "~/")):
+        try:
+            return prefix + str(path.relative_to(base))
+        except ValueError:
+            continue
+    return "…/" + "/".join(path.parts[-3:])
+
+
+def _mask_table(per_stage: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
+    """Recall % by mask count, one row per stage that has the split (``[]`` when none has)."""
+    rows = {name: split for name, split in per_stage.items() if split}
+    counts = sorted({int(k) for split in rows.values() for k in split})
+    if not counts:
+        return []
+    ns = {k: {split[str(k)]["n"] for split in rows.values() if str(k) in split} for k in counts}
+    same_n = all(len(v) == 1 for v in ns.values())
+    head = [f"{_masks_label(k)} (n={next(iter(ns[k]))})" if same_n else _masks_label(k) for k in counts]
+    lines = [
+        "",
+        "Recall % on the val set by mask count (n: val samples with that many masks):",
+        "",
+        "| stage | " + " | ".join(head) + " |",
+        "|---" * (len(counts) + 1) + "|",
+    ]
+    for name, split in rows.items():
+        cells = []
+        for k in counts:
+            cell = split.get(str(k))
+            if cell is None:
+                cells.append("–")
+            else:
+                cells.append(_pct(cell["recall"]) + ("" if same_n else f" (n={cell['n']})"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _machine() -> str:
@@ -207,7 +378,7 @@ def _machine() -> str:
     return f"{platform.machine()} {cpus} CPU core(s)" + (f", {gpu}" if gpu else ", no GPU")
 
 
-def _markdown(report: Mapping[str, Any], extra: Mapping[str, Any], title: str) -> str:
+def _markdown(report: Mapping[str, Any], extra: Mapping[str, Any], title: str, root: Path) -> str:
     lines = [f"# {title}", ""]
     lines += [
         "| stage | model | n | format ok % | EM % | F1 % | recall % | searches |",
@@ -215,7 +386,7 @@ def _markdown(report: Mapping[str, Any], extra: Mapping[str, Any], title: str) -
     ]
     for st in report["stages"]:
         lines.append(
-            f"| {st['name']} | `{st['model']}` | {st['n']} | {_pct(st['format_ok'])} | {_pct(st['em'])} | "
+            f"| {st['name']} | `{portable_path(st['model'], root)}` | {st['n']} | {_pct(st['format_ok'])} | {_pct(st['em'])} | "
             f"{_pct(st['f1'])} | {_pct(st['recall'])} | {st['mean_searches'] if st['mean_searches'] is not None else '–'} |"
         )
     lines += ["", "Paired differences in recall over the same val samples (95% bootstrap CI):", ""]
@@ -223,6 +394,7 @@ def _markdown(report: Mapping[str, Any], extra: Mapping[str, Any], title: str) -
     for d in report["deltas"]:
         lo, hi = d["ci95"]
         lines.append(f"| {d['from']} → {d['to']} | {_pct(d['recall_diff'])} | [{_pct(lo)}, {_pct(hi)}] |")
+    lines += _mask_table(report.get("by_mask_count") or {})
     curve = report["rl_curve"]
     if curve["step"]:
         first, last = quarter_means(curve["reward/acc/mean"])
@@ -231,6 +403,19 @@ def _markdown(report: Mapping[str, Any], extra: Mapping[str, Any], title: str) -
             f"RL: {len(curve['step'])} step(s); mean reward/acc first quarter {first:.3f}, last quarter {last:.3f}; "
             f"searches/sample {curve['env/searches_per_sample'][0]:.2f} → {curve['env/searches_per_sample'][-1]:.2f}.",
         ]
+        by_mask = []
+        for k, key in _mask_curves(curve):
+            logged = [v for v in curve[key] if v is not None and v == v]
+            if logged:
+                first, last = quarter_means(logged)
+                by_mask.append(f"{_masks_label(k)} {first:.3f} → {last:.3f} ({len(logged)} step(s))")
+        if by_mask:
+            lines += [
+                "",
+                "RL reward/acc by mask count, first → last quarter of the steps that had such prompts: "
+                + "; ".join(by_mask)
+                + ".",
+            ]
     teacher = extra.get("teacher")
     if teacher:
         lines += [
@@ -255,7 +440,7 @@ def _markdown(report: Mapping[str, Any], extra: Mapping[str, Any], title: str) -
         for r in evolve:
             val = r.get("student_val") or {}
             lines.append(
-                f"| {r['round']} | {r['teacher']['model']} | {r.get('samples_per_item', 1)} | {_pct(r.get('teacher_acc'))} | "
+                f"| {r['round']} | {portable_path(r['teacher']['model'], root)} | {r.get('samples_per_item', 1)} | {_pct(r.get('teacher_acc'))} | "
                 f"{_pct(r.get('kept_share'))} | {r.get('sft_rows', '–')} | {_pct(val.get('format_ok'))} | "
                 f"{_pct(val.get('recall'))} |"
             )
@@ -269,7 +454,10 @@ def _markdown(report: Mapping[str, Any], extra: Mapping[str, Any], title: str) -
             + f"; total {total / 60:.1f} min.",
         ]
     if extra.get("final_model"):
-        lines += ["", f"Final model (HF folder): `{extra['final_model']}`"]
+        lines += [
+            "",
+            f"Final model (HF folder, in the work folder): `{portable_path(extra['final_model'], root)}`",
+        ]
     if extra.get("budget"):
         lines += ["", f"RL {extra['budget']}"]
     lines += [

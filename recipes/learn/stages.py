@@ -70,27 +70,37 @@ def _device() -> tuple[str, str | None]:
 
 
 # ------------------------------------------------------------------------------------ data
-def stage_data(s: LearnSettings) -> dict[str, Any]:
-    """Corpus (the embedded Wikipedia) + BM25 index + RAMP train / val (split by passage)."""
+def stage_data(s: LearnSettings, *, corpus: Path | None = None, skip_passages: int = 0) -> dict[str, Any]:
+    """Corpus (the embedded Wikipedia) + BM25 index + RAMP train / val (split by passage).
+
+    ``corpus``: an existing corpus file to index and mask instead of building one into the work
+    dir; ``skip_passages``: RAMP rows only from the passages after the corpus's first ones (the
+    warm start, ``recipes/warm_start.py``, keeps clear of the passages the default runs use).
+    """
+    import itertools
+
     from masksearch.data.corpus import build_corpus
     from masksearch.data.ramp import RampConfig, build_ramp, read_passages, write_ramp
     from masksearch.data.spans import make_extractor
     from masksearch.search_tool.retrievers import build_index
 
     p = _paths(s)
-    if not p["corpus"].is_file():
-        build_corpus(p["corpus"], limit=s.corpus_limit or None, show_progress=False)
+    if corpus is None:
+        corpus = p["corpus"]
+        if not corpus.is_file():
+            build_corpus(corpus, limit=s.corpus_limit or None, show_progress=False)
     if not (p["index"] / "manifest.json").is_file():
-        build_index(p["corpus"], "bm25", p["index"], overwrite=True, show_progress=False)
+        build_index(corpus, "bm25", p["index"], overwrite=True, show_progress=False)
     if not p["train"].is_file() or not p["val"].is_file():
         config = RampConfig(
             num_samples=s.ramp_samples, max_masks=s.max_masks, seed=0, val_fraction=s.val_fraction
         )
-        build = build_ramp(read_passages(p["corpus"]), make_extractor("rule"), config)
+        passages = itertools.islice(read_passages(corpus), skip_passages, None)
+        build = build_ramp(passages, make_extractor("rule"), config)
         write_ramp(build, p["ramp"])
     summary = json.loads((p["ramp"] / "summary.json").read_text(encoding="utf-8"))
     return {
-        "corpus": str(p["corpus"]),
+        "corpus": str(corpus),
         "index": str(p["index"]),
         "train": str(p["train"]),
         "val": str(p["val"]),
@@ -316,7 +326,12 @@ def _rl_overrides(s: LearnSettings, model: Path, out: Path) -> list[str]:
 
 
 def read_rl_curve(metrics_file: Path) -> dict[str, list[float]]:
-    """The RL curves of the report from verl's file logger (one JSON line per step)."""
+    """The RL curves of the report from verl's file logger (one JSON line per step).
+
+    Also ``reward/acc/mask_{k}`` for every mask count k logged at some step (NaN at the others).
+    """
+    from masksearch.curriculum.metrics import ACC_BY_MASK_PREFIX
+
     keys = ("reward/acc/mean", "reward/format_ok/mean", "env/searches_per_sample")
     curve: dict[str, list[float]] = {"step": [], **{k: [] for k in keys}}
     if not metrics_file.is_file():
@@ -327,9 +342,17 @@ def read_rl_curve(metrics_file: Path) -> dict[str, list[float]]:
             row = json.loads(line)
         except ValueError:
             continue
-        data = row.get("data") or {}
-        if any(k in data for k in keys):
+        data = row.get("data") if isinstance(row, dict) else None
+        if isinstance(data, dict) and any(k in data for k in keys):
             by_step[int(row.get("step", len(by_step) + 1))] = data  # a resumed step: the last wins
+    masks: set[int] = set()
+    for data in by_step.values():
+        for key in data:
+            tail = key[len(ACC_BY_MASK_PREFIX) :] if key.startswith(ACC_BY_MASK_PREFIX) else ""
+            if tail.isdigit():
+                masks.add(int(tail))
+    keys += tuple(f"{ACC_BY_MASK_PREFIX}{m}" for m in sorted(masks))
+    curve.update({k: [] for k in keys if k not in curve})
     for step in sorted(by_step):
         curve["step"].append(step)
         for k in keys:

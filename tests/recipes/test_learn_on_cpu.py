@@ -14,7 +14,16 @@ import pytest
 
 from masksearch.core.errors import UserFacingError
 from masksearch.recipes.learn.main import STAGES, stage_fingerprint
-from masksearch.recipes.learn.report import STAGE_KEYS, paired_bootstrap, quarter_means
+from masksearch.recipes.learn.report import (
+    MASK_KEYS,
+    STAGE_KEYS,
+    by_mask_count,
+    mask_counts_of,
+    paired_bootstrap,
+    portable_path,
+    quarter_means,
+    write_report,
+)
 from masksearch.recipes.learn.settings import SCALES, settings_from_env
 
 CURVE_KEYS = ["step", "reward/acc/mean", "reward/format_ok/mean", "env/searches_per_sample"]
@@ -58,9 +67,169 @@ class TestReportArithmetic:
         assert n == 100 and diff == 0.5 and lo < 0.5 < hi and hi - lo < 0.3
         assert paired_bootstrap({}, after)[2] == 0
 
+    def test_portable_paths(self, tmp_path):
+        assert portable_path(tmp_path / "sft" / "ckpt", tmp_path) == "sft/ckpt"
+        assert portable_path(Path.home() / ".cache" / "m", tmp_path) == "~/.cache/m"
+        assert portable_path("/elsewhere/a/b/c/d", tmp_path) == "…/b/c/d"
+        assert (
+            portable_path("HuggingFaceTB/SmolLM2-135M-Instruct", tmp_path)
+            == "HuggingFaceTB/SmolLM2-135M-Instruct"
+        )
+
     def test_quarter_means(self):
         assert quarter_means([0.0, 0.0, 1.0, 1.0]) == (0.0, 1.0)
         assert quarter_means([0.5]) == (0.5, 0.5)
+        assert quarter_means([None, 0.0, float("nan"), 1.0]) == (0.0, 1.0)  # gaps of a by-mask curve
+
+
+# ------------------------------------------------------------------------- report by mask count
+#: The synthetic val set: (mask_num, answer) per row; row 6 is beyond the stages' n=6.
+VAL_ROWS = [(1, "Paris"), (1, "Rome"), (2, "Oslo"), (2, "Bern"), (3, "Lima"), (3, "Quito"), (1, "Kyiv")]
+
+
+def _val_parquet(path: Path) -> Path:
+    """RAMP-shaped rows (prompt, ground truth, ``extra_info.mask_num``) as ``data/ramp`` writes them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [
+        {
+            "data_source": "ramp",
+            "prompt": [{"role": "user", "content": f"Fill the [mask]s: row {i}"}],
+            "reward_model": {"style": "rule", "ground_truth": [answer]},
+            "extra_info": {"index": i, "mask_num": k, "masked_text": f"row {i} [mask]"},
+        }
+        for i, (k, answer) in enumerate(VAL_ROWS)
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def _eval_run(out: Path, data: str, recalls: dict[str, float], extra_ids: tuple[str, ...] = ()) -> None:
+    """An eval folder as ``run_eval`` leaves it: one ``trajectories.jsonl`` record per sample id (the
+    ids ``load_eval_dataset`` gives), ``results.json`` from eval's own ``summarise``."""
+    from masksearch.core.atomic import atomic_write_json
+    from masksearch.eval.report import summarise
+    from masksearch.eval.runner import RESULTS_FILE, TRAJECTORIES_FILE
+
+    out.mkdir(parents=True)
+    records = [
+        {
+            "id": sid,
+            "dataset": "val",
+            "data_source": "ramp",
+            "question": "q",
+            "golds": ["a"],
+            "answer": "a" if r else "b",
+            "scores": {"em": r, "f1": r, "recall": r, "format_ok": 1.0},
+            "stats": {"num_searches": 1, "num_turns": 2, "num_retrieval_errors": 0},
+            "stop_reason": "answer",
+            "error": None,
+            "trajectory": None,
+        }
+        for sid, r in [*recalls.items(), *((x, 1.0) for x in extra_ids)]
+    ]
+    (out / TRAJECTORIES_FILE).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    atomic_write_json(out / RESULTS_FILE, {"metrics": ["em", "f1", "recall"], **summarise(records, ["em"])})
+
+
+def _stage(root: Path, name: str, data: str, recalls: dict[str, float], **kw) -> dict:
+    out = root / "eval" / name
+    _eval_run(out, data, recalls, **kw)
+    mean = sum(recalls.values()) / len(recalls)
+    return {"name": name, "model": str(root / name), "data": data, "out": str(out), "n": len(recalls),
+            "format_ok": 1.0, "em": mean, "f1": mean, "recall": mean, "mean_searches": 1.0}  # fmt: skip
+
+
+class TestReportByMaskCount:
+    @pytest.fixture
+    def val(self, tmp_path):
+        from masksearch.eval.datasets import load_eval_dataset
+
+        path = str(_val_parquet(tmp_path / "val.parquet"))
+        return path, [s.id for s in load_eval_dataset(path).samples]
+
+    def test_mask_counts_join_on_the_eval_ids(self, val):
+        path, ids = val
+        assert mask_counts_of(path, 6) == dict(zip(ids[:6], [1, 1, 2, 2, 3, 3], strict=True))
+        assert len(mask_counts_of(path)) == 7
+        assert mask_counts_of("fanoutqa:dev") == {} and mask_counts_of(None) == {}
+
+    def test_split_counts_only_the_stage_samples(self, val, tmp_path):
+        path, ids = val
+        # the run folder also holds a record of row 6 (an earlier, larger run): not this stage's
+        _eval_run(tmp_path / "e", path, {ids[0]: 1.0, ids[1]: 0.0, ids[2]: 1.0}, extra_ids=(ids[6],))
+        split = by_mask_count(tmp_path / "e", mask_counts_of(path, 3))
+        assert list(split) == ["1", "2"] and list(split["1"]) == list(MASK_KEYS)
+        assert (split["1"]["n"], split["1"]["recall"], split["2"]["recall"]) == (2, 0.5, 1.0)
+
+    def test_records_that_carry_their_mask_count(self, tmp_path):
+        out = tmp_path / "e"
+        _eval_run(out, "x", {"a": 1.0, "b": 0.0})
+        lines = [json.loads(x) for x in (out / "trajectories.jsonl").read_text().splitlines()]
+        lines[0]["mask_num"], lines[1]["extra_info"] = 4, {"mask_num": 2}
+        (out / "trajectories.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        assert {k: v["recall"] for k, v in by_mask_count(out, {}).items()} == {"2": 0.0, "4": 1.0}
+
+    def test_report_json_md_and_png(self, val, tmp_path):
+        path, ids = val
+        root = tmp_path / "work"
+        base = dict(zip(ids[:6], [1.0, 0.0, 0.0, 0.0, 0.0, 0.0], strict=True))
+        sft = dict(zip(ids[:6], [1.0, 1.0, 1.0, 0.0, 0.0, 0.0], strict=True))
+        stages = [
+            _stage(root, "base", path, base, extra_ids=(ids[6],)),
+            _stage(root, "sft", path, sft),
+            _stage(root, "rl-fanoutqa", "fanoutqa:dev", {"fanoutqa_dev:0:ab": 0.5}),
+        ]
+        nan = float("nan")
+        curve = {"step": [1, 2, 3, 4], "reward/acc/mean": [0.1, 0.2, 0.3, 0.4],
+                 "reward/format_ok/mean": [1.0] * 4, "env/searches_per_sample": [1.0, 1.0, 1.5, 2.0],
+                 "reward/acc/mask_2": [nan, 0.0, 0.5, 1.0], "reward/acc/mask_1": [0.2, 0.4, 0.6, 0.8]}  # fmt: skip
+        report = write_report(root, stages, [("base", "sft")], curve, extra={"machine": "test"})
+        on_disk = json.loads((root / "report.json").read_text())
+        assert on_disk == json.loads(json.dumps(report))
+        assert list(on_disk) == ["stages", "deltas", "rl_curve", "by_mask_count"]
+        assert all(list(st) == list(STAGE_KEYS) for st in on_disk["stages"])
+        split = on_disk["by_mask_count"]
+        assert list(split) == ["base", "sft", "rl-fanoutqa"] and split["rl-fanoutqa"] == {}
+        assert {k: (v["n"], v["recall"]) for k, v in split["sft"].items()} == {
+            "1": (2, 1.0), "2": (2, 0.5), "3": (2, 0.0)
+        }  # fmt: skip
+        assert split["base"]["1"]["recall"] == 0.5  # row 6 (beyond n) left out
+        rl_curve = on_disk["rl_curve"]
+        assert list(rl_curve)[4:] == ["reward/acc/mask_1", "reward/acc/mask_2"]
+        assert rl_curve["reward/acc/mask_2"] == [None, 0.0, 0.5, 1.0]  # valid JSON: null, not NaN
+        md = (root / "report.md").read_text()
+        assert "| stage | 1 mask (n=2) | 2 masks (n=2) | 3 masks (n=2) |" in md
+        assert "| base | 50.0 | 0.0 | 0.0 |" in md and "| sft | 100.0 | 50.0 | 0.0 |" in md
+        assert "rl-fanoutqa |" not in md.split("by mask count")[1].split("\n\n")[1]
+        assert "1 mask 0.200 → 0.800 (4 step(s)); 2 masks 0.000 → 1.000 (3 step(s))" in md
+        assert str(root) not in md
+        assert (root / "learning.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def test_report_without_mask_counts_has_no_table(self, tmp_path):
+        root = tmp_path / "work"
+        stages = [_stage(root, "rl-fanoutqa", "fanoutqa:dev", {"x": 1.0})]
+        report = write_report(root, stages, [], {"step": []}, extra={"machine": "test"})
+        assert report["by_mask_count"] == {"rl-fanoutqa": {}}
+        assert "by mask count" not in (root / "report.md").read_text()
+
+
+def test_read_rl_curve_picks_up_the_mask_counts_logged(tmp_path):
+    from masksearch.recipes.learn.stages import read_rl_curve
+
+    rows = [
+        {"step": 1, "data": {"reward/acc/mean": 0.5, "reward/acc/mask_1": 0.5}},
+        {"step": 2, "data": {"reward/acc/mean": 0.25, "reward/acc/mask_1": 0.0, "reward/acc/mask_3": 1.0}},
+        {"step": 3, "data": {"reward/acc/mean": 0.0, "reward/acc/mask_x": 1.0}},  # not a count
+    ]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "torn{", encoding="utf-8")
+    curve = read_rl_curve(path)
+    assert list(curve) == [*CURVE_KEYS, "reward/acc/mask_1", "reward/acc/mask_3"]
+    assert curve["step"] == [1, 2, 3] and curve["reward/acc/mask_1"][:2] == [0.5, 0.0]
+    mask_3 = curve["reward/acc/mask_3"]
+    assert mask_3[1] == 1.0 and mask_3[0] != mask_3[0] and mask_3[2] != mask_3[2]  # NaN where absent
 
 
 # ------------------------------------------------------------------------------------ slow e2e
@@ -112,7 +281,7 @@ class TestLearnPipeline:
     def test_report_schema(self, learned):
         work, _, _, _ = learned
         report = json.loads((work / "report.json").read_text())
-        assert list(report) == ["stages", "deltas", "rl_curve"]
+        assert list(report) == ["stages", "deltas", "rl_curve", "by_mask_count"]
         assert [s["name"] for s in report["stages"]] == ["base", "sft", "evolve", "rl", "rl-fanoutqa"]
         for stage in report["stages"]:
             assert list(stage) == list(STAGE_KEYS) and stage["n"] >= 1
@@ -122,8 +291,20 @@ class TestLearnPipeline:
             assert list(delta) == ["from", "to", "recall_diff", "ci95"] and len(delta["ci95"]) == 2
         assert [(d["from"], d["to"]) for d in report["deltas"]][-1] == ("sft", "rl")
         curve = report["rl_curve"]
-        assert list(curve) == CURVE_KEYS and curve["step"] == [1]
-        assert all(len(curve[k]) == 1 for k in CURVE_KEYS)
+        # the tiny run has 1-mask rows only: the trainer logs reward/acc/mask_1 (recipes/trainer.py)
+        assert list(curve) == [*CURVE_KEYS, "reward/acc/mask_1"] and curve["step"] == [1]
+        assert all(len(curve[k]) == 1 for k in curve)
+        split = report["by_mask_count"]
+        assert list(split) == [s["name"] for s in report["stages"]] and split["rl-fanoutqa"] == {}
+        for stage in report["stages"][:-1]:  # every val sample has 1 mask
+            assert list(split[stage["name"]]) == ["1"] and split[stage["name"]]["1"]["n"] == stage["n"]
+
+    def test_report_md_names_no_absolute_path(self, learned):
+        """It feeds the README (``--readme``): paths are relative to the work folder or under ``~``."""
+        work, _, _, _ = learned
+        text = (work / "report.md").read_text()
+        assert str(work) not in text and str(Path.home()) not in text
+        assert "Final model (HF folder, in the work folder): `rl/" in text
 
     def test_rerun_skips_finished_stages(self, learned):
         _, _, again, again_s = learned

@@ -140,3 +140,79 @@ class TestReplayBufferPoll:
     def test_non_positive_interval_is_a_config_error(self, monkeypatch):
         with pytest.raises(ValueError, match="poll_interval_s must be > 0"):
             self._built(monkeypatch, {"sampler": {"poll_interval_s": 0}})
+
+
+class TestAccByMaskCountMetrics:
+    """``_compute_metrics`` logs ``reward/acc/mask_{k}`` from the rollouts' ``extra_info`` and reward ``acc``."""
+
+    class _Batch:
+        def __init__(self, n: int, padding=()):
+            self.keys = [f"uid{i}_0_0" for i in range(n)]
+            self.tags = [{"is_padding": i in padding} for i in range(n)]
+            self.partition_id = "train"
+
+    @staticmethod
+    def _trainer(monkeypatch, store: dict):
+        """A trainer whose TransferQueue is ``store`` (field -> key -> value) and whose parent metrics are none."""
+        from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+        from masksearch.recipes.trainer import MaskSearchTrainer
+
+        def kv_batch_get(keys, partition_id, select_fields):
+            (name,) = select_fields
+            if name not in store:
+                raise ValueError(f"field {name} not in TransferQueue")
+            return {name: [_Wrapped(store[name][k]) for k in keys]}
+
+        monkeypatch.setattr(trainer.tq, "kv_batch_get", kv_batch_get)
+        monkeypatch.setattr(PPOTrainerSync, "_compute_metrics", lambda self, *a, **kw: None)
+        t = object.__new__(MaskSearchTrainer)
+        t.config = OmegaConf.create({"masksearch": {"env": {"max_retrieval_error_rate": 1.0}}})
+        t._drawn_mask_nums = []
+        return t
+
+    def test_logged_per_mask_count_skipping_padding_and_odd_rows(self, monkeypatch):
+        batch = self._Batch(6, padding={5})
+        infos = [
+            {"mask_num": 1},
+            {"mask_num": 1},
+            {"mask_num": 3},
+            {"index": 7},
+            {"mask_num": 3},
+            {"mask_num": 1},
+        ]
+        accs = [1.0, 0.0, 1.0, 1.0, None, 1.0]  # row 3: no mask count; row 4: no acc; row 5: padding
+        store = {
+            "extra_info": dict(zip(batch.keys, infos, strict=True)),
+            "extra_fields": {
+                k: {"reward_extra_info": {} if a is None else {"acc": a}}
+                for k, a in zip(batch.keys, accs, strict=True)
+            },
+        }
+        metrics: dict = {}
+        self._trainer(monkeypatch, store)._compute_metrics(batch, metrics, {}, global_steps=1, epoch=0)
+        assert {k: v for k, v in metrics.items() if "/mask_" in k and k.startswith("reward/")} == {
+            "reward/acc/mask_1": 0.5,
+            "reward/acc/mask_3": 1.0,
+        }
+        assert metrics["reward/acc/mean"] == pytest.approx(0.75)  # the other metrics are unchanged
+
+    def test_a_batch_without_extra_info_still_finishes_the_step(self, monkeypatch):
+        batch = self._Batch(2)
+        store = {"extra_fields": {k: {"reward_extra_info": {"acc": 1.0}} for k in batch.keys}}
+        metrics: dict = {}
+        self._trainer(monkeypatch, store)._compute_metrics(batch, metrics, {}, global_steps=1, epoch=0)
+        assert metrics["reward/acc/mean"] == 1.0
+        assert not any(k.startswith("reward/acc/mask_") for k in metrics)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ([{"reward_extra_info": {"acc": 1.0}}, _Wrapped({"reward_extra_info": {"acc": 0}})], [1.0, 0]),
+        ([{"reward_extra_info": {"score": 1.0}}, {"no_reward": 1}, None, "junk"], [None] * 4),
+        ([], []),
+    ],
+)
+def test_rollout_accs_stay_aligned_with_the_batch(fields, expected):
+    assert trainer.rollout_accs(fields) == expected
