@@ -102,6 +102,7 @@ EXTRAS_REQUIRE = {
     "dev": [
         "pytest>=8",
         "pytest-timeout",
+        "pytest-random-order==1.2.0",  # `pytest --random-order`: the suite must not depend on test order
         "hypothesis",
         "ruff",
         "rank-bm25",

@@ -5,10 +5,13 @@ Shared by the ``hf`` rollout server (``hf_rollout.py``) and env's ``HFGenerator`
 parameters; here each row has its own budget, stop strings and sampling parameters, a finished row
 leaves the batch at once (its KV cache is dropped), and new rows may be prefilled and merged into a
 running batch. Rows are left-padded; attention masks and per-row position ids keep every row's
-numerics those of an unbatched forward pass (checked to 1e-4 against teacher forcing in the tests).
+numerics those of an unbatched forward pass (the tests check this on a float64 model, to 1e-9 against
+teacher forcing, where no kernel's rounding can pass a mixed-up row off as a match).
 
 Log-probs are ``log_softmax(raw_logits / T)`` of the chosen token (``T = 1`` for greedy rows): the
-quantity verl's trainer recomputes, before top-k/top-p/repetition-penalty shaping.
+quantity verl's trainer recomputes, before top-k/top-p/repetition-penalty shaping; computed in float32,
+or float64 for a float64 model. Sampled rows draw from the decoder's own ``torch.Generator`` when it
+is given one, so what they sample does not depend on whoever else used torch's global RNG.
 
 CPU-only design notes (2 cores, measured in ``benchmarks/rollout.py``): a decode step is bound by
 the bytes it moves, so the cache's layers write new positions in place (``cpu_decode.GrowableLayer``
@@ -110,6 +113,8 @@ class BatchDecoder:
         pad_token_id: the id used for left padding (masked out; any id works).
         prefix_cache: where finished rows leave their KV and new prompts look for a shared prefix
             (``None``: every prompt is prefilled in full).
+        generator: the ``torch.Generator`` (on the model's device) that sampled rows draw from
+            (``None``: torch's global one, shared with every other user in the process).
     """
 
     def __init__(
@@ -119,9 +124,11 @@ class BatchDecoder:
         eos_token_ids: Sequence[int],
         pad_token_id: int,
         prefix_cache: PrefixCache | None = None,
+        generator: torch.Generator | None = None,
     ):
         self.model = model
         self.prefix_cache = prefix_cache
+        self.generator = generator
         self.tokenizer = tokenizer
         self.eos_token_ids = {int(t) for t in eos_token_ids}
         self.pad_token_id = int(pad_token_id)
@@ -302,7 +309,7 @@ class BatchDecoder:
     # ----------------------------------------------------------------- internals
     def _choose(self, logits: torch.Tensor, rows: Sequence[Row]) -> None:
         """Pick each row's next token from its last-position logits, record it and its log-prob."""
-        raw = logits.float()
+        raw = logits.to(_score_dtype(logits.dtype))
         temperatures = torch.tensor([row.spec.temperature for row in rows], dtype=raw.dtype)
         greedy = temperatures <= 0
         scale = torch.where(greedy, torch.ones_like(temperatures), temperatures).to(raw.device)
@@ -316,7 +323,9 @@ class BatchDecoder:
             index = (~greedy).nonzero().squeeze(-1)
             sampled = scores[index.to(raw.device)] / scale[index.to(raw.device), None]
             sampled = _filter_top_k_top_p(sampled, [rows[i] for i in index.tolist()])
-            chosen[index.to(raw.device)] = sample_categorical(torch.softmax(sampled, dim=-1))
+            chosen[index.to(raw.device)] = sample_categorical(
+                torch.softmax(sampled, dim=-1), generator=self.generator
+            )
         picked = log_probs.gather(-1, chosen[:, None]).squeeze(-1).tolist()
         for row, token, log_prob in zip(rows, chosen.tolist(), picked, strict=True):
             row.tokens.append(int(token))
@@ -406,6 +415,11 @@ class BatchDecoder:
         return finished
 
 
+def _score_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Log-probs in float32 at least: float32 for float32/bf16/fp16 models, float64 for a float64 one."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _row_kv(cache: Any, attention: torch.Tensor, i: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Row ``i``'s keys and values without padding columns, one ``(kv_heads, len, head_dim)`` pair per layer."""
     columns = attention[i].nonzero().squeeze(-1)
@@ -428,16 +442,18 @@ def _pad_left(tensor: torch.Tensor, count: int) -> torch.Tensor:
     return torch.nn.functional.pad(tensor, (0, 0, count, 0)) if count else tensor
 
 
-def sample_categorical(probs: torch.Tensor) -> torch.Tensor:
+def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One token per row of ``probs`` (rows sum to ~1), by inverse-CDF: one uniform per row.
 
     The same distribution as ``torch.multinomial(probs, 1)``, which on CPU draws one exponential per
     vocabulary entry (49k for SmolLM2): 18 ms per decode step at 16 rows, against ~0.3 ms here (a
     sixth of the whole step; measured in issue 14). A token of probability 0 is never drawn:
     ``u`` lies in ``(0, total]`` and the first index whose cumulative mass reaches ``u`` adds mass.
+    The uniforms come from ``generator`` (``None``: torch's global generator).
     """
     cdf = probs.cumsum(dim=-1)
-    uniform = 1.0 - torch.rand((probs.shape[0], 1), dtype=cdf.dtype, device=cdf.device)  # (0, 1]
+    uniform = torch.rand((probs.shape[0], 1), dtype=cdf.dtype, device=cdf.device, generator=generator)
+    uniform = 1.0 - uniform  # (0, 1]
     index = torch.searchsorted(cdf, uniform * cdf[:, -1:])
     return index.squeeze(-1).clamp_(max=probs.shape[-1] - 1)
 

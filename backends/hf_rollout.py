@@ -14,8 +14,11 @@ servers; this module provides the same three pieces on top of transformers:
 
 Concurrent requests are decoded together (``backends/hf_decode.py``: left padding, attention masks,
 per-row position ids, rows joining and leaving between decode steps); the log-probs of a batched row
-match an unbatched teacher-forced pass to ~1e-5 in fp32 (tests, ``benchmarks/rollout.py``). Knobs:
-``actor_rollout_ref.rollout.engine_kwargs.hf.*`` (``HFRolloutOptions``; ``max_batch_size=1`` is serial).
+are those of an unbatched teacher-forced pass up to float rounding (the tests check it to 1e-9 with
+``dtype=float64``; in fp32 the gap depends on the CPU's kernels and the batch shape, ~1e-6 for the
+tiny test model). Knobs: ``actor_rollout_ref.rollout.engine_kwargs.hf.*`` (``HFRolloutOptions``;
+``max_batch_size=1`` is serial). Sampling draws from the server's own generator, seeded like verl's
+vLLM server (``actor_rollout_ref.rollout.seed`` + replica rank).
 
 A *scripted policy* (``actor_rollout_ref.rollout.engine_kwargs.hf.scripted_policy=pkg.mod:fn``) replaces
 sampling with forced decoding: ``fn(context: str) -> str`` writes the next turn's text, and the server
@@ -77,6 +80,9 @@ class HFRolloutOptions:
             starts with the same tokens (the next turn of a search episode; the other samples of an
             RL group); emptied at every weight update. ``0`` prefills every prompt in full.
         scripted_policy: ``pkg.module:function`` writing turns instead of sampling (see module doc).
+        dtype: torch dtype of the server's weights, KV cache and log-probs. ``float32`` (default)
+            is what the trainer recomputes on CPU (``cpu_profile``); ``float64`` takes float
+            rounding out of comparisons (tests: batched rows vs unbatched, vs teacher forcing).
     """
 
     max_batch_size: int = 32
@@ -85,6 +91,7 @@ class HFRolloutOptions:
     num_threads: int = 0
     prefix_cache_mb: int = 1024
     scripted_policy: str | None = None
+    dtype: str = "float32"
 
     @classmethod
     def from_engine_kwargs(cls, engine_kwargs: Any) -> HFRolloutOptions:
@@ -104,7 +111,18 @@ class HFRolloutOptions:
             raise ValueError(f"engine_kwargs.hf.batch_wait_ms must be >= 0, got {options.batch_wait_ms}")
         if int(options.prefix_cache_mb) < 0:
             raise ValueError(f"engine_kwargs.hf.prefix_cache_mb must be >= 0, got {options.prefix_cache_mb}")
+        options.torch_dtype()  # a one-line error now, not when the model loads
         return options
+
+    def torch_dtype(self) -> torch.dtype:
+        """``dtype`` as a ``torch.dtype``; a ``ValueError`` unless it names a floating-point dtype."""
+        dtype = getattr(torch, str(self.dtype), None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(
+                f"engine_kwargs.hf.dtype must name a torch floating-point dtype such as 'float32' or "
+                f"'float64', got {self.dtype!r}"
+            )
+        return dtype
 
 
 @dataclass(eq=False)
@@ -131,6 +149,11 @@ class HFRolloutServer:
     and leaves the batch as soon as it is done. ``stop_reason`` is ``"completed"`` (EOS or a stop
     string), ``"length"`` (budget reached) or ``"aborted"`` (``abort_all_requests``; the tokens
     generated until then are returned, as vLLM does, so verl's client can resume them).
+
+    Sampled rows draw from the server's own ``torch.Generator``, seeded with ``seed`` (``None``: a
+    random seed); torch's global RNG is neither used nor changed, so what the server samples does
+    not depend on other code in the process. ``HFReplica`` passes verl's ``rollout.seed`` plus the
+    replica rank, as verl's vLLM server does.
     """
 
     def __init__(
@@ -141,6 +164,7 @@ class HFRolloutServer:
         trust_remote_code: bool = False,
         scripted_policy: str | None = None,
         options: HFRolloutOptions | dict[str, Any] | None = None,
+        seed: int | None = None,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -156,10 +180,10 @@ class HFRolloutServer:
         self.prompt_length = prompt_length
         self.response_length = response_length
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-        # fp32 on CPU: the trainer recomputes log-probs in fp32 (cpu_profile), bf16 would widen the gap.
+        # fp32 by default: the trainer recomputes log-probs in fp32 on CPU (cpu_profile), bf16 would widen the gap
         self.model = AutoModelForCausalLM.from_pretrained(
             model_path,
-            dtype=torch.float32,
+            dtype=options.torch_dtype(),
             attn_implementation=register_attention(),  # SDPA without per-step GQA expansion
             trust_remote_code=trust_remote_code,
         ).eval()
@@ -178,8 +202,18 @@ class HFRolloutServer:
                 options.scripted_policy,
             )
         self.prefix_cache = PrefixCache(int(options.prefix_cache_mb) * 2**20)
+        self.generator = torch.Generator()  # used by the decoding thread only
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(int(seed))
         self.decoder = BatchDecoder(
-            self.model, self.tokenizer, self.eos_token_ids, self.pad_token_id, prefix_cache=self.prefix_cache
+            self.model,
+            self.tokenizer,
+            self.eos_token_ids,
+            self.pad_token_id,
+            prefix_cache=self.prefix_cache,
+            generator=self.generator,
         )
         self._model_lock = threading.Lock()  # decode steps vs weight loads
         self._cv = threading.Condition()
@@ -191,11 +225,13 @@ class HFRolloutServer:
         self._thread = threading.Thread(target=self._engine_loop, name="hf-rollout-decoder", daemon=True)
         self._thread.start()
         logger.info(
-            "hf rollout: max_batch_size=%d batch_wait_ms=%.0f join_running=%s threads=%d",
+            "hf rollout: max_batch_size=%d batch_wait_ms=%.0f join_running=%s threads=%d dtype=%s seed=%d",
             options.max_batch_size,
             options.batch_wait_ms,
             options.join_running,
             threads,
+            options.dtype,
+            self.generator.initial_seed(),
         )
 
     def _eos_ids(self) -> list[int]:
@@ -360,7 +396,8 @@ class HFRolloutServer:
         temperature = spec.temperature if spec.temperature > 0 else 1.0
         ids = torch.tensor([spec.prompt_ids + cut], dtype=torch.long)
         with self._model_lock:
-            logits = self.model(input_ids=ids).logits[0, len(spec.prompt_ids) - 1 : -1].float()
+            logits = self.model(input_ids=ids).logits[0, len(spec.prompt_ids) - 1 : -1]
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # as BatchDecoder scores
         log_probs = torch.log_softmax(logits / temperature, dim=-1)
         row.tokens = cut
         row.log_probs = log_probs.gather(-1, torch.tensor(cut).unsqueeze(-1)).squeeze(-1).tolist()
@@ -538,6 +575,7 @@ class HFReplica(RolloutReplica):
             response_length=self.config.response_length,
             trust_remote_code=bool(self.model_config.get("trust_remote_code", False)),
             options=HFRolloutOptions.from_engine_kwargs(self.config.engine_kwargs),
+            seed=self.replica_rank + int(self.config.seed),  # verl's vLLM server seeds the same way
         )
         await handle.stats.remote()  # surfaces model-loading errors here, not at the first generate
         self.servers = [handle]

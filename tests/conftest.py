@@ -200,16 +200,20 @@ def tiny_model_path() -> Path:
 @pytest.fixture(scope="session")
 def peaked_model_path(tiny_model_path, tmp_path_factory) -> Path:
     """The tiny model with larger random weights: its greedy continuations depend on the prompt
-    (the stock random init continues every prompt with the same newline)."""
+    (the stock random init continues every prompt with the same newline).
+
+    Drawn from a local generator: seeding torch's global RNG here would change what every later
+    test draws from it, depending on which test happened to request this fixture first (issue 21).
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_path), dtype=torch.float32)
-    torch.manual_seed(1)
+    rng = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, weight in model.named_parameters():
             if weight.dim() == 2:
-                weight.normal_(0.0, 1.0 if "embed" in name else 10.0 / weight.shape[1] ** 0.5)
+                weight.normal_(0.0, 1.0 if "embed" in name else 10.0 / weight.shape[1] ** 0.5, generator=rng)
     out = tmp_path_factory.mktemp("peaked-tiny")
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(str(tiny_model_path)).save_pretrained(out)

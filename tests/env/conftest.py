@@ -295,7 +295,6 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> 
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    torch.manual_seed(0)
     config = Qwen2Config(
         hidden_size=64,
         num_hidden_layers=2,
@@ -309,7 +308,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> 
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,
     )
-    model = Qwen2ForCausalLM(config)
+    with torch.random.fork_rng(devices=[]):  # seeded init without changing the global RNG of later tests
+        torch.manual_seed(0)
+        model = Qwen2ForCausalLM(config)
     out = tmp_path_factory.mktemp("tiny-qwen2")
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
