@@ -125,7 +125,6 @@ def build_tiny_model(
         from transformers import Qwen2Config, Qwen2ForCausalLM
 
         tokenizer = load_embedded_tokenizer()
-        torch.manual_seed(seed)
         config = Qwen2Config(
             vocab_size=len(tokenizer),
             hidden_size=hidden_size,
@@ -140,7 +139,9 @@ def build_tiny_model(
             pad_token_id=tokenizer.pad_token_id,
             dtype="float32",
         )
-        model = Qwen2ForCausalLM(config)
+        with torch.random.fork_rng(devices=[]):  # seeded weights; torch's global RNG left as it was
+            torch.manual_seed(seed)
+            model = Qwen2ForCausalLM(config)
         model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.save_pretrained(out)

@@ -116,7 +116,8 @@ class HFGenerator(_BatchGenerator):
         tokenizer: a tokenizer to use instead of loading one from ``model_path``.
         temperature: 0 means greedy.
         top_p: nucleus sampling when ``temperature > 0``.
-        seed: seeds torch before each batch when set (reproducible sampling).
+        seed: seeds a private sampling generator before each batch when set (reproducible sampling;
+            torch's global RNG is never touched).
         device: torch device.
         torch_dtype: e.g. ``"float32"``; default: the model's.
         max_batch_size: most rows decoded together; default: what fits a quarter of the available
@@ -211,8 +212,11 @@ class HFGenerator(_BatchGenerator):
         limits = _per_prompt_limits(max_new_tokens, len(ids))
         if len(limits) != len(ids):
             raise ValueError(f"{len(limits)} max_new_tokens for {len(ids)} prompts")
+        # a private generator, reseeded per batch: reproducible sampling that never touches (or
+        # depends on) torch's global RNG, which other code in the process draws from
+        generator = None
         if self.seed is not None:
-            self._torch.manual_seed(self.seed)
+            generator = self._torch.Generator().manual_seed(self.seed)
         rows = [
             Row(
                 RowSpec(
@@ -227,7 +231,12 @@ class HFGenerator(_BatchGenerator):
         ]
         size = self.batch_size_for(max(len(x) for x in ids) + max(limits))
         decoder = BatchDecoder(
-            self.model, self.tokenizer, self.eos_token_ids, self.pad_token_id, prefix_cache=self.prefix_cache
+            self.model,
+            self.tokenizer,
+            self.eos_token_ids,
+            self.pad_token_id,
+            prefix_cache=self.prefix_cache,
+            generator=generator,
         )
         waiting = list(rows)  # an empty prompt with a budget is a ValueError in BatchDecoder.add
         while waiting or decoder.running:

@@ -84,6 +84,21 @@ class TestHFGenerator:
         assert batch_size_for_memory(generator.model, 10**9, available_bytes=gib) == 1
         assert 1 <= generator.batch_size_for(1000) <= HFGenerator.MAX_AUTO_BATCH
 
+    def test_seeded_sampling_is_private_and_reproducible(self, peaked_model_path, prompts):
+        """A seed makes sampling reproducible without reading or moving torch's global RNG (issue 21:
+        a test's tokens depended on what ran before it through that RNG)."""
+
+        def sample() -> list[list[int]]:
+            sampler = HFGenerator(str(peaked_model_path), temperature=1.0, seed=7, torch_dtype="float64")
+            return [r.token_ids for r in sampler.generate_batch(prompts[:3], 12, [])]
+
+        torch.manual_seed(1)
+        before = torch.random.get_rng_state()
+        first = sample()
+        assert torch.equal(torch.random.get_rng_state(), before)
+        torch.manual_seed(999)  # another global state: same tokens
+        assert sample() == first
+
     def test_rejects_a_zero_batch_size(self, peaked_model_path):
         with pytest.raises(ValueError, match="max_batch_size must be >= 1"):
             HFGenerator(str(peaked_model_path), max_batch_size=0)
