@@ -135,13 +135,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_build)
 
 
-def _llm_api_key(args: argparse.Namespace) -> str | None:
-    """The key from the environment variable ``--llm-api-key-env`` names (never from a flag's value)."""
+def _refuse_removed_key_flag(args: argparse.Namespace) -> None:
+    """``--llm-api-key VALUE`` is refused whatever the extractor: a key typed on a command line
+    lands in shell history and process lists."""
     if args.removed_llm_api_key is not None:  # never echo the value: it is probably a key
         raise UserFacingError(
             "--llm-api-key was removed: put the key in an environment variable and pass its name "
             f"with --llm-api-key-env NAME (default: {DEFAULT_LLM_KEY_ENV[0]})"
         )
+
+
+def _llm_api_key(args: argparse.Namespace) -> str | None:
+    """The key from the environment variable ``--llm-api-key-env`` names (never from a flag's value)."""
+    _refuse_removed_key_flag(args)
     name = args.llm_api_key_env
     if name is None:
         return next((os.environ[n] for n in DEFAULT_LLM_KEY_ENV if os.environ.get(n)), None)
@@ -198,6 +204,7 @@ def run_build(args: argparse.Namespace) -> int:
     from masksearch.data.ramp import RampConfig, build_ramp, parse_mask_mix, read_passages, write_ramp
     from masksearch.data.spans import ExtractorError, ExtractorUnavailable, make_extractor
 
+    _refuse_removed_key_flag(args)
     corpus = Path(args.corpus)
     if not corpus.is_file():
         raise UserFacingError(f"corpus not found: {corpus}")

@@ -349,6 +349,16 @@ class TestApiKeyFlags:
         assert match in line and self.SECRET not in line and self.SECRET not in caplog.text
         assert not (tmp_path / "o").exists()
 
+    def test_old_key_flag_refused_with_any_extractor(self, tmp_path, monkeypatch, capsys):
+        corpus = tmp_path / "c.jsonl"
+        write_passages_jsonl(good_passages(2), corpus)
+        argv = ["ramp", "build", "--corpus", str(corpus), "--out", str(tmp_path / "o"), "--no-progress",
+                "--llm-api-key", self.SECRET]  # fmt: skip
+        assert run_main(argv, monkeypatch) == 2  # the rule extractor would never use it: still refused
+        line = one_line_error(capsys)
+        assert "--llm-api-key was removed" in line and self.SECRET not in line
+        assert not (tmp_path / "o").exists()
+
     @pytest.mark.parametrize(
         ("env", "flag", "expected"),
         [
