@@ -19,7 +19,9 @@ Differences from ``PPOTrainerSync``, and nothing else:
   instead of verl's fixed 2 s, which rounded every step's generation up to the next 2-s tick;
 * the run stops when ``env/retrieval_error_rate`` stays above ``masksearch.env.max_retrieval_error_rate``
   (default 0.5) for ``masksearch.env.max_retrieval_error_steps`` (default 3) consecutive steps, with
-  a message naming the retriever: a dead retriever must not train the policy on error text.
+  a message naming the retriever: a dead retriever must not train the policy on error text;
+* the training-health watchdog (``masksearch.health``, :mod:`masksearch.recipes.health_guard`):
+  ``health/*`` metrics every step, and ``warn``, ``stop`` or ``rollback`` when a rule trips.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from masksearch.curriculum.metrics import acc_by_mask_num_metrics, mask_num_batc
 from masksearch.curriculum.sampler import build_curriculum_sampler, mask_nums_from_dataset
 from masksearch.env.metrics import env_batch_metrics
 from masksearch.recipes.dynamic_sampling import BoundedDynamicSampling
+from masksearch.recipes.health_guard import HealthGuard
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +188,16 @@ class MaskSearchTrainer(PPOTrainerSync):
 
     curriculum_sampler = None
 
+    def __init__(self, config):
+        super().__init__(config)
+        HealthGuard.of(self)  # a bad masksearch.health key fails now, not after the first step
+
+    def _load_checkpoint(self):
+        super()._load_checkpoint()
+        guard = HealthGuard.of(self)
+        if guard is not None:  # the watchdog's state of the resumed step (and a rollback's weights)
+            guard.after_load()
+
     def _build_replay_buffer(self):
         buffer = super()._build_replay_buffer()
         # verl's sync buffer checks for finished groups every `poll_interval` s (2.0, not configurable
@@ -285,3 +298,6 @@ class MaskSearchTrainer(PPOTrainerSync):
         self._drawn_mask_nums = []
         if self.curriculum_sampler is not None:
             metrics.update(self.curriculum_sampler.metrics())
+        guard = HealthGuard.of(self)
+        if guard is not None:  # masksearch.health: health/* metrics, then warn, stop or roll back
+            guard.after_step(batch, metrics, global_steps)

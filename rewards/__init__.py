@@ -27,9 +27,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from masksearch.core.grammar import answer_and_searches
 from masksearch.core.secrets import redact
 from masksearch.rewards.hybrid import RESULT_KEYS, HybridConfig, TaskKind, format_reward, hybrid_score
+from masksearch.rewards.ramp import as_span_golds, masked_text_of, parse_fills
 from masksearch.rewards.registry import RewardFn, get, register, registered
+from masksearch.rewards.search_guard import SearchGuard
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
@@ -118,6 +121,21 @@ def _hybrid_config(answer_weight: float, format_weight: float, format_gate: bool
     return HybridConfig(answer_weight=answer_weight, format_weight=format_weight, format_gate=format_gate)
 
 
+@functools.lru_cache(maxsize=64)
+def _search_guard(closed_book: str, penalty: Any, check_grounding: bool) -> SearchGuard:
+    return SearchGuard(closed_book=closed_book, closed_book_penalty=penalty, check_grounding=check_grounding)
+
+
+def _fills(response: str, kind: str, ground_truth: Any, info: Mapping[str, Any] | None) -> list[str] | None:
+    """The answer's fills as the reward reads them (RAMP: one per mask), None without an answer."""
+    pred, _ = answer_and_searches(response)
+    if pred is None:
+        return None
+    if kind == "ramp":
+        return parse_fills(pred, len(as_span_golds(ground_truth)), masked_text_of(info))
+    return [pred]
+
+
 def _as_bool(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() not in {"0", "false", "no", "off", ""}
@@ -136,6 +154,9 @@ def compute_score(
     format_weight: float = 0.0,
     format_gate: bool | str = True,
     eval_metrics: Any = None,
+    closed_book: str = "off",
+    closed_book_penalty: float = 0.5,
+    check_grounding: bool | str = False,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """verl's custom reward function: hybrid (answer + format) score of one response.
@@ -158,11 +179,18 @@ def compute_score(
         eval_metrics: answer rewards to add as validation metrics (``[em, f1, recall]``: extra keys
             ``em``, ``f1``, ``recall``; :func:`masksearch.rewards.metrics.add_eval_metrics`), the
             numbers ``masksearch eval`` reports. Default: none.
+        closed_book: search-health guard for RAMP answers given without any search (``off``,
+            ``flag``, ``zero``: no answer reward, ``penalty``: minus ``closed_book_penalty``); on,
+            it adds the key ``closed_book`` (:mod:`masksearch.rewards.search_guard`).
+        closed_book_penalty: what ``closed_book=penalty`` subtracts from the score.
+        check_grounding: add ``ungrounded_fills`` / ``ungrounded_answer``: answer fills whose text
+            occurs in no observation (a hack signal; the score is unchanged).
         **kwargs: anything else verl passes (``reward_router_address``...) is ignored.
 
     Returns:
         A dict with exactly the keys ``RESULT_KEYS``: score, acc, answer_score, format_ok,
-        format_reason, num_searches, pred; then one key per ``eval_metrics`` entry.
+        format_reason, num_searches, pred; then the search guards' keys when they are on; then
+        one key per ``eval_metrics`` entry.
 
     Raises:
         KeyError/ValueError: only for configuration errors (unknown reward, bad weights),
@@ -174,6 +202,9 @@ def compute_score(
     (1.0, 1.0, 1, True)
     >>> compute_score("hotpotqa", r, ["Paris"], eval_metrics=["em", "f1"])["f1"]
     1.0
+    >>> guarded = compute_score("ramp", "<think>t</think><answer>Paris</answer>", ["Paris"], closed_book="zero")
+    >>> guarded["score"], guarded["closed_book"]
+    (0.0, 1.0)
     """
     reward = resolve_reward(answer_reward, answer_reward_options)
     config = _hybrid_config(float(answer_weight), float(format_weight), _as_bool(format_gate))
@@ -181,7 +212,17 @@ def compute_score(
     response = (
         solution_str if isinstance(solution_str, str) else ("" if solution_str is None else str(solution_str))
     )
-    result = hybrid_score(response, ground_truth, task_kind(data_source), reward, info, config)
+    kind = task_kind(data_source)
+    result = hybrid_score(response, ground_truth, kind, reward, info, config)
+    guard = _search_guard(str(closed_book), closed_book_penalty, _as_bool(check_grounding))
+    if guard.on:
+        guard.apply(
+            result,
+            response,
+            kind,
+            _fills(response, kind, ground_truth, info),
+            config.format_weight * result["format_ok"],
+        )
     if eval_metrics:
         from masksearch.rewards.metrics import add_eval_metrics
 

@@ -198,7 +198,7 @@ def _summary_table(rows: Sequence[tuple[list[str], dict[str, Any]]], heads: Sequ
 
 def _runs_html(loaded: LoadResult, by_run: Mapping[str, list[Sample]]) -> str:
     rows = [([run, loaded.runs.get(run, {}).get("kind", "")], _summary(ss)) for run, ss in by_run.items()]
-    parts = [_summary_table(rows, ("run", "source"), "summary runs")]
+    parts = [_summary_table(rows, ("run", "source"), "summary runs")] if rows else []
     for run, info in loaded.runs.items():
         results = info.get("results")
         if isinstance(results, Mapping) and isinstance(results.get("overall"), Mapping):
@@ -233,7 +233,38 @@ def _runs_html(loaded: LoadResult, by_run: Mapping[str, list[Sample]]) -> str:
                 f"<p class='note'>report.json of <b>{_e(run)}</b>:</p>"
                 f"<table class='summary results'><thead><tr>{heads}</tr></thead><tbody><tr>{cells}</tr></tbody></table>{extra}"
             )
+        health = info.get("health")
+        if isinstance(health, Mapping):
+            parts.append(_health_html(run, health.get("events"), str(health.get("path", ""))))
     return "\n".join(parts)
+
+
+_HEALTH_COLS = ("step", "rule", "outcome", "metric", "value", "baseline", "threshold", "bad_steps")
+
+
+def _health_html(run: str, events: Any, path: str = "") -> str:
+    """The RL watchdog's events of a run as a table; "none" when the watchdog logged none."""
+    where = f" <span class='path'>({_e(path)})</span>" if path else ""
+    events = [e for e in events or [] if isinstance(e, Mapping)]
+    if not events:
+        return (
+            f"<p class='note health-none'>Training health of <b>{_e(run)}</b>: no watchdog events{where}.</p>"
+        )
+    head = "".join(f"<th>{_e(c)}</th>" for c in _HEALTH_COLS) + "<th>detail</th>"
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{_e(_fmt(e.get(c) if c != 'outcome' else e.get(c) or e.get('action')))}</td>"
+            for c in _HEALTH_COLS
+        )
+        + f"<td>{_e((e.get('detail') or {}).get('summary', '') if isinstance(e.get('detail'), Mapping) else '')}</td></tr>"
+        for e in events
+    )
+    return (
+        f"<p class='note warn'>Training health of <b>{_e(run)}</b>: {len(events)} watchdog event(s){where}:</p>"
+        f"<div class='table-wrap'><table class='summary health'><thead><tr>{head}</tr></thead>"
+        f"<tbody>{body}</tbody></table></div>"
+    )
 
 
 def _steps_html(by_run: Mapping[str, list[Sample]]) -> str:
@@ -411,6 +442,11 @@ def _learn_html(reports: Sequence[LearnReport]) -> str:
                 if k != "step" and isinstance(v, list)
             )
             parts.append(f"<h3>RL curves</h3><div class='curves'>{figs}</div>")
+        if "health_events" in data:  # the RL stage's watchdog (None: it was off)
+            if data["health_events"] is None:
+                parts.append("<h3>Training health</h3><p class='note'>The watchdog was off.</p>")
+            else:
+                parts.append("<h3>Training health</h3>" + _health_html("the RL stage", data["health_events"]))
     return "\n".join(parts)
 
 
@@ -508,7 +544,7 @@ def build_site(
         if not paths:
             raise UserFacingError("nothing to view: give at least one SRC (or --compare A B)")
         loaded = load_sources(paths, labels=labels)
-    if not loaded.samples and not loaded.reports:
+    if not loaded.samples and not loaded.reports and not any("health" in r for r in loaded.runs.values()):
         raise UserFacingError("the sources hold no samples (empty files?)")
     _prepare_out(out, overwrite)
 

@@ -10,6 +10,9 @@ verl dump            ``<step>.jsonl`` files of ``trainer.rollout_data_dir`` or
                      written over them: ``acc``, ``format_ok``, ..., ``overlong_reward``)
 SFT synthesis        ``kept.jsonl`` / ``rejected.jsonl`` of ``masksearch sft synthesize``
 learning report      ``report.json`` with ``stages`` (``make learn``); not samples, a page
+training health      ``health_events.jsonl`` of the RL watchdog (``trainer.default_local_dir``):
+                     not samples, a list in the run summary; also found next to a verl dump
+                     (the dump's folder, its parent, or the parent's ``checkpoints/``)
 ===================  ==========================================================================
 
 Every sample carries the same fields whatever its source: the prompt messages, the response split
@@ -22,7 +25,9 @@ marked ``rewards_source="recomputed"``) and the env stats. Unreadable lines are 
 A verl sample's ``score`` is the reward verl trained on, and when that is more than the reward
 function's score its parts are listed in ``score_parts`` (keys of ``rewards`` that add up to
 ``score``; see :func:`_verl_rewards`): ``reward_fn_score``, the ``dapo`` reward manager's
-``overlong_reward`` and, if the dump does not account for all of it, ``unexplained``.
+``overlong_reward`` and, if the dump does not account for all of it, ``unexplained``. The reward's
+search-health guards (``closed_book``, ``ungrounded_fills``, ``ungrounded_answer``), when they were on,
+are shown with the parts.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
 
 __all__ = [
+    "HEALTH_EVENTS_FILE",
     "REWARD_KEYS",
     "SCORE_PART_KEYS",
     "LearnReport",
@@ -54,6 +60,7 @@ __all__ = [
     "Source",
     "discover",
     "load_sources",
+    "read_health_events",
     "split_documents",
 ]
 
@@ -78,11 +85,16 @@ _STEP_FILE = re.compile(r"^(\d+)\.jsonl$")
 _DOC_RE = re.compile(r"(?m)^\s*Doc (\d+)\(Title: ")
 _PASSAGE_RE = re.compile(r"Passage: (.*?)\nNumber of masks:", re.S)
 _SEARCH_FAILED = "Search failed:"
+#: The RL watchdog's events file (``masksearch.recipes.health.EVENTS_FILE``; read by path: the
+#: viewer does not import recipes). One JSON object a line: step, rule, metric, value, baseline, ...
+HEALTH_EVENTS_FILE = "health_events.jsonl"
+#: The reward's search-health guard keys (``masksearch.rewards.search_guard.GUARD_KEYS``).
+_GUARD_KEYS = ("closed_book", "ungrounded_fills", "ungrounded_answer")
 
 
 @dataclass(frozen=True)
 class Source:
-    """One recognised input: ``kind`` is ``eval``, ``verl``, ``sft`` or ``learn``."""
+    """One recognised input: ``kind`` is ``eval``, ``verl``, ``sft``, ``learn`` or ``health``."""
 
     kind: str
     path: Path
@@ -474,7 +486,7 @@ def _verl_rewards(
         total = _num(rec.get("reward"))
         if total is None:
             total = _num(rec.get("score"))  # verl's own column: the reward it trained on
-    for key in ("em", "f1", "recall", "judge"):
+    for key in ("em", "f1", "recall", "judge", *_GUARD_KEYS):
         if key in rec:
             rewards[key] = rec[key]
     overlong = _num(rec.get("overlong_reward"))
@@ -567,6 +579,29 @@ _LOADERS = {"eval": _load_eval, "verl": _load_verl, "sft": _load_sft}
 
 
 # --------------------------------------------------------------------------- discovery
+def read_health_events(path: Path) -> list[dict[str, Any]]:
+    """The watchdog's events in ``path`` (a ``health_events.jsonl``), oldest first.
+
+    Bad lines are skipped; a step replayed after a resume keeps its last event per rule (as
+    ``masksearch.recipes.health.read_events`` does).
+    """
+    by_key: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for event in _jsonl(path, Counter()):
+        key = (event.get("step"), event.get("rule"))
+        by_key.pop(key, None)
+        by_key[key] = event
+    return sorted(by_key.values(), key=lambda e: _num(e.get("step")) or 0.0)
+
+
+def _health_near(folder: Path) -> Path | None:
+    """The events file of the run a verl dump folder belongs to, if there is one."""
+    for candidate in (folder, folder.parent, folder.parent / "checkpoints"):
+        path = candidate / HEALTH_EVENTS_FILE
+        if path.is_file():
+            return path
+    return None
+
+
 def _kind_of_dir(path: Path) -> str | None:
     if (path / "trajectories.jsonl").is_file():
         return "eval"
@@ -577,6 +612,8 @@ def _kind_of_dir(path: Path) -> str | None:
     report = path / "report.json"
     if report.is_file() and _is_learn_report(report):
         return "learn"
+    if (path / HEALTH_EVENTS_FILE).is_file():
+        return "health"
     return None
 
 
@@ -611,6 +648,8 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> list[Source]:
                 found.append(Source("verl", parent, _label(parent)))
             elif name.endswith(".json") and _is_learn_report(path):
                 found.append(Source("learn", path, _label(parent)))
+            elif name == HEALTH_EVENTS_FILE:
+                found.append(Source("health", parent, _label(parent)))
         else:
             for folder, _depth in _walk(path):
                 kind = _kind_of_dir(folder)
@@ -620,7 +659,7 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> list[Source]:
         if len(found) == before:
             raise UserFacingError(
                 f"{path}: nothing to view (expected trajectories.jsonl, <step>.jsonl verl dumps, "
-                "kept/rejected.jsonl or a learning report.json, up to 3 folders down)"
+                f"kept/rejected.jsonl, a learning report.json or {HEALTH_EVENTS_FILE}, up to 3 folders down)"
             )
     unique: dict[tuple[str, Path], Source] = {}
     for s in found:
@@ -691,6 +730,14 @@ def load_sources(
                 )
                 continue
             info: dict[str, Any] = {"kind": src.kind, "path": str(src.path)}
+            # the RL watchdog's events: the source itself, or the run a verl dump belongs to
+            events = src.path / HEALTH_EVENTS_FILE if src.kind == "health" else None
+            events = events or (_health_near(src.path) if src.kind == "verl" else None)
+            if events is not None:
+                info["health"] = {"path": str(events), "events": read_health_events(events)}
+            if src.kind == "health":
+                runs.setdefault(src.label, info)
+                continue
             # the run's own summary next to its samples: eval's results.json, SFT's report.json
             summary = {"eval": ("results", "results.json"), "sft": ("report", "report.json")}.get(src.kind)
             if summary is not None and (src.path / summary[1]).is_file():

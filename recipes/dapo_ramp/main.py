@@ -142,7 +142,17 @@ def _run(config) -> None:
     secrets = secret_env()
     if secrets:
         _init_ray(config, secrets)
-    run_ppo(config, task_runner_class=TaskRunnerV1)
+    from masksearch.recipes.health_guard import HealthStop
+    from masksearch.recipes.trainer import RetrievalErrorAbort
+
+    try:
+        run_ppo(config, task_runner_class=TaskRunnerV1)
+    except (HealthStop, RetrievalErrorAbort) as exc:  # Ray re-raises them as RayTaskError subclasses
+        # the run decided to stop (watchdog `stop`, dead retriever): its line, not Ray's traceback.
+        # Caught here, inside the Hydra task: Hydra turns exceptions that leave it into its own report.
+        text = str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1]
+        print(f"masksearch: error: {text.removeprefix('masksearch: ')}", file=sys.stderr)
+        sys.exit(3)
 
 
 def _init_ray(config, secrets: dict[str, str]) -> None:

@@ -187,6 +187,7 @@ def run_pipeline(s: LearnSettings) -> dict[str, Any]:
             "final_model": rl["model"],
             "budget": rl.get("budget"),
         },
+        health_events=rl.get("health_events"),
     )
     _say(f"report: {root / 'report.json'}, {root / 'report.md'}, {root / 'learning.png'}")
     _say(f"final model (HF folder): {rl['model']}")

@@ -268,6 +268,7 @@ def write_report(
     rl_curve: Mapping[str, Sequence[float]],
     *,
     extra: Mapping[str, Any] | None = None,
+    health_events: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write ``report.json`` / ``report.md`` / ``learning.png`` into ``root``; return the report.
 
@@ -277,6 +278,8 @@ def write_report(
         pairs: ``(from, to)`` stage names for the paired deltas.
         rl_curve: the RL curves (``read_rl_curve``).
         extra: what report.md adds around the tables (teacher report, timings, settings).
+        health_events: the RL watchdog's events (``recipes.health.read_events``): ``None`` when it
+            was off, ``[]`` when no rule tripped (said as such: none is an honest result).
 
     Each stage's ``data`` (the file it evaluated) and ``n`` give its split by mask count.
     """
@@ -301,7 +304,13 @@ def write_report(
         if spec not in masks:
             masks[spec] = mask_counts_of(*spec)
         per_stage[st["name"]] = by_mask_count(st["out"], masks[spec]) if st.get("out") else {}
-    report = {"stages": stages, "deltas": deltas, "rl_curve": curve, "by_mask_count": per_stage}
+    report = {
+        "stages": stages,
+        "deltas": deltas,
+        "rl_curve": curve,
+        "by_mask_count": per_stage,
+        "health_events": None if health_events is None else [dict(e) for e in health_events],
+    }
     atomic_write_json(root / "report.json", report, indent=2)
     extra = dict(extra or {})
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -460,6 +469,7 @@ def _markdown(report: Mapping[str, Any], extra: Mapping[str, Any], title: str, r
         ]
     if extra.get("budget"):
         lines += ["", f"RL {extra['budget']}"]
+    lines += ["", *_health_lines(report.get("health_events"))]
     lines += [
         "",
         "What a CPU run can show: that the pipeline moves the numbers on held-out RAMP val (passages never trained on) — "
@@ -469,3 +479,16 @@ def _markdown(report: Mapping[str, Any], extra: Mapping[str, Any], title: str, r
         "",
     ]
     return "\n".join(lines)
+
+
+def _health_lines(events: Sequence[Mapping[str, Any]] | None) -> list[str]:
+    """report.md's account of the RL watchdog (``masksearch.health``)."""
+    from masksearch.recipes.health import event_line
+
+    if events is None:
+        return ["Training health (RL watchdog): off."]
+    if not events:
+        return ["Training health (RL watchdog): no events; no rule tripped during RL."]
+    return [f"Training health (RL watchdog): {len(events)} event(s):", ""] + [
+        f"- {event_line(e)}" for e in events
+    ]

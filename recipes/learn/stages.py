@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.core.errors import UserFacingError
+from masksearch.recipes.health import read_events
 from masksearch.recipes.learn.settings import LearnSettings
 
 logger = logging.getLogger(__name__)
@@ -386,6 +387,7 @@ def stage_rl(s: LearnSettings, start_model: Path) -> dict[str, Any]:
     text = log_file.read_text(encoding="utf-8", errors="replace")
     if proc.returncode != 0:
         errors = [line for line in text.splitlines() if line.startswith("masksearch: error:")]
+        errors = errors or [line for line in text.splitlines() if "masksearch: health: stop" in line]
         detail = errors[-1] if errors else " ".join(text[-600:].split())
         raise UserFacingError(f"RL failed (rc={proc.returncode}): {detail} (log: {log_file})")
     step_dir = out / "checkpoints" / f"global_step_{s.rl_steps}"
@@ -400,5 +402,7 @@ def stage_rl(s: LearnSettings, start_model: Path) -> dict[str, Any]:
         "model": str(final),
         "budget": budget,
         "rl_curve": read_rl_curve(metrics),
+        # the watchdog's events (recipes/health.py): None = it was off, [] = no rule tripped
+        "health_events": read_events(out / "checkpoints"),
         "wall_s": round(time.perf_counter() - started, 1),
     }

@@ -188,7 +188,7 @@ class TestReportByMaskCount:
         report = write_report(root, stages, [("base", "sft")], curve, extra={"machine": "test"})
         on_disk = json.loads((root / "report.json").read_text())
         assert on_disk == json.loads(json.dumps(report))
-        assert list(on_disk) == ["stages", "deltas", "rl_curve", "by_mask_count"]
+        assert list(on_disk) == ["stages", "deltas", "rl_curve", "by_mask_count", "health_events"]
         assert all(list(st) == list(STAGE_KEYS) for st in on_disk["stages"])
         split = on_disk["by_mask_count"]
         assert list(split) == ["base", "sft", "rl-fanoutqa"] and split["rl-fanoutqa"] == {}
@@ -205,7 +205,21 @@ class TestReportByMaskCount:
         assert "rl-fanoutqa |" not in md.split("by mask count")[1].split("\n\n")[1]
         assert "1 mask 0.200 → 0.800 (4 step(s)); 2 masks 0.000 → 1.000 (3 step(s))" in md
         assert str(root) not in md
+        assert "Training health (RL watchdog): off." in md and on_disk["health_events"] is None
         assert (root / "learning.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def test_report_lists_the_watchdog_events(self, tmp_path):
+        root = tmp_path / "work"
+        stages = [_stage(root, "rl-fanoutqa", "fanoutqa:dev", {"x": 1.0})]
+        event = {"step": 7, "rule": "grad_norm_spike", "action": "warn", "metric": "actor/grad_norm",
+                 "value": 52.0, "baseline": 1.1, "threshold": 10.0, "bad_steps": 2, "says": "grad norm spiked"}  # fmt: skip
+        write_report(root, stages, [], {"step": []}, extra={"machine": "test"}, health_events=[])
+        assert "no events; no rule tripped during RL" in (root / "report.md").read_text()
+        report = write_report(
+            root, stages, [], {"step": []}, extra={"machine": "test"}, health_events=[event]
+        )
+        assert report["health_events"] == [event]
+        assert "- masksearch: health: warn at step 7: grad_norm_spike" in (root / "report.md").read_text()
 
     def test_report_without_mask_counts_has_no_table(self, tmp_path):
         root = tmp_path / "work"
@@ -281,7 +295,7 @@ class TestLearnPipeline:
     def test_report_schema(self, learned):
         work, _, _, _ = learned
         report = json.loads((work / "report.json").read_text())
-        assert list(report) == ["stages", "deltas", "rl_curve", "by_mask_count"]
+        assert list(report) == ["stages", "deltas", "rl_curve", "by_mask_count", "health_events"]
         assert [s["name"] for s in report["stages"]] == ["base", "sft", "evolve", "rl", "rl-fanoutqa"]
         for stage in report["stages"]:
             assert list(stage) == list(STAGE_KEYS) and stage["n"] >= 1
@@ -294,6 +308,7 @@ class TestLearnPipeline:
         # the tiny run has 1-mask rows only: the trainer logs reward/acc/mask_1 (recipes/trainer.py)
         assert list(curve) == [*CURVE_KEYS, "reward/acc/mask_1"] and curve["step"] == [1]
         assert all(len(curve[k]) == 1 for k in curve)
+        assert report["health_events"] == []  # the watchdog is on by default (warn); nothing tripped
         split = report["by_mask_count"]
         assert list(split) == [s["name"] for s in report["stages"]] and split["rl-fanoutqa"] == {}
         for stage in report["stages"][:-1]:  # every val sample has 1 mask
