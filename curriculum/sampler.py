@@ -6,38 +6,36 @@ trainer builds its ``StatefulDataLoader`` with this sampler instead of ``create_
 
 Strategies (a *level* is a distinct mask count present in the data, sorted ascending):
 
-- ``staged``: the span yields a block of level 1, then a block of level 2, ...; each level
-  shuffled, each block as large as its level's share of the data.
+- ``staged``: the span is cut into one block per level, in level order, each as long as its
+  level's share of the data; each level is shuffled.
 - ``linear``: a difficulty ceiling rises with training progress ``p``: at position ``t`` only
   levels with rank ``<= floor(p * n_levels)`` are eligible, drawn in proportion to what is left
   of them. When the eligible levels are used up, the easiest remaining level is taken.
-- ``mixed``: a soft ``staged``. Each row gets the key ``c + width * z`` (``c``: the middle of its
-  level's block in the staged order, as a fraction of the span; ``z`` standard normal) and the
-  span is sorted by key. The chance of each mask count at span fraction ``f`` is then
-  proportional to ``n_level * density((f - c_level) / width)``: it shifts from easy to hard over
-  the span, every level keeps its share of it, and the mean mask count rises in expectation.
-  ``width=0`` is ``staged``; a large width is a plain shuffle.
+- ``mixed``: a soft ``staged``: position ``pos`` takes the level whose block holds
+  ``pos / span + width * z`` (``z`` standard normal), so the mask count shifts from easy to hard
+  over the span with blurred block edges. ``width=0`` is ``staged``; a large width mixes freely.
 
 The *span* is the training the run will do: ``total_samples`` (the trainer passes
 ``total_training_steps x train_batch_size``), so a 12-step run and a 100-step run both go from 1 to
 4 masks even when they draw far less than an epoch (issue 22: ``staged`` over a whole epoch of
 ~1,900 RAMP rows kept a 4-step run on 1-mask rows). A run longer than one epoch has the shape
 every epoch (the span of an epoch is the epoch, or what is left of the run if that is shorter).
-With ``total_samples=None`` the span is the epoch. When the span is shorter than the epoch, each
-level contributes its share of the span (largest remainder), the span comes first in the
-strategy's shape, and the rest of the epoch follows hardest level first: a run that draws more
-than planned (dynamic sampling regenerates filtered groups) stays at the top of the curriculum.
+With ``total_samples=None`` the span is the epoch. Past the span (a run that draws more than
+planned: dynamic sampling regenerates filtered groups) the rows left come hardest level first.
+A level that has no rows left gives its positions to the next harder level (else the next easier).
 
 Every epoch is a permutation of the dataset (each index exactly once), like verl's default
 sampler, so epochs, ``drop_last`` and ``len(dataloader)`` keep their meaning. For ``linear``,
 progress ``p`` is ``samples drawn so far / total_samples`` across epochs (capped at 1); with
 ``total_samples=None`` it restarts each epoch.
 
-Resuming: an epoch's order is a pure function of ``(seed, epoch, samples drawn before it)``, so
-``state_dict()`` only records those counters plus a fingerprint of the data. torchdata's
-``StatefulDataLoader`` stores ``sampler.state_dict()`` (through its ``BatchSampler``) in
-``dataloader.state_dict()``, which verl saves to ``global_step_N/data.pt``; on load it calls
-``sampler.load_state_dict`` and then ``iter(sampler)``, which continues at the saved position.
+Resuming: an epoch's order is a pure function of ``(seed, epoch, samples drawn before it,
+total_samples)`` and of the indices this epoch already drew, so ``state_dict()`` records those
+counters, the drawn indices and a fingerprint of the data. torchdata's ``StatefulDataLoader``
+stores ``sampler.state_dict()`` (through its ``BatchSampler``) in ``dataloader.state_dict()``, which
+verl saves to ``global_step_N/data.pt``; on load it calls ``sampler.load_state_dict`` and then
+``iter(sampler)``, which continues after the drawn indices. A run resumed with a longer
+``trainer.total_training_steps`` re-plans what is left: nothing drawn is repeated or skipped.
 """
 
 from __future__ import annotations
@@ -55,7 +53,7 @@ logger = logging.getLogger(__name__)
 logger.setLevel(os.environ.get("MASKSEARCH_LOGGING_LEVEL", "WARNING"))
 
 STRATEGIES = ("staged", "linear", "mixed")
-_STATE_VERSION = 2  # 2: staged/mixed span the run (total_samples), not the epoch
+_STATE_VERSION = 2  # 2: staged/mixed span the run (total_samples); the epoch's drawn prefix
 
 
 class CurriculumSampler(Sampler[int]):
@@ -104,6 +102,8 @@ class CurriculumSampler(Sampler[int]):
         self.levels = levels
         self.level_values = sorted({int(v) for v in levels})
         self._rank = np.searchsorted(np.asarray(self.level_values), levels)
+        sizes = np.bincount(self._rank, minlength=len(self.level_values))
+        self._cum_shares = np.cumsum(sizes) / len(levels)  # where each level's block ends in a span
         self._digest = hashlib.sha256(levels.tobytes()).hexdigest()[:16]
         # Position: ``_yielded`` indices of epoch ``_epoch`` were drawn; ``_consumed_before``
         # indices were drawn in earlier epochs.
@@ -112,7 +112,9 @@ class CurriculumSampler(Sampler[int]):
         self._consumed_before = 0
         self._resume_pending = False
         self._generation = 0
-        self._order_cache: tuple[tuple[int, int], list[int]] | None = None
+        self._order_cache: tuple[tuple[int, int, int, int], list[int]] | None = None
+        self._order: list[int] = []  # the current epoch's order (its drawn prefix goes into the state)
+        self._prefix: list[int] | None = None  # a resumed epoch's drawn indices
 
     def __len__(self) -> int:
         return len(self.levels)
@@ -151,85 +153,81 @@ class CurriculumSampler(Sampler[int]):
         return min(len(self.level_values) - 1, int(p * len(self.level_values)))
 
     # ----------------------------------------------------------------------------------------
-    # Order of one epoch (pure in seed, epoch, consumed_before)
+    # Order of one epoch (pure in seed, epoch, consumed_before, total_samples and the drawn prefix)
     # ----------------------------------------------------------------------------------------
 
-    def epoch_order(self, epoch: int, consumed_before: int) -> list[int]:
-        """The full index order of ``epoch``, given ``consumed_before`` earlier draws."""
-        key = (epoch, consumed_before)
+    def epoch_span(self, consumed_before: int) -> int:
+        """Positions of the epoch that starts after ``consumed_before`` draws over which ``staged``
+        and ``mixed`` go from easy to hard: what is left of the run, at least 1, at most the epoch."""
+        if self.total_samples is None:
+            return len(self)
+        return min(len(self), max(1, self.total_samples - consumed_before))
+
+    def epoch_order(self, epoch: int, consumed_before: int, prefix: Sequence[int] = ()) -> list[int]:
+        """The full index order of ``epoch``, given ``consumed_before`` earlier draws.
+
+        ``prefix``: indices of this epoch already drawn (a resume); the order continues after them
+        with the rows left, at their positions, so a run resumed with another ``total_samples`` (or
+        ``width``) re-plans the rest of the epoch without repeating or skipping a row. Without a
+        prefix, and with the prefix this very order would have drawn, the result is the same.
+        """
+        prefix = [int(i) for i in prefix]
+        key = (epoch, consumed_before, hash(tuple(prefix)), len(prefix))
         if self._order_cache is not None and self._order_cache[0] == key:
             return self._order_cache[1]
         rng = np.random.default_rng([self.seed, epoch])
         n_levels = len(self.level_values)
         queues = [rng.permutation(np.flatnonzero(self._rank == r)).tolist() for r in range(n_levels)]
-        if self.strategy == "linear":
-            order = self._linear(queues, rng.random(len(self)), consumed_before)
-        else:
-            quotas = self.span_quotas(consumed_before)
-            in_span = [q[:k] for q, k in zip(queues, quotas, strict=True)]
-            rest = [q[k:] for q, k in zip(queues, quotas, strict=True)]
-            z = rng.standard_normal(len(self))
-            order = self._shaped(in_span, z[: sum(quotas)])
-            order += [i for q in reversed(rest) for i in q]  # past the span: hardest level first
+        jitter = rng.standard_normal(len(self)).tolist()  # mixed: the blur of each position's level
+        draws = rng.random(len(self)).tolist()  # linear: which eligible level each position takes
+        if prefix:
+            taken = set(prefix)
+            if len(taken) != len(prefix) or not taken <= set(range(len(self))):
+                raise ValueError("the curriculum sampler's saved prefix is not a set of dataset indices")
+            queues = [[i for i in q if i not in taken] for q in queues]
+        remaining = [len(q) for q in queues]
+        heads = [0] * n_levels
+        span = self.epoch_span(consumed_before)
+        order = list(prefix)
+        for pos in range(len(prefix), len(self)):
+            if self.strategy == "linear":
+                r = self._linear_level(remaining, self.progress_at(consumed_before, pos), draws[pos])
+            else:
+                f = pos / span + (self.width * jitter[pos] if self.strategy == "mixed" else 0.0)
+                r = self._nearest_level_left(self._level_at(f), remaining)
+            order.append(queues[r][heads[r]])
+            heads[r] += 1
+            remaining[r] -= 1
         self._order_cache = (key, order)
         return order
 
-    def span_quotas(self, consumed_before: int) -> list[int]:
-        """Rows of each level in the span of the epoch that starts after ``consumed_before`` draws.
+    def _level_at(self, f: float) -> int:
+        """The level whose block holds span fraction ``f``: blocks in level order, each as long as
+        its level's share of the data; ``f >= 1`` (past the span) is the hardest level."""
+        return min(len(self.level_values) - 1, int(np.searchsorted(self._cum_shares, f, side="right")))
 
-        The span is what is left of the run (``total_samples - consumed_before``, at least one
-        row), capped at the epoch; each level gets its share of it by largest remainder, so the
-        quotas sum to the span and never exceed a level's rows.
-        """
-        sizes = np.bincount(self._rank, minlength=len(self.level_values))
-        span = len(self)
-        if self.total_samples is not None:
-            span = min(span, max(1, self.total_samples - consumed_before))
-        exact = sizes * span / len(self)
-        quotas = np.floor(exact).astype(np.int64)
-        for r in np.argsort(-(exact - quotas), kind="stable")[: span - int(quotas.sum())]:
-            quotas[r] += 1
-        return [int(k) for k in np.minimum(quotas, sizes)]
+    @staticmethod
+    def _nearest_level_left(r: int, remaining: list[int]) -> int:
+        """``r`` if it has rows left, else the next harder level with rows, else the next easier."""
+        for level in [*range(r, len(remaining)), *range(r - 1, -1, -1)]:
+            if remaining[level]:
+                return level
+        raise AssertionError("no rows left in an epoch that is not finished")  # pragma: no cover
 
-    def _shaped(self, queues: list[list[int]], z: np.ndarray) -> list[int]:
-        """``staged`` (blocks in level order) or ``mixed`` (blocks blurred by ``z``) over ``queues``."""
-        if self.strategy == "staged":
-            return [i for q in queues for i in q]
-        return self._mixed(queues, z)
-
-    def _mixed(self, queues: list[list[int]], z: np.ndarray) -> list[int]:
-        """Sort by level centre plus Gaussian noise (see the module docstring)."""
-        sizes = np.array([len(q) for q in queues], dtype=np.float64)
-        if sizes.sum() == 0:
-            return []
-        centres = (np.cumsum(sizes) - sizes / 2) / sizes.sum()
-        staged = np.array([i for q in queues for i in q], dtype=np.int64)
-        keys = np.repeat(centres, sizes.astype(np.int64)) + self.width * z
-        return staged[np.argsort(keys, kind="stable")].tolist()
-
-    def _linear(self, queues: list[list[int]], u: np.ndarray, consumed_before: int) -> list[int]:
-        """Draws without replacement under a rising ceiling (plain Python: few levels, many rows)."""
-        n_levels = len(queues)
-        remaining = [len(q) for q in queues]
-        heads = [0] * n_levels
-        draws = u.tolist()
-        order: list[int] = []
-        for t in range(len(self)):
-            top = self._ceiling_rank(self.progress_at(consumed_before, t))
-            weights = [float(remaining[r]) if r <= top else 0.0 for r in range(n_levels)]
-            if not any(weights):  # eligible levels used up: take the easiest one left
-                weights[next(r for r in range(n_levels) if remaining[r])] = 1.0
-            target = draws[t] * sum(weights)
-            chosen, acc = -1, 0.0
-            for r, w in enumerate(weights):
-                if w > 0:
-                    chosen, acc = r, acc + w
-                    if target < acc:
-                        break
-            order.append(queues[chosen][heads[chosen]])
-            heads[chosen] += 1
-            remaining[chosen] -= 1
-        return order
+    def _linear_level(self, remaining: list[int], progress: float, u: float) -> int:
+        """A level under the ceiling, in proportion to what is left of it; none left: the easiest."""
+        top = self._ceiling_rank(progress)
+        weights = [float(remaining[r]) if r <= top else 0.0 for r in range(len(remaining))]
+        if not any(weights):  # eligible levels used up: take the easiest one left
+            return next(r for r in range(len(remaining)) if remaining[r])
+        target = u * sum(weights)
+        chosen, acc = -1, 0.0
+        for r, w in enumerate(weights):
+            if w > 0:
+                chosen, acc = r, acc + w
+                if target < acc:
+                    break
+        return chosen
 
     # ----------------------------------------------------------------------------------------
     # Iteration and checkpointing
@@ -249,8 +247,10 @@ class CurriculumSampler(Sampler[int]):
             self._epoch += 1
             self._yielded = 0
         self._generation += 1
-        order = self.epoch_order(self._epoch, self._consumed_before)
-        return _CurriculumIterator(self, order, self._yielded, self._generation)
+        prefix = self._prefix if self._prefix is not None else ()
+        self._prefix = None
+        self._order = self.epoch_order(self._epoch, self._consumed_before, prefix)
+        return _CurriculumIterator(self, self._order, self._yielded, self._generation)
 
     def state_dict(self) -> dict[str, Any]:
         """Position in training plus a fingerprint of what the order depends on."""
@@ -265,6 +265,8 @@ class CurriculumSampler(Sampler[int]):
             "epoch": self._epoch,
             "yielded": self._yielded,
             "consumed_before": self._consumed_before,
+            # this epoch's drawn indices: a resume continues after exactly these, whatever changed
+            "drawn": [int(i) for i in self._order[: self._yielded]],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -281,23 +283,22 @@ class CurriculumSampler(Sampler[int]):
                     f"curriculum sampler state does not match: {key}={state.get(key)!r} in the "
                     f"checkpoint, {mine[key]!r} now (was the dataset or curriculum config changed?)"
                 )
-        order_keys = {
-            "linear": ("total_samples",),
-            "mixed": ("total_samples", "width"),
-            "staged": ("total_samples",),
-        }[self.strategy]
-        for key in order_keys:
+        drawn = state.get("drawn")
+        if drawn is not None and len(drawn) != int(state["yielded"]):
+            raise ValueError("curriculum sampler state is inconsistent: 'drawn' does not match 'yielded'")
+        for key in ("total_samples", "width"):
             if state.get(key) != mine[key]:
                 logger.warning(
-                    "curriculum %s changed from %r to %r on resume; the current epoch's remaining "
-                    "order may repeat or skip samples",
+                    "curriculum %s changed from %r to %r on resume; the rest of the run is re-planned%s",
                     key,
                     state.get(key),
                     mine[key],
+                    "" if drawn is not None else " (an old checkpoint: the epoch may repeat or skip rows)",
                 )
         self._epoch = int(state["epoch"])
         self._yielded = int(state["yielded"])
         self._consumed_before = int(state["consumed_before"])
+        self._prefix = [int(i) for i in drawn] if drawn is not None else None
         self._resume_pending = True
 
 

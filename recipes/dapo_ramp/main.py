@@ -151,7 +151,7 @@ def _run(config) -> None:
         # the run decided to stop (watchdog `stop`, dead retriever): its line, not Ray's traceback.
         # Caught here, inside the Hydra task: Hydra turns exceptions that leave it into its own report.
         text = str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1]
-        print(f"masksearch: error: {text.removeprefix('masksearch: ')}", file=sys.stderr)
+        print(text if text.startswith("masksearch: ") else f"masksearch: error: {text}", file=sys.stderr)
         sys.exit(3)
 
 

@@ -386,8 +386,11 @@ def stage_rl(s: LearnSettings, start_model: Path) -> dict[str, Any]:
         proc = subprocess.run(command, cwd=out, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False)
     text = log_file.read_text(encoding="utf-8", errors="replace")
     if proc.returncode != 0:
-        errors = [line for line in text.splitlines() if line.startswith("masksearch: error:")]
-        errors = errors or [line for line in text.splitlines() if "masksearch: health: stop" in line]
+        errors = [
+            line
+            for line in text.splitlines()
+            if line.startswith(("masksearch: error:", "masksearch: health:"))
+        ]
         detail = errors[-1] if errors else " ".join(text[-600:].split())
         raise UserFacingError(f"RL failed (rc={proc.returncode}): {detail} (log: {log_file})")
     step_dir = out / "checkpoints" / f"global_step_{s.rl_steps}"

@@ -225,15 +225,14 @@ class TestScheduleSpansTheRun:
             counts = [run.count(level) for level in (1, 2, 3, 4)]
             assert sum(counts) == len(run) and max(counts) - min(counts) <= len(run) // 10
 
-    def test_staged_quotas_follow_the_level_shares(self):
+    def test_staged_blocks_follow_the_level_shares(self):
         m = mask_nums(200)  # unbalanced: 4:3:2:1
         s = CurriculumSampler(m, strategy="staged", seed=0, total_samples=50)
-        quotas = s.span_quotas(0)
-        assert sum(quotas) == 50
-        shares = [m.count(level) * 50 / len(m) for level in (1, 2, 3, 4)]
-        assert all(abs(q - x) < 1 for q, x in zip(quotas, shares, strict=True))
         order = list(s)
-        assert [m[i] for i in order[:50]] == sorted(m[i] for i in order[:50])
+        run = [m[i] for i in order[:50]]
+        assert run == sorted(run)
+        shares = [m.count(level) * 50 / len(m) for level in (1, 2, 3, 4)]
+        assert all(abs(run.count(level) - x) <= 1 for level, x in zip((1, 2, 3, 4), shares, strict=True))
         rest = [m[i] for i in order[50:]]
         assert rest == sorted(rest, reverse=True)  # past the span: hardest first
 
@@ -265,6 +264,48 @@ class TestScheduleSpansTheRun:
         assert before + _take({"it": iter(new_dl)}, new_dl, 5) == ref
         last_step = [m[i] for i in ref[-1]]
         assert 4 in last_step and (strategy != "staged" or last_step == [4] * 8)  # the run ends hard
+
+
+class TestResumeWithAnotherSpan:
+    """A run resumed with a longer ``total_training_steps`` re-plans the rest of its epoch."""
+
+    @pytest.mark.parametrize("strategy", ["staged", "mixed", "linear"])
+    def test_no_repeat_no_skip_and_the_extension_stays_hard(self, strategy):
+        m = mask_nums(24, weights=(1, 1, 1, 1))
+        first = CurriculumSampler(m, strategy=strategy, seed=3, total_samples=8)
+        it = iter(first)
+        drawn = [next(it) for _ in range(8)]
+        state = first.state_dict()
+        assert state["drawn"] == drawn
+        longer = CurriculumSampler(m, strategy=strategy, seed=3, total_samples=12)
+        longer.load_state_dict(state)
+        rest = list(iter(longer))
+        assert sorted(drawn + rest) == list(range(24))  # the epoch: each row once
+        if strategy == "staged":  # positions 8..11 of 12: the end of the re-planned run, hardest levels
+            assert [m[i] for i in rest[:4]] == sorted(m[i] for i in rest[:4]) and m[rest[3]] == 4
+
+    @pytest.mark.parametrize("strategy", ["staged", "mixed", "linear"])
+    def test_the_same_span_resumes_exactly(self, strategy):
+        m = mask_nums(60)
+        ref = list(CurriculumSampler(m, strategy=strategy, seed=1, total_samples=40))
+        s = CurriculumSampler(m, strategy=strategy, seed=1, total_samples=40)
+        it = iter(s)
+        head = [next(it) for _ in range(17)]
+        again = CurriculumSampler(m, strategy=strategy, seed=1, total_samples=40)
+        again.load_state_dict(s.state_dict())
+        assert head + list(iter(again)) == ref
+
+    def test_a_state_without_drawn_indices_still_loads(self):
+        m = mask_nums(40)
+        s = CurriculumSampler(m, strategy="staged", seed=1, total_samples=20)
+        it = iter(s)
+        head = [next(it) for _ in range(5)]
+        old = {k: v for k, v in s.state_dict().items() if k != "drawn"}  # a version-1 checkpoint
+        again = CurriculumSampler(m, strategy="staged", seed=1, total_samples=20)
+        again.load_state_dict(old)
+        assert head + list(iter(again)) == list(
+            CurriculumSampler(m, strategy="staged", seed=1, total_samples=20)
+        )
 
 
 class TestBuildAndDatasetHelpers:

@@ -98,7 +98,16 @@ def serve_process(bm25_index) -> Iterator:
 
     def start(*args: str) -> tuple[subprocess.Popen, _Lines]:
         argv = [*CLI, "retriever", "serve", "--index", str(bm25_index), "--backend", "numpy", *args]
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+            # Ctrl-C as a terminal delivers it: a suite started in the background (`cmd &` without job
+            # control) inherits SIGINT ignored, and the server would then never see the test's SIGINT
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         started.append(proc)
         return proc, _Lines(proc)
 
