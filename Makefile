@@ -26,9 +26,11 @@ $(VENV)/.installed: setup.py Makefile
 
 # The DAPO + RAMP recipe on the embedded default (CPU profile): SmolLM2-135M-Instruct, the bundled
 # Wikipedia corpus, in-process BM25. A handful of steps, then the last values of the main curves.
-# Budgets that fit (the recipe prints the fit): one-mask RAMP rows, top-1 passage cut to 128 tokens,
-# 2 turns (a search and the answer) in 256 response tokens; format partial credit (0.2) gives the
-# base model a reward signal before it ever fills a mask. `make learn` is the run that learns.
+# The policy is the warm start (`masksearch model path --warm-start`: SmolLM2-135M after a short SFT on
+# rules-teacher trajectories; built once, ~7 min on 2 idle cores, then cached), so RL starts from a model
+# that searches and often fills the mask. Budgets that fit (the recipe prints the fit): one-mask RAMP
+# rows, top-1 passage cut to 128 tokens, 2 turns (a search and the answer) in 320 response tokens (the
+# warm start's episodes are ~230). `make learn` is the run that learns.
 DEMO_DIR ?= outputs/demo
 demo: install
 	test -f $(DEMO_DIR)/ramp/train.parquet || { \
@@ -37,12 +39,12 @@ demo: install
 	    --num-samples $${RAMP_SAMPLES:-200} --max-masks 1 --seed 0 --overwrite --no-progress; }
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHON=$(CURDIR)/$(PY) WORK_DIR=$(CURDIR)/$(DEMO_DIR) PROFILE=cpu \
 	  TOTAL_STEPS=$${TOTAL_STEPS:-3} TRAIN_BATCH_SIZE=$${TRAIN_BATCH_SIZE:-2} \
-	  GROUP_SIZE=$${GROUP_SIZE:-2} MAX_RESPONSE_LENGTH=$${MAX_RESPONSE_LENGTH:-256} MAX_TURNS=$${MAX_TURNS:-2} \
+	  GROUP_SIZE=$${GROUP_SIZE:-2} MAX_RESPONSE_LENGTH=$${MAX_RESPONSE_LENGTH:-320} MAX_TURNS=$${MAX_TURNS:-2} \
 	  SAVE_FREQ=$${SAVE_FREQ:-1} EXPERIMENT_NAME=demo \
 	  bash examples/run_dapo_ramp.sh actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1 \
 	    actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2 masksearch.env.max_obs_tokens=128 \
 	    masksearch.env.topk=1 reward.reward_kwargs.overlong_buffer_cfg.len=32 \
-	    masksearch.dynamic_sampling.max_gen_batches=1 reward.custom_reward_function.reward_kwargs.format_weight=0.2
+	    masksearch.dynamic_sampling.max_gen_batches=1
 	$(PY) -m masksearch.recipes.summary $(CURDIR)/$(DEMO_DIR)/tensorboard
 
 # The whole MaskSearch pipeline on the embedded default, CPU: corpus + BM25 + RAMP -> eval base ->

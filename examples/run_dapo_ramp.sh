@@ -3,6 +3,10 @@
 #
 # Usage:  bash examples/run_dapo_ramp.sh [hydra overrides...]
 #   CPU laptop (embedded default): bash examples/run_dapo_ramp.sh
+#     The default policy is the warm start: SmolLM2-135M-Instruct after a short SFT on rules-teacher
+#     trajectories (`masksearch model path --warm-start` builds it once, ~6-8 min on 2 CPU cores, then
+#     reuses it from ~/.cache/masksearch/models). The base model never writes a tag, so RL from it sees
+#     reward 0; to train it anyway: MODEL_PATH=$(masksearch model path) bash examples/run_dapo_ramp.sh
 #   GPU node:   MODEL_PATH=Qwen/Qwen2.5-1.5B-Instruct N_GPUS_PER_NODE=8 bash examples/run_dapo_ramp.sh
 #   Cluster:    see examples/multinode/ (start Ray first, then run this on the head node).
 # Every knob below is an environment variable; extra arguments are passed to Hydra as overrides.
@@ -12,7 +16,7 @@ set -xeuo pipefail
 # ---- user-adjustable ----
 PYTHON=${PYTHON:-python}
 PROFILE=${PROFILE:-auto}                          # auto | cpu | gpu
-MODEL_PATH=${MODEL_PATH:-}                        # default: the embedded SmolLM2-135M-Instruct
+MODEL_PATH=${MODEL_PATH:-}                        # default: the warm start of the embedded SmolLM2-135M-Instruct
 WORK_DIR=${WORK_DIR:-$PWD/outputs/dapo_ramp}
 CORPUS=${CORPUS:-$WORK_DIR/corpus.jsonl}          # Search-R1 JSONL corpus; built from the embedded Wikipedia if missing
 INDEX_DIR=${INDEX_DIR:-$WORK_DIR/index_bm25}      # in-process BM25 index; built if missing
@@ -34,13 +38,13 @@ OUTPUT_DIR=${OUTPUT_DIR:-$WORK_DIR/checkpoints}
 TENSORBOARD_DIR=${TENSORBOARD_DIR:-$WORK_DIR/tensorboard}
 ROLLOUT_DATA_DIR=${ROLLOUT_DATA_DIR:-$WORK_DIR/rollouts}        # verl's per-step dumps, <step>.jsonl (train_batch_size x n lines); null = off
 VALIDATION_DATA_DIR=${VALIDATION_DATA_DIR:-$WORK_DIR/validation} # validation generations at each test; null = off (browse: masksearch view)
-EXPERIMENT_NAME=${EXPERIMENT_NAME:-dapo_ramp_$(basename "${MODEL_PATH:-smollm2-135m}")_n${GROUP_SIZE}}
+EXPERIMENT_NAME=${EXPERIMENT_NAME:-dapo_ramp_$(basename "${MODEL_PATH:-smollm2-135m-warm}")_n${GROUP_SIZE}}
 # -------------------------
 
 export TENSORBOARD_DIR HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 mkdir -p "$WORK_DIR"
 if [ -z "$MODEL_PATH" ]; then
-  MODEL_PATH=$(masksearch model path)
+  MODEL_PATH=$(masksearch model path --warm-start)   # built once (progress on stderr), then cached
 fi
 
 # data and retrieval: built once, reused afterwards

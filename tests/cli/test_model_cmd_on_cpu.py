@@ -70,3 +70,59 @@ class TestOut:
         (tmp_path / "m" / "config.json").write_text(json.dumps({"hidden_size": 64, "num_hidden_layers": 2}))
         assert _tiny(tmp_path / "m") == 0
         assert capsys.readouterr().out.strip() == str(tmp_path / "m")
+
+
+class TestWarmStartPath:
+    """``masksearch model path --warm-start``: the warm start's folder on stdout, alone (for
+    ``MODEL_PATH=$(…)``), progress on stderr; a failed build is one line and exit 2. The build step
+    is a stub here (tests/recipes/test_warm_start_on_cpu.py builds a real one)."""
+
+    @pytest.fixture
+    def defaults(self, tmp_path, monkeypatch, tiny_model_path):
+        """The embedded model and corpus replaced by the tiny model and a one-passage corpus."""
+        import masksearch.backends.models as models
+        import masksearch.data.corpus as corpus_module
+
+        corpus = tmp_path / "corpus.jsonl"
+        corpus.write_text(json.dumps({"id": "0", "contents": '"A"\nSome text.'}) + "\n", encoding="utf-8")
+        monkeypatch.setattr(models, "embedded_model_path", lambda cache_dir=None: tiny_model_path)
+        monkeypatch.setattr(corpus_module, "embedded_corpus_path", lambda *a, **k: corpus)
+        return tmp_path / "models"
+
+    def test_prints_the_folder_built_once(self, defaults, capsys, monkeypatch):
+        from masksearch.recipes import warm_start
+
+        calls = []
+
+        def build(recipe, base_model, corpus, work, out, echo):
+            calls.append(out)
+            (out / "config.json").write_text("{}", encoding="utf-8")
+            return {}
+
+        monkeypatch.setattr(warm_start, "_build", build)
+        argv = ["model", "path", "--warm-start", "--cache-dir", str(defaults)]
+        assert main(argv) == 0
+        first = capsys.readouterr()
+        assert first.out.strip() == str(warm_start.warm_start_dir(cache_dir=defaults))
+        assert len(first.out.splitlines()) == 1 and "[warm-start] building the warm start once" in first.err
+        assert main(argv) == 0  # reused: no second build, nothing said
+        again = capsys.readouterr()
+        assert again.out == first.out and again.err == "" and len(calls) == 1
+
+    def test_failed_build_is_one_line(self, defaults, capsys, monkeypatch):
+        from masksearch.core.errors import UserFacingError
+        from masksearch.recipes import warm_start
+
+        def fail(*args, **kwargs):
+            raise UserFacingError("SFT failed (rc=1); see train.log")
+
+        monkeypatch.setattr(warm_start, "_build", fail)
+        assert main(["model", "path", "--warm-start", "--cache-dir", str(defaults)]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert (
+            captured.err.strip().splitlines()[-1]
+            == "masksearch model: error: SFT failed (rc=1); see train.log"
+        )
+        assert "Traceback" not in captured.err
+        assert not warm_start.warm_start_dir(cache_dir=defaults).exists()
