@@ -7,10 +7,11 @@ curriculum advances (and shows it flat when the sampler is not wired in), and th
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from masksearch.core.numbers import finite_number
 
 
 def mask_num_batch_metrics(mask_nums: Iterable[int], levels: Iterable[int] = ()) -> dict[str, float]:
@@ -49,19 +50,6 @@ def mask_nums_from_extra_info(extra_infos: Iterable[Mapping[str, Any] | None]) -
 ACC_BY_MASK_PREFIX = "reward/acc/mask_"
 
 
-def _finite(value: Any) -> float | None:
-    """A finite float from a Python/numpy/torch scalar; ``None`` for anything else."""
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        try:
-            value = value.item()  # numpy scalars, 0-d arrays, 1-element tensors
-        except (ValueError, RuntimeError):
-            return None
-    if isinstance(value, bool | int | float):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    return None
-
-
 def mask_num_of(extra_info: Any) -> int | None:
     """``extra_info["mask_num"]`` as an int (``None`` when missing or not a whole number).
 
@@ -73,7 +61,7 @@ def mask_num_of(extra_info: Any) -> int | None:
     extra_info = getattr(extra_info, "data", extra_info)
     if not isinstance(extra_info, Mapping):
         return None
-    number = _finite(extra_info.get("mask_num"))
+    number = finite_number(extra_info.get("mask_num"))
     return int(number) if number is not None and number == int(number) else None
 
 
@@ -100,7 +88,7 @@ def acc_by_mask_num_metrics(mask_nums: Iterable[Any], accs: Iterable[Any]) -> di
     sums: dict[int, float] = {}
     counts: Counter[int] = Counter()
     for mask_num, acc in zip(mask_nums, accs, strict=True):
-        k, value = _finite(mask_num), _finite(acc)
+        k, value = finite_number(mask_num), finite_number(acc)
         if k is None or value is None or k != int(k):
             continue
         sums[int(k)] = sums.get(int(k), 0.0) + value

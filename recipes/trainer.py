@@ -27,7 +27,6 @@ Differences from ``PPOTrainerSync``, and nothing else:
 from __future__ import annotations
 
 import logging
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -39,6 +38,7 @@ from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils.dataset.rl_dataset import collate_fn
 
+from masksearch.core.numbers import finite_number
 from masksearch.curriculum.metrics import acc_by_mask_num_metrics, mask_num_batch_metrics, mask_num_of
 from masksearch.curriculum.sampler import build_curriculum_sampler, mask_nums_from_dataset
 from masksearch.env.metrics import env_batch_metrics
@@ -80,10 +80,10 @@ class RetrievalErrorGuard:
         self.bad_steps = 0
 
     def update(self, metrics: Mapping[str, Any]) -> None:
-        rate = _as_number(metrics.get(RETRIEVAL_ERROR_METRIC))
+        rate = finite_number(metrics.get(RETRIEVAL_ERROR_METRIC))
         if rate is None:
             return  # no env samples this step
-        if _as_number(metrics.get(RETRIEVER_REQUESTS_METRIC)) == 0.0:
+        if finite_number(metrics.get(RETRIEVER_REQUESTS_METRIC)) == 0.0:
             return  # no search reached the retriever this step
         self.bad_steps = self.bad_steps + 1 if rate > self.max_rate else 0
         if self.bad_steps >= self.max_steps:
@@ -111,22 +111,6 @@ class RetrievalErrorGuard:
 REWARD_METRIC_PREFIX = "reward"
 
 
-def _as_number(value: Any) -> float | None:
-    """A finite float from a Python/numpy/torch scalar; None for anything else (strings, arrays).
-
-    verl's dapo reward manager logs ``overlong_reward``/``overlong`` as 0-d torch tensors.
-    """
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        try:
-            value = value.item()  # numpy scalars, 0-d arrays and 1-element tensors
-        except (ValueError, RuntimeError):
-            return None
-    if isinstance(value, bool | int | float):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    return None
-
-
 def reward_extra_metrics(extra_fields: Iterable[Mapping[str, Any] | Any]) -> dict[str, float]:
     """Mean of every numeric key of ``extra_fields[i]["reward_extra_info"]`` over the batch.
 
@@ -145,7 +129,7 @@ def reward_extra_metrics(extra_fields: Iterable[Mapping[str, Any] | Any]) -> dic
         if not isinstance(info, Mapping):
             continue
         for key, value in info.items():
-            number = _as_number(value)
+            number = finite_number(value)
             if number is not None:
                 sums[key] += number
                 counts[key] += 1
