@@ -41,8 +41,7 @@ demo: install
 	  TOTAL_STEPS=$${TOTAL_STEPS:-3} TRAIN_BATCH_SIZE=$${TRAIN_BATCH_SIZE:-2} \
 	  GROUP_SIZE=$${GROUP_SIZE:-2} MAX_RESPONSE_LENGTH=$${MAX_RESPONSE_LENGTH:-320} MAX_TURNS=$${MAX_TURNS:-2} \
 	  SAVE_FREQ=$${SAVE_FREQ:-1} EXPERIMENT_NAME=demo \
-	  bash examples/run_dapo_ramp.sh actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1 \
-	    actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2 masksearch.env.max_obs_tokens=128 \
+	  bash examples/run_dapo_ramp.sh masksearch.env.max_obs_tokens=128 \
 	    masksearch.env.topk=1 reward.reward_kwargs.overlong_buffer_cfg.len=32 \
 	    masksearch.dynamic_sampling.max_gen_batches=1
 	$(PY) -m masksearch.recipes.summary $(CURDIR)/$(DEMO_DIR)/tensorboard

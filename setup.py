@@ -19,6 +19,7 @@ SUBPACKAGES = [
     "curriculum",
     "data",
     "env",
+    "engine",
     "eval",
     "recipes",
     "rewards",
@@ -121,7 +122,10 @@ setup(
     python_requires=">=3.10",
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
-    package_data={"": ["*.yaml", "*.json", "*.txt", "*.jinja", "config/*.yaml"]},
+    # viewer/static: the viewer's script and style sheet (read with importlib.resources).
+    package_data={
+        "": ["*.yaml", "*.json", "*.txt", "*.jinja", "config/*.yaml", "static/*.js", "static/*.css"]
+    },
     include_package_data=True,
     cmdclass={"build_py": BuildPyWithoutSetup},
     install_requires=INSTALL_REQUIRES,

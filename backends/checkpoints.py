@@ -16,7 +16,6 @@ writable, the merged model goes to ``$MASKSEARCH_CACHE/merged-checkpoints/<hash>
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
 import shutil
@@ -25,8 +24,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+from masksearch.core.logs import module_logger
+
+logger = module_logger(__name__)
 
 __all__ = [
     "MERGED_DIRNAME",

@@ -12,8 +12,9 @@ servers; this module provides the same three pieces on top of transformers:
 * ``HFServerAdapter`` — verl's ``BaseRollout`` in the fused actor/rollout worker: forwards the
   trainer's full weights to its replica's server after every step.
 
-Concurrent requests are decoded together (``backends/hf_decode.py``: left padding, attention masks,
-per-row position ids, rows joining and leaving between decode steps); the log-probs of a batched row
+Concurrent requests are decoded together by the one generation engine
+(``masksearch.engine.engine.GenerationEngine``: left padding, attention masks, per-row position ids,
+rows joining and leaving between decode steps, the prefix cache); the log-probs of a batched row
 are those of an unbatched teacher-forced pass up to float rounding (the tests check it to 1e-9 with
 ``dtype=float64``; in fp32 the gap depends on the CPU's kernels and the batch shape, ~1e-6 for the
 tiny test model). Knobs: ``actor_rollout_ref.rollout.engine_kwargs.hf.*`` (``HFRolloutOptions``;
@@ -30,13 +31,14 @@ that really searches, even when the model is a random tiny one.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -44,11 +46,14 @@ import torch
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
-from masksearch.backends.cpu_decode import register_attention
-from masksearch.backends.hf_decode import BatchDecoder, Row, RowSpec
-from masksearch.backends.prefix_cache import PrefixCache
+from masksearch.core.settings import load_settings
+from masksearch.engine.engine import GenerationEngine, load_causal_lm
+from masksearch.engine.hf_decode import Row, RowSpec
+from masksearch.engine.prefix_cache import PrefixCache
 
 logger = logging.getLogger(__name__)
+
+_WHERE = "actor_rollout_ref.rollout.engine_kwargs.hf"
 
 
 def server_actor_name(replica_rank: int, suffix: str = "") -> str:
@@ -93,49 +98,28 @@ class HFRolloutOptions:
     scripted_policy: str | None = None
     dtype: str = "float32"
 
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        if self.batch_wait_ms < 0:
+            raise ValueError(f"batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
+        if self.prefix_cache_mb < 0:
+            raise ValueError(f"prefix_cache_mb must be >= 0, got {self.prefix_cache_mb}")
+        self.torch_dtype()  # a one-line error now, not when the model loads
+
     @classmethod
     def from_engine_kwargs(cls, engine_kwargs: Any) -> HFRolloutOptions:
-        """Read ``engine_kwargs.hf`` (a dict or DictConfig); unknown keys are a one-line error."""
-        section = (engine_kwargs or {}).get("hf") or {}
-        values = {str(k): v for k, v in dict(section).items()}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown actor_rollout_ref.rollout.engine_kwargs.hf key(s) {unknown}; known: {sorted(known)}"
-            )
-        options = cls(**values)
-        if int(options.max_batch_size) < 1:
-            raise ValueError(f"engine_kwargs.hf.max_batch_size must be >= 1, got {options.max_batch_size}")
-        if float(options.batch_wait_ms) < 0:
-            raise ValueError(f"engine_kwargs.hf.batch_wait_ms must be >= 0, got {options.batch_wait_ms}")
-        if int(options.prefix_cache_mb) < 0:
-            raise ValueError(f"engine_kwargs.hf.prefix_cache_mb must be >= 0, got {options.prefix_cache_mb}")
-        options.torch_dtype()  # a one-line error now, not when the model loads
-        return options
+        """Read ``engine_kwargs.hf`` (a dict or DictConfig); a bad key or value is a one-line error."""
+        return load_settings(cls, (engine_kwargs or {}).get("hf"), _WHERE)
 
     def torch_dtype(self) -> torch.dtype:
         """``dtype`` as a ``torch.dtype``; a ``ValueError`` unless it names a floating-point dtype."""
         dtype = getattr(torch, str(self.dtype), None)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise ValueError(
-                f"engine_kwargs.hf.dtype must name a torch floating-point dtype such as 'float32' or "
-                f"'float64', got {self.dtype!r}"
+                f"dtype must name a torch floating-point dtype such as 'float32' or 'float64', got {self.dtype!r}"
             )
         return dtype
-
-
-@dataclass(eq=False)
-class _Request:
-    """One ``generate`` call while it waits or decodes; resolved on the caller's event loop."""
-
-    spec: RowSpec
-    request_id: str
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future
-    arrived: float = field(default_factory=time.monotonic)
-    aborted: bool = False
-    done: threading.Event = field(default_factory=threading.Event)
 
 
 _STOP_REASONS = {"eos": "completed", "stop": "completed", "length": "length", "aborted": "aborted"}
@@ -144,7 +128,7 @@ _STOP_REASONS = {"eos": "completed", "stop": "completed", "length": "length", "a
 class HFRolloutServer:
     """Token-in/token-out generation with transformers. Created by ``HFReplica`` as a Ray actor.
 
-    Concurrent ``generate`` calls are gathered into batches by one decoding thread (see
+    Concurrent ``generate`` calls are rows of one :class:`GenerationEngine` (see
     ``HFRolloutOptions``); each request keeps its own budget, stop strings and sampling parameters,
     and leaves the batch as soon as it is done. ``stop_reason`` is ``"completed"`` (EOS or a stop
     string), ``"length"`` (budget reached) or ``"aborted"`` (``abort_all_requests``; the tokens
@@ -166,30 +150,19 @@ class HFRolloutServer:
         options: HFRolloutOptions | dict[str, Any] | None = None,
         seed: int | None = None,
     ):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         if not isinstance(options, HFRolloutOptions):
             options = HFRolloutOptions.from_engine_kwargs({"hf": options or {}})
         if scripted_policy is not None:
             options = dataclasses.replace(options, scripted_policy=scripted_policy)
-        self.options = options
         threads = int(options.num_threads) or len(os.sched_getaffinity(0))
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         self.model_path = model_path
         self.prompt_length = prompt_length
         self.response_length = response_length
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         # fp32 by default: the trainer recomputes log-probs in fp32 on CPU (cpu_profile), bf16 would widen the gap
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_path,
-            dtype=options.torch_dtype(),
-            attn_implementation=register_attention(),  # SDPA without per-step GQA expansion
-            trust_remote_code=trust_remote_code,
-        ).eval()
-        self.eos_token_ids = self._eos_ids()
-        self.pad_token_id = (
-            self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_token_ids[0]
+        self.model, self.tokenizer = load_causal_lm(
+            model_path, dtype=options.torch_dtype(), trust_remote_code=trust_remote_code
         )
         self.global_steps = 0
         self.num_requests = 0
@@ -203,49 +176,15 @@ class HFRolloutServer:
             )
         self.prefix_cache = PrefixCache(int(options.prefix_cache_mb) * 2**20)
         self.generator = torch.Generator()  # used by the decoding thread only
-        if seed is None:
-            self.generator.seed()
-        else:
-            self.generator.manual_seed(int(seed))
-        self.decoder = BatchDecoder(
-            self.model,
-            self.tokenizer,
-            self.eos_token_ids,
-            self.pad_token_id,
-            prefix_cache=self.prefix_cache,
-            generator=self.generator,
-        )
-        self._model_lock = threading.Lock()  # decode steps vs weight loads
-        self._cv = threading.Condition()
-        self._pending: list[_Request] = []
-        self._inflight: set[_Request] = set()
-        self._paused = False
+        self.generator.seed() if seed is None else self.generator.manual_seed(int(seed))
+        batching = {key: getattr(options, key) for key in ("max_batch_size", "batch_wait_ms", "join_running")}
+        engine_args = {"prefix_cache": self.prefix_cache, "generator": self.generator, **batching}
+        self.engine = GenerationEngine(self.model, self.tokenizer, name="hf-rollout-decoder", **engine_args)
+        self.options = options
+        self.eos_token_ids, self.batch_sizes = self.engine.eos_token_ids, self.engine.batch_sizes
+        self._gate: asyncio.Event | None = None  # closed by abort_all_requests until resume_generation
         self._rejecting = False
-        self.batch_sizes: list[int] = []  # rows per decode step, for the benchmark and tests
-        self._thread = threading.Thread(target=self._engine_loop, name="hf-rollout-decoder", daemon=True)
-        self._thread.start()
-        logger.info(
-            "hf rollout: max_batch_size=%d batch_wait_ms=%.0f join_running=%s threads=%d dtype=%s seed=%d",
-            options.max_batch_size,
-            options.batch_wait_ms,
-            options.join_running,
-            threads,
-            options.dtype,
-            self.generator.initial_seed(),
-        )
-
-    def _eos_ids(self) -> list[int]:
-        ids: list[int] = []
-        gen_cfg = getattr(self.model, "generation_config", None)
-        for source in (getattr(gen_cfg, "eos_token_id", None), self.tokenizer.eos_token_id):
-            if source is None:
-                continue
-            for token_id in source if isinstance(source, list | tuple) else [source]:
-                if token_id not in ids:
-                    ids.append(int(token_id))
-        if not ids:
-            raise ValueError(f"{self.model_path}: tokenizer and generation config define no EOS token")
-        return ids
+        logger.info("hf rollout: %s threads=%d seed=%d", options, threads, self.generator.initial_seed())
 
     # ----------------------------------------------------------------- requests
     async def generate(
@@ -259,31 +198,19 @@ class HFRolloutServer:
     ) -> TokenOutput:
         if image_data or video_data:
             raise NotImplementedError("the hf rollout is text-only")
-        while self._paused:  # after abort_all_requests until resume_generation (vLLM's gate)
+        while self._gate is not None:  # after abort_all_requests until resume_generation (vLLM's gate)
             if self._rejecting:
                 return self._output([], [], "aborted")
-            await asyncio.sleep(0.02)
-        loop = asyncio.get_running_loop()
-        request = _Request(
-            spec=self._row_spec(list(prompt_ids), dict(sampling_params)),
-            request_id=request_id,
-            loop=loop,
-            future=loop.create_future(),
-        )
-        with self._cv:
-            self._pending.append(request)
-            self._inflight.add(request)
-            self._cv.notify()
-        row: Row = await request.future
+            await self._gate.wait()
+        spec = self._row_spec(list(prompt_ids), dict(sampling_params))
+        row: Row = await asyncio.wrap_future(self.engine.submit(spec, request_id))
         self.num_requests += 1
         return self._output(row.tokens, row.log_probs, _STOP_REASONS[row.finish])
 
     def _output(self, token_ids: list[int], log_probs: list[float], stop_reason: str) -> TokenOutput:
+        extra_fields = {"global_steps": self.global_steps}
         return TokenOutput(
-            token_ids=token_ids,
-            log_probs=log_probs,
-            stop_reason=stop_reason,
-            extra_fields={"global_steps": self.global_steps},
+            token_ids=token_ids, log_probs=log_probs, stop_reason=stop_reason, extra_fields=extra_fields
         )
 
     def _row_spec(self, prompt_ids: list[int], params: dict[str, Any]) -> RowSpec:
@@ -293,6 +220,10 @@ class HFRolloutServer:
         stop = params.get("stop") or ()
         if isinstance(stop, str):
             stop = (stop,)
+        forced = None
+        if self.scripted_policy is not None:  # the script's turn, scored instead of sampled
+            context = self.tokenizer.decode(prompt_ids, skip_special_tokens=False)
+            forced = self.tokenizer.encode(self.scripted_policy(context), add_special_tokens=False)
         return RowSpec(
             prompt_ids=prompt_ids,
             max_tokens=max(0, int(max_tokens)),
@@ -301,107 +232,8 @@ class HFRolloutServer:
             top_p=float(params.get("top_p", 1.0) or 1.0),
             repetition_penalty=float(params.get("repetition_penalty", 1.0) or 1.0),
             stop=tuple(stop),
+            forced=forced,
         )
-
-    # ----------------------------------------------------------------- decoding thread
-    def _engine_loop(self) -> None:
-        while True:
-            with self._cv:
-                while not self._pending:
-                    self._cv.wait()
-                # collection window, counted from the oldest waiting request
-                deadline = self._pending[0].arrived + self.options.batch_wait_ms / 1000.0
-                while len(self._pending) < self.options.max_batch_size:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cv.wait(remaining)
-                batch = self._take_pending(self.options.max_batch_size)
-            try:
-                if self.scripted_policy is not None:
-                    for request in batch:
-                        self._resolve(request, self._forced(request))
-                else:
-                    self._decode(batch)
-            except BaseException as exc:  # never leave a caller waiting forever
-                logger.exception("hf rollout decoding failed")
-                for request in batch + [r.tag for r in self.decoder.running]:
-                    self._fail(request, exc)
-                self.decoder.remove(lambda _row: True)
-
-    def _take_pending(self, count: int) -> list[_Request]:
-        taken, self._pending = self._pending[:count], self._pending[count:]
-        return taken
-
-    def _decode(self, batch: list[_Request]) -> None:
-        rows = [Row(request.spec, tag=request) for request in batch if not request.aborted]
-        for request in batch:
-            if request.aborted:
-                self._resolve(request, Row(request.spec, tag=request, finish="aborted"))
-        with self._model_lock:
-            self._resolve_rows(self.decoder.add(rows))
-        while self.decoder.running:
-            self._resolve_rows(self.decoder.remove(lambda row: row.tag.aborted))
-            if not self.decoder.running:
-                break
-            self.batch_sizes.append(len(self.decoder.running))
-            with self._model_lock:
-                self._resolve_rows(self.decoder.step())
-            if self.options.join_running and len(self.decoder.running) < self.options.max_batch_size:
-                with self._cv:
-                    joining = self._take_pending(self.options.max_batch_size - len(self.decoder.running))
-                if joining:
-                    with self._model_lock:
-                        self._resolve_rows(
-                            self.decoder.add([Row(request.spec, tag=request) for request in joining])
-                        )
-
-    def _resolve_rows(self, rows: list[Row]) -> None:
-        for row in rows:
-            self._resolve(row.tag, row)
-
-    def _resolve(self, request: _Request, row: Row) -> None:
-        with self._cv:
-            self._inflight.discard(request)
-        request.loop.call_soon_threadsafe(_set_result, request.future, row)
-        request.done.set()
-
-    def _fail(self, request: _Request, exc: BaseException) -> None:
-        with self._cv:
-            self._inflight.discard(request)
-        request.loop.call_soon_threadsafe(_set_exception, request.future, exc)
-        request.done.set()
-
-    @torch.no_grad()
-    def _forced(self, request: _Request) -> Row:
-        """Score the scripted policy's continuation under the current weights (teacher forcing)."""
-        spec = request.spec
-        row = Row(spec, tag=request)
-        if spec.max_tokens <= 0:
-            row.finish = "length"
-            return row
-        context = self.tokenizer.decode(spec.prompt_ids, skip_special_tokens=False)
-        text = self.scripted_policy(context)
-        token_ids = self.tokenizer.encode(text, add_special_tokens=False)
-        budget = token_ids[: spec.max_tokens]
-        cut = _cut_after_stop(budget, self.tokenizer, list(spec.stop), self.eos_token_ids)
-        if cut and cut[-1] in self.eos_token_ids:
-            row.finish = "eos"
-        elif len(cut) < len(budget) or len(cut) < spec.max_tokens:
-            row.finish = "stop"  # a stop string, or the script's turn simply ended
-        else:
-            row.finish = "length"
-        if not cut:
-            return row
-        temperature = spec.temperature if spec.temperature > 0 else 1.0
-        ids = torch.tensor([spec.prompt_ids + cut], dtype=torch.long)
-        with self._model_lock:
-            logits = self.model(input_ids=ids).logits[0, len(spec.prompt_ids) - 1 : -1]
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # as BatchDecoder scores
-        log_probs = torch.log_softmax(logits / temperature, dim=-1)
-        row.tokens = cut
-        row.log_probs = log_probs.gather(-1, torch.tensor(cut).unsqueeze(-1)).squeeze(-1).tolist()
-        return row
 
     # ----------------------------------------------------------------- weights and lifecycle
     async def update_weights(
@@ -414,7 +246,7 @@ class HFRolloutServer:
             raise KeyError(f"weights not in the rollout model {self.model_path}: {unknown[:5]}")
 
         def load():
-            with self._model_lock:
+            with self.engine.model_lock:
                 self.prefix_cache.clear()  # KV computed with the old weights
                 return self.model.load_state_dict(state_dict, strict=False)
 
@@ -432,16 +264,7 @@ class HFRolloutServer:
         return len(state_dict)
 
     def stats(self) -> dict[str, Any]:
-        return {
-            "num_requests": self.num_requests,
-            "global_steps": self.global_steps,
-            "in_flight": len(self._inflight),
-            "decode_steps": len(self.batch_sizes),
-            "mean_batch_size": sum(self.batch_sizes) / len(self.batch_sizes) if self.batch_sizes else 0.0,
-            "prefilled_tokens": self.decoder.prefilled_tokens,
-            "prefix_cache_hits": self.prefix_cache.hits,
-            "prefix_cache_reused_tokens": self.prefix_cache.reused_tokens,
-        }
+        return {"num_requests": self.num_requests, "global_steps": self.global_steps, **self.engine.stats()}
 
     async def abort_all_requests(self, reject_request: bool = False) -> dict[str, Any]:
         """Return every waiting and decoding request now, as ``"aborted"`` with its tokens so far.
@@ -449,44 +272,26 @@ class HFRolloutServer:
         Like vLLM, new requests then wait until ``resume_generation`` (or, with
         ``reject_request=True``, come back aborted at once).
         """
-        self._paused, self._rejecting = True, bool(reject_request)
-        with self._cv:
-            victims = list(self._inflight)
-            waiting = self._take_pending(len(self._pending))
-            for request in victims:
-                request.aborted = True
-        for request in waiting:
-            self._resolve(request, Row(request.spec, tag=request, finish="aborted"))
-        while not all(request.done.is_set() for request in victims):
-            await asyncio.sleep(0.005)
+        if self._gate is None:
+            self._gate = asyncio.Event()
+        self._rejecting = bool(reject_request)
+        victims = self.engine.abort_all()
+        await asyncio.gather(*(asyncio.wrap_future(r.future) for r in victims), return_exceptions=True)
         if victims:
             logger.info("hf rollout: aborted %d requests", len(victims))
-        return {"aborted_count": len(victims), "request_ids": [r.request_id for r in victims]}
+        return {"aborted_count": len(victims), "request_ids": [r.tag for r in victims]}
 
     async def resume_generation(self) -> None:
-        self._paused = self._rejecting = False
+        gate, self._gate, self._rejecting = self._gate, None, False
+        if gate is not None:
+            gate.set()
+
+    async def _nothing_to_do(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
 
     # Lifecycle calls verl forwards to every server. Weights live in host memory: nothing to free.
-    async def wake_up(self) -> None:
-        return None
-
-    async def sleep(self) -> None:
-        return None
-
-    async def clear_kv_cache(self) -> None:
-        return None
-
-    async def release_kv_cache(self) -> None:
-        return None
-
-    async def resume_kv_cache(self) -> None:
-        return None
-
-    async def start_profile(self, **_kwargs: Any) -> None:
-        return None
-
-    async def stop_profile(self) -> None:
-        return None
+    wake_up = sleep = clear_kv_cache = release_kv_cache = resume_kv_cache = _nothing_to_do
+    start_profile = stop_profile = _nothing_to_do
 
 
 async def run_on_fresh_thread(fn: Callable[[], Any], name: str) -> Any:
@@ -499,54 +304,29 @@ async def run_on_fresh_thread(fn: Callable[[], Any], name: str) -> Any:
     (issue 14; in the demo the server then ran at ~125% CPU instead of 200%). A thread that exits
     takes its team with it.
     """
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
+    future: concurrent.futures.Future = concurrent.futures.Future()
 
     def run() -> None:
         try:
-            value = fn()
+            future.set_result(fn())
         except BaseException as exc:  # handed to the awaiting coroutine
-            loop.call_soon_threadsafe(_set_exception, future, exc)
-        else:
-            loop.call_soon_threadsafe(_set_result, future, value)
+            future.set_exception(exc)
 
     thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
-    value = await future
+    value = await asyncio.wrap_future(future)
     thread.join()  # it is returning: its team is gone before the next decode step
     return value
 
 
-def _set_result(future: asyncio.Future, value: Any) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
-def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
-
-
-def load_scripted_policy(spec: str):
+def load_scripted_policy(spec: str) -> Callable[[str], str]:
     """``pkg.module:function`` → the callable ``function(context: str) -> str``."""
-    import importlib
+    from verl.utils.import_utils import load_extern_object
 
     module_name, sep, attr = spec.partition(":")
     if not sep:
         raise ValueError(f"scripted_policy must look like 'pkg.module:function', got {spec!r}")
-    return getattr(importlib.import_module(module_name), attr)
-
-
-def _cut_after_stop(token_ids: list[int], tokenizer, stop: list[str] | None, eos_ids: list[int]) -> list[int]:
-    """Keep tokens up to and including the first EOS or the token that completes a stop string."""
-    for position, token_id in enumerate(token_ids):
-        if token_id in eos_ids:
-            return token_ids[: position + 1]
-        if stop:
-            text = tokenizer.decode(token_ids[: position + 1], skip_special_tokens=False)
-            if any(s in text for s in stop):
-                return token_ids[: position + 1]
-    return token_ids
+    return load_extern_object(f"pkg://{module_name}", attr)
 
 
 def _model_local_path(model_config: Any) -> str:

@@ -10,6 +10,9 @@ Measured in one run, in one process (the server object is driven directly, witho
   at 16 clients also with ``join_running=False`` (a batch runs until its last row is done);
 * two-turn episodes at 16 clients (turn 2 re-sends turn 1's context plus an observation, as the
   agent loop does), with the prefix cache off and on (prompt tokens actually prefilled shown);
+* transformers' own continuous batching (``model.init_continuous_batching``: paged attention,
+  per-request budgets, log-probs) at 1 / 16 / 32 clients, on the same weights and prompts as our
+  engine (issue 23: the faster one that meets the log-prob bound stays);
 
 For each: generated tokens/s (all requests' tokens / wall time), the same per CPU-second of this
 process (steadier on a shared machine; the 1-minute load average is printed too), p50/p95 request
@@ -21,6 +24,7 @@ Targets (issue 14): >= 5x generated tokens/s at 16 concurrent requests vs serial
 
     python benchmarks/rollout.py --quick --json out.json  # ~10 min on 2 cores
     python benchmarks/rollout.py                   # twice the requests per batched level
+    python benchmarks/rollout.py --quick --engines-only   # ours vs transformers' CB only, ~5 min
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ import torch
 
 from masksearch import cache_root
 from masksearch.backends.hf_rollout import HFRolloutServer, run_on_fresh_thread
-from masksearch.backends.models import embedded_model_path
+from masksearch.engine.models import embedded_model_path
+
+Out = dataclasses.make_dataclass("Out", ["token_ids", "log_probs", "stop_reason"])
 
 TARGETS = {"speedup_at_16_min": 5.0, "log_prob_gap_max": 1e-4}
 SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "logprobs": True}
@@ -101,7 +107,7 @@ class LegacySerialServer:
         self.model = AutoModelForCausalLM.from_pretrained(
             server.model_path, dtype=torch.float32, attn_implementation="sdpa"
         ).eval()
-        self.eos, self.pad = server.eos_token_ids, server.pad_token_id
+        self.eos, self.pad = server.eos_token_ids, server.engine.pad_token_id
         self._lock = asyncio.Lock()
 
     async def generate(self, prompt_ids, sampling_params, request_id):
@@ -131,9 +137,50 @@ class LegacySerialServer:
         log_probs = (
             torch.log_softmax(logits / params["temperature"], dim=-1).gather(-1, new[:, None]).squeeze(-1)
         )
-        return dataclasses.make_dataclass("Out", ["token_ids", "log_probs", "stop_reason"])(
-            new.tolist(), log_probs.tolist(), "completed"
+        return Out(new.tolist(), log_probs.tolist(), "completed")
+
+
+class TransformersCB:
+    """transformers' continuous batching behind the server's ``generate``: one manager (its own
+    decoding thread, paged attention over a block cache, per-request budgets and EOS, log-probs of
+    the sampled token), on the same weights loaded the same way as our server's."""
+
+    def __init__(self, server: HFRolloutServer):
+        from transformers import AutoModelForCausalLM, GenerationConfig
+        from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+        model = AutoModelForCausalLM.from_pretrained(
+            server.model_path, dtype=torch.float32, attn_implementation="sdpa"
+        ).eval()
+        # T = 1, no top-k/top-p: no logits processor, so its log-probs are log_softmax(raw logits)
+        config = GenerationConfig(
+            do_sample=True, temperature=1.0, top_p=1.0, top_k=0, eos_token_id=server.eos_token_ids
         )
+        self.manager = model.init_continuous_batching(
+            generation_config=config,
+            continuous_batching_config=ContinuousBatchingConfig(return_logprobs=True),
+        )
+        self.manager.start()
+        self.count = 0
+
+    async def generate(self, prompt_ids, sampling_params, request_id):
+        future = asyncio.get_running_loop().create_future()
+        self.count += 1
+        rid = f"{request_id}-{self.count}"
+
+        def done(output):
+            if output.is_finished() and not future.done():
+                future.set_result(output)
+
+        self.manager.register_result_handler(rid, done)
+        self.manager.add_request(
+            list(prompt_ids), request_id=rid, max_new_tokens=sampling_params["max_tokens"]
+        )
+        output = await future
+        return Out(list(output.generated_tokens), list(output.logprobs), "completed")
+
+    def close(self) -> None:
+        self.manager.stop(block=True, timeout=30)
 
 
 async def closed_loop(server, prompts, clients: int, max_tokens: int, observation: list[int] | None = None):
@@ -190,7 +237,8 @@ def _on_exiting_thread(fn, *args):
 def run_level(name, server, prompts, clients, max_tokens, gap_limit, model, observation=None):
     torch.manual_seed(0)
     cpu_before = time.process_time()
-    prefilled_before = server.decoder.prefilled_tokens if hasattr(server, "decoder") else None
+    decoder = server.engine.decoder if hasattr(server, "engine") else None
+    prefilled_before = decoder.prefilled_tokens if decoder is not None else None
     wall, results = asyncio.run(closed_loop(server, prompts, clients, max_tokens, observation))
     cpu_s = time.process_time() - cpu_before
     tokens = sum(len(out.token_ids) for _, out, _ in results)
@@ -212,7 +260,7 @@ def run_level(name, server, prompts, clients, max_tokens, gap_limit, model, obse
         if getattr(server, "batch_sizes", None)
         else 1.0,
         # prompt tokens the model actually ran (the rest came from the prefix cache or a group twin)
-        "prefilled_tokens": server.decoder.prefilled_tokens - prefilled_before
+        "prefilled_tokens": decoder.prefilled_tokens - prefilled_before
         if prefilled_before is not None
         else sum(len(p) for p, _, _ in results),
         "prompt_tokens": sum(len(p) for p, _, _ in results),
@@ -241,6 +289,9 @@ def main(argv=None) -> int:
         help="requests through the serial paths (16 clients at most)",
     )
     parser.add_argument("--gap-samples", type=int, default=8, help="responses re-scored per level")
+    parser.add_argument(
+        "--engines-only", action="store_true", help="only ours vs transformers' continuous batching"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -256,48 +307,48 @@ def main(argv=None) -> int:
     header += f"{'tok/cpu_s':>9} {'load':>5} "
     print(header + f"{'p50_s':>6} {'p95_s':>6} {'lp_gap':>9} {'rows':>5} {'prefilled/prompt tokens':>7}")
 
-    def configure(**changes):
-        server.options = dataclasses.replace(server.options, **changes)
+    def configure(max_batch_size=32, join_running=True):
+        server.engine.max_batch_size, server.engine.join_running = max_batch_size, join_running
         server.prefix_cache.clear()  # every level starts cold: no KV left by the one before
         return server
 
+    def batched(label, target, clients, prompts=None):
+        prompts = prompts or ramp_prompts(server.tokenizer, max(2 if args.quick else 4, clients * scale))
+        return run_level(label, target, prompts, clients, args.max_tokens, args.gap_samples, model)
+
     rows = []
-    # a serial server's tok/s does not depend on how many clients wait; fewer requests only shorten it
-    serial_prompts = ramp_prompts(server.tokenizer, args.serial_requests)
-    serial_clients = min(16, args.serial_requests)
-    legacy = LegacySerialServer(server)
-    rows.append(
-        run_level("legacy serial (pre-14)", legacy, serial_prompts, serial_clients, args.max_tokens, 4, model)
-    )
-    rows.append(
-        run_level(
-            "new, max_batch_size=1",
-            configure(max_batch_size=1),
-            serial_prompts,
-            serial_clients,
-            args.max_tokens,
-            4,
-            model,
+    if not args.engines_only:
+        # a serial server's tok/s does not depend on how many clients wait; fewer requests only shorten it
+        serial_prompts = ramp_prompts(server.tokenizer, args.serial_requests)
+        serial_clients = min(16, args.serial_requests)
+        legacy = LegacySerialServer(server)
+        for label, target in (("legacy serial (pre-14)", legacy), ("new, max_batch_size=1", configure(1))):
+            rows.append(run_level(label, target, serial_prompts, serial_clients, args.max_tokens, 4, model))
+    for clients in (1, 16, 32) if args.engines_only else (1, 4, 16, 32):
+        rows.append(batched("batched (join on)", configure(), clients))
+    transformers_cb = TransformersCB(server)
+    try:
+        for clients in (1, 16, 32):
+            rows.append(batched("transformers CB", transformers_cb, clients))
+    finally:
+        transformers_cb.close()
+    for clients in (16, 32):
+        ours, theirs = (
+            next(r for r in rows if r["clients"] == clients and r["setting"] == s)
+            for s in ("batched (join on)", "transformers CB")
         )
-    )
-    for clients in (1, 4, 16, 32):
-        count = max(2 if args.quick else 4, clients * scale)
-        prompts = ramp_prompts(server.tokenizer, count)
-        rows.append(
-            run_level(
-                "batched (join on)", configure(max_batch_size=32, join_running=True), prompts, clients,
-                args.max_tokens, args.gap_samples, model,
-            )
-        )  # fmt: skip
-    prompts = ramp_prompts(server.tokenizer, 16 * scale)
-    rows.append(
-        run_level(
-            "batched, join off", configure(max_batch_size=32, join_running=False), prompts, 16,
-            args.max_tokens, args.gap_samples, model,
+        print(
+            f"at {clients} clients: ours / transformers CB = {ours['tok_per_s'] / theirs['tok_per_s']:.2f}x tok/s; "
+            f"log-prob gap ours {ours['log_prob_gap']:.1e}, theirs {theirs['log_prob_gap']:.1e}"
         )
-    )  # fmt: skip
+    if args.engines_only:
+        if args.json:
+            args.json.write_text(json.dumps({"rows": rows}, indent=2))
+        return 0
+    rows.append(batched("batched, join off", configure(join_running=False), 16))
 
     # two-turn episodes (the RL workload): the prefix cache off, then on
+    prompts = ramp_prompts(server.tokenizer, 16 * scale)
     observation = server.tokenizer.encode(
         "\n\n<information>" + server.tokenizer.decode(prompts[0][-120:]) + "</information>\n\n",
         add_special_tokens=False,
@@ -305,7 +356,7 @@ def main(argv=None) -> int:
     episodes = ramp_prompts(server.tokenizer, 16)
     full_cache = server.prefix_cache.max_bytes
     for label, cache_bytes in (("2-turn, prefix cache off", 0), ("2-turn, prefix cache on", full_cache)):
-        configure(max_batch_size=32, join_running=True)
+        configure()
         server.prefix_cache.max_bytes = cache_bytes
         rows.append(
             run_level(label, server, episodes, 16, args.max_tokens, args.gap_samples, model, observation)

@@ -58,14 +58,14 @@ def _path(args: argparse.Namespace) -> int:
 
         print(warm_start_path(cache_dir=args.cache_dir))
         return 0
-    from masksearch.backends.models import embedded_model_path
+    from masksearch.engine.models import embedded_model_path
 
     print(embedded_model_path(args.cache_dir))
     return 0
 
 
 def _tiny(args: argparse.Namespace) -> int:
-    from masksearch.backends.models import build_tiny_model
+    from masksearch.engine.models import build_tiny_model
 
     _check_tiny_shape(args.hidden_size, args.num_layers, _default_heads(build_tiny_model))
     _check_tiny_out(args.out, args.hidden_size, args.num_layers)

@@ -1,5 +1,5 @@
-"""What every ``masksearch`` entry point shares: the ``--log-level`` flag and the one-line error
-wrapper.
+"""What every ``masksearch`` entry point shares: the ``--log-level`` flag, the one-line error
+wrapper, command groups, and settings built from the flags named like their fields.
 
 Lives in core (the lowest layer) so the top-level CLI and each part's stand-alone ``main()`` can use
 it; it imports only the standard library and :mod:`masksearch.core.errors`.
@@ -8,13 +8,17 @@ it; it imports only the standard library and :mod:`masksearch.core.errors`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from masksearch.core.errors import UserFacingError
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+T = TypeVar("T")
 
 
 LOG_LEVEL_HELP = "Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL (default: INFO)."
@@ -69,10 +73,30 @@ def run_handler(handler: Callable[[argparse.Namespace], object], args: argparse.
 
 
 def add_group(
-    subparsers: argparse._SubParsersAction, name: str, help: str, dest: str, *, metavar: str = "<action>"
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    help: str,
+    dest: str,
+    *,
+    metavar: str = "<action>",
+    required: bool = False,
 ) -> argparse._SubParsersAction:
     """``masksearch <name> <action>``: the group's sub-actions; a bare ``masksearch <name>`` prints the
-    group's help and exits 2."""
+    group's help and exits 2 (``required``: argparse's "the following arguments are required" line, exit 2)."""
     group = subparsers.add_parser(name, help=help)
     group.set_defaults(handler=lambda _args: group.print_help() or 2)
-    return group.add_subparsers(dest=dest, metavar=metavar)
+    return group.add_subparsers(dest=dest, metavar=metavar, required=required)
+
+
+def flag_values(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
+    """``{name: args.<name>}`` for those ``names`` that are flags of ``args``: keyword arguments of a
+    call whose parameters carry the flags' names (instead of ``name=args.name`` one by one)."""
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
+def settings_from_args(cls: type[T], args: argparse.Namespace, **given: Any) -> T:
+    """``cls`` (a dataclass) from the flags named like its fields; ``given`` adds or replaces values.
+
+    Fields with no such flag keep their defaults.
+    """
+    return cls(**{**flag_values(args, (f.name for f in dataclasses.fields(cls))), **given})

@@ -31,14 +31,13 @@ string.
 
 from __future__ import annotations
 
-import logging
-import os
 import re
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+from masksearch.core.logs import module_logger
+
+logger = module_logger(__name__)
 
 __all__ = [
     "ANSWER",

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import random
 import threading
@@ -39,8 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+from masksearch.core.logs import module_logger
+
+logger = module_logger(__name__)
 
 __all__ = [
     "RETRY_STATUS",

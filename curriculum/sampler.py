@@ -41,19 +41,48 @@ verl saves to ``global_step_N/data.pt``; on load it calls ``sampler.load_state_d
 from __future__ import annotations
 
 import hashlib
-import logging
-import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from torch.utils.data import Sampler
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.environ.get("MASKSEARCH_LOGGING_LEVEL", "WARNING"))
+from masksearch.core.logs import module_logger
+
+logger = module_logger(__name__)
 
 STRATEGIES = ("staged", "linear", "mixed")
 _STATE_VERSION = 2  # 2: staged/mixed span the run (total_samples); the epoch's drawn prefix
+
+
+def _strategy_name(strategy: str) -> str:
+    """``strategy`` lower-cased; ``ValueError`` naming the known ones (``none`` included) otherwise."""
+    name = str(strategy).strip().lower()
+    if name not in (*STRATEGIES, "none"):
+        raise ValueError(f"Unknown curriculum strategy '{strategy}'; known: {[*STRATEGIES, 'none']}")
+    return name
+
+
+@dataclass(frozen=True)
+class CurriculumSettings:
+    """``masksearch.curriculum``: the order the ``masksearch`` trainer mode draws training rows in.
+
+    Attributes:
+        strategy: ``none`` (verl's own sampler), ``staged``, ``linear`` or ``mixed`` (module docstring).
+        total_samples: the span; ``None``: the run's ``total_training_steps x train_batch_size``.
+        seed: ``None``: ``data.seed`` (1 when that is unset).
+        zero_mask_level, width: as in :class:`CurriculumSampler`.
+    """
+
+    strategy: str = "none"
+    total_samples: int | None = None
+    seed: int | None = None
+    zero_mask_level: int | None = None
+    width: float = 0.2
+
+    def __post_init__(self) -> None:
+        _strategy_name(self.strategy)
 
 
 class CurriculumSampler(Sampler[int]):
@@ -336,11 +365,9 @@ def build_curriculum_sampler(
 
     ``kwargs`` go to ``CurriculumSampler`` (``zero_mask_level``, ``width``).
     """
-    name = str(strategy).strip().lower()
+    name = _strategy_name(strategy)
     if name == "none":
         return None
-    if name not in STRATEGIES:
-        raise ValueError(f"Unknown curriculum strategy '{strategy}'; known: {[*STRATEGIES, 'none']}")
     return CurriculumSampler(mask_nums, strategy=name, seed=seed, total_samples=total_samples, **kwargs)
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import logging
 import math
 import os
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from tqdm import tqdm
 
 from masksearch import cache_root
 from masksearch.core.atomic import atomic_path
+from masksearch.core.logs import module_logger
 from masksearch.search_tool.corpus import (  # the format is search_tool's; re-exported for builders
     BadRow,
     CorpusError,
@@ -65,9 +65,7 @@ __all__ = [
     "write_passages_jsonl",
 ]
 
-logger = logging.getLogger(__name__)
-if os.environ.get("MASKSEARCH_LOGGING_LEVEL"):
-    logger.setLevel(os.environ["MASKSEARCH_LOGGING_LEVEL"].upper())
+logger = module_logger(__name__, None)
 
 EMBEDDED = "embedded"
 DEFAULT_CHUNK_WORDS = 100

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from masksearch.core.cli_support import add_group, flag_values
 from masksearch.core.errors import UserFacingError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    corpus = subparsers.add_parser("corpus", help="Build retrieval corpora.")
-    sub = corpus.add_subparsers(dest="corpus_command", metavar="<action>", required=True)
+    sub = add_group(subparsers, "corpus", "Build retrieval corpora.", "corpus_command", required=True)
     build = sub.add_parser(
         "build",
         help="Write a Search-R1 corpus ({'id', 'contents': 'Title\\ntext'}) as JSONL or parquet.",
@@ -54,14 +54,8 @@ def _build(args: argparse.Namespace) -> int:
     check_out_file(args.out, suffixes=OUT_SUFFIXES, note=" (the suffix picks the format)")
     try:
         with writing(args.out):
-            report = build_corpus(
-                args.out,
-                args.source,
-                chunk_words=args.chunk_words,
-                strict=args.strict,
-                limit=args.limit,
-                show_progress=not args.no_progress,
-            )
+            flags = flag_values(args, ("chunk_words", "strict", "limit"))
+            report = build_corpus(args.out, args.source, show_progress=not args.no_progress, **flags)
     except CorpusError as exc:
         raise UserFacingError(str(exc)) from None
     print(report.summary())

@@ -12,6 +12,7 @@ turn containing ``<information>`` would teach the model to write observations it
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -101,12 +102,14 @@ RAMP_TEMPLATE = PromptTemplate(system=RAMP_SYSTEM, user=RAMP_USER, example=RAMP_
 QA_TEMPLATE = PromptTemplate(system=QA_SYSTEM, user=QA_USER, example=QA_EXAMPLE)
 
 
-def load_prompt_template(path: str | Path, base: PromptTemplate) -> PromptTemplate:
-    """Override ``base`` with the keys ``system``, ``user``, ``example`` of a JSON file.
+def load_prompt_template(path: str | Path | None, base: PromptTemplate) -> PromptTemplate:
+    """Override ``base`` with the keys ``system``, ``user``, ``example`` of a JSON file (none: ``base``).
 
     Raises:
         ValueError: the file is not a JSON object or has keys other than those three.
     """
+    if not path:
+        return base
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     allowed = {f.name for f in fields(PromptTemplate)}
     if not isinstance(data, dict) or not set(data) <= allowed:
@@ -114,6 +117,34 @@ def load_prompt_template(path: str | Path, base: PromptTemplate) -> PromptTempla
     if not all(isinstance(v, str) for v in data.values()):
         raise ValueError(f"{path}: every template value must be a string")
     return replace(base, **data)
+
+
+def add_prompt_args(p: argparse.ArgumentParser, template: str, *, show_title: bool = False) -> None:
+    """The prompt flags of ``ramp build`` and ``qa prepare``: ``--one-shot``, (``--show-title``),
+    ``--prompt-file`` over the built-in ``template`` ("RAMP" or "QA"), ``--agent-name``."""
+    p.add_argument(
+        "--one-shot",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Put a worked example in the system prompt (default: on).",
+    )
+    if show_title:
+        p.add_argument(
+            "--show-title",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="Show the passage title in the prompt (default: on).",
+        )
+    p.add_argument(
+        "--prompt-file",
+        default=None,
+        help=f"JSON overriding the template (system/user/example) (default: the built-in {template} template).",
+    )
+    p.add_argument(
+        "--agent-name",
+        default=DEFAULT_AGENT_NAME,
+        help=f"verl agent loop that runs these rows (the rows' agent_name) (default: {DEFAULT_AGENT_NAME}).",
+    )
 
 
 def ramp_messages(

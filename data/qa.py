@@ -14,8 +14,6 @@ or without any answer are skipped and counted.
 from __future__ import annotations
 
 import json
-import logging
-import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from masksearch.core.logs import module_logger
 from masksearch.data.prompts import DEFAULT_AGENT_NAME, QA_TEMPLATE, PromptTemplate, qa_messages
 from masksearch.data.schema import make_row
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.environ.get("MASKSEARCH_LOGGING_LEVEL", "WARNING"))
+logger = module_logger(__name__)
 
 ANSWER_KEYS = ("golden_answers", "answers", "answer")
 SKIP_REASONS = ("no_question", "no_answer")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from masksearch.core.cli_support import add_group
 from masksearch.core.errors import UserFacingError
-from masksearch.data.prompts import DEFAULT_AGENT_NAME
+from masksearch.data.prompts import add_prompt_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,22 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="Output .parquet file (required; replaced if it exists).")
     p.add_argument("--data-source", default=None, help="Dataset name (default: from the file name).")
     p.add_argument("--split", default="train", help="Split name stored in extra_info.split (default: train).")
-    p.add_argument(
-        "--one-shot",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="Put a worked example in the system prompt (default: on).",
-    )
-    p.add_argument(
-        "--prompt-file",
-        default=None,
-        help="JSON overriding the template (system/user/example) (default: the built-in QA template).",
-    )
-    p.add_argument(
-        "--agent-name",
-        default=DEFAULT_AGENT_NAME,
-        help=f"verl agent loop that runs these rows (the rows' agent_name) (default: {DEFAULT_AGENT_NAME}).",
-    )
+    add_prompt_args(p, "QA")
     p.set_defaults(handler=run_prepare)
 
 
@@ -54,14 +39,13 @@ def run_prepare(args: argparse.Namespace) -> int:
         raise UserFacingError(f"input not found: {src}")
     check_out_file(args.out, suffixes=(".parquet",))
     try:
-        template = load_prompt_template(args.prompt_file, QA_TEMPLATE) if args.prompt_file else QA_TEMPLATE
         rows, summary = prepare_qa(
             read_qa_records(src),
             data_source=args.data_source or default_data_source(src),
             split=args.split,
             one_shot=args.one_shot,
             agent_name=args.agent_name,
-            template=template,
+            template=load_prompt_template(args.prompt_file, QA_TEMPLATE),
         )
     except (ValueError, OSError) as exc:
         raise UserFacingError(str(exc)) from exc

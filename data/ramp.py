@@ -13,8 +13,6 @@ config and seed give the same rows.
 from __future__ import annotations
 
 import hashlib
-import logging
-import os
 import random
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from masksearch.core.atomic import atomic_write_json
+from masksearch.core.logs import module_logger
 from masksearch.data.masking import (
     REJECT_REASONS,
     apply_masks,
@@ -44,8 +43,7 @@ from masksearch.data.prompts import (
 from masksearch.data.schema import make_row, write_rows
 from masksearch.data.spans import ExtractorError, Span, SpanExtractor
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.environ.get("MASKSEARCH_LOGGING_LEVEL", "WARNING"))
+logger = module_logger(__name__)
 
 DATA_SOURCE = "ramp"
 

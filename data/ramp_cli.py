@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 from pathlib import Path
 
-from masksearch.core.cli_support import add_group
+from masksearch.core.cli_support import add_group, settings_from_args
 from masksearch.core.errors import UserFacingError
-from masksearch.data.prompts import DEFAULT_AGENT_NAME
+from masksearch.core.logs import module_logger
+from masksearch.data.prompts import add_prompt_args
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.environ.get("MASKSEARCH_LOGGING_LEVEL", "WARNING"))
+logger = module_logger(__name__, "WARNING")
 
 # Where the LLM extractor's key is looked up when --llm-api-key-env is not given, in order.
 DEFAULT_LLM_KEY_ENV = ("MASKSEARCH_LLM_API_KEY", "OPENAI_API_KEY")
@@ -109,28 +108,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Fail on a malformed passage or an extractor error, and when fewer than --num-samples are "
         "built (default: count them and go on).",
     )
-    p.add_argument(
-        "--one-shot",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="Put a worked example in the system prompt (default: on).",
-    )
-    p.add_argument(
-        "--show-title",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="Show the passage title in the prompt (default: on).",
-    )
-    p.add_argument(
-        "--prompt-file",
-        default=None,
-        help="JSON overriding the template (system/user/example) (default: the built-in RAMP template).",
-    )
-    p.add_argument(
-        "--agent-name",
-        default=DEFAULT_AGENT_NAME,
-        help=f"verl agent loop that runs these rows (the rows' agent_name) (default: {DEFAULT_AGENT_NAME}).",
-    )
+    add_prompt_args(p, "RAMP", show_title=True)
     p.add_argument("--no-progress", action="store_true", help="Hide the progress bar (default: shown).")
     p.set_defaults(handler=run_build)
 
@@ -212,23 +190,11 @@ def run_build(args: argparse.Namespace) -> int:
         args.out, overwrite=args.overwrite, replaces="train.parquet, val.parquet and summary.json"
     )
     try:
-        template = (
-            load_prompt_template(args.prompt_file, RAMP_TEMPLATE) if args.prompt_file else RAMP_TEMPLATE
-        )
-        config = RampConfig(
-            num_samples=args.num_samples,
-            min_masks=args.min_masks,
-            max_masks=args.max_masks,
+        config = settings_from_args(
+            RampConfig,
+            args,
+            template=load_prompt_template(args.prompt_file, RAMP_TEMPLATE),
             mask_mix=parse_mask_mix(args.mask_mix) if args.mask_mix else None,
-            seed=args.seed,
-            min_words=args.min_words,
-            max_words=args.max_words,
-            val_fraction=args.val_fraction,
-            strict=args.strict,
-            one_shot=args.one_shot,
-            show_title=args.show_title,
-            agent_name=args.agent_name,
-            template=template,
         )
         extractor = make_extractor(args.extractor, **_extractor_options(args))
     except (ValueError, OSError, ExtractorUnavailable) as exc:

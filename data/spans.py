@@ -16,7 +16,6 @@ Three extractors, chosen by name through ``make_extractor``:
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 from collections.abc import Callable
@@ -24,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.environ.get("MASKSEARCH_LOGGING_LEVEL", "WARNING"))
+from masksearch.core.logs import module_logger
+
+logger = module_logger(__name__)
 
 
 @dataclass(frozen=True)

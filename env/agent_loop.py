@@ -17,8 +17,6 @@ observation ids (mask 0, log-prob 0.0), and never re-tokenises the context. The 
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,21 +27,19 @@ from verl.utils.profiler import simple_timer
 from verl.utils.rollout_trace import rollout_trace_op
 from verl.workers.rollout.replica import TokenOutput
 
+from masksearch.core.logs import module_logger
 from masksearch.env.config import SearchEnvConfig
 from masksearch.env.prompts import apply_system_prompt
 from masksearch.env.retrieval import asearch_one, get_search_client
 from masksearch.env.session import AgentState, SearchSession
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
 __all__ = ["AGENT_NAME", "SearchAgentLoop", "agent_loop_config_path", "build_sampling_params"]
 
 #: The name datasets put in their ``agent_name`` column.
 AGENT_NAME = "masksearch_agent"
 _CONFIG_FILE = Path(__file__).resolve().parent / "config" / "agent_loops.yaml"
-# Keys verl's worker passes to every agent loop that this loop does not use.
-_IGNORED_KWARGS = frozenset({"name", "tools"})
 
 
 def agent_loop_config_path() -> str:
@@ -86,17 +82,14 @@ class SearchAgentLoop(AgentLoopBase):
     """Think / ``<search>`` / ``<information>`` / ``<answer>`` rollouts against a retriever.
 
     verl instantiates it once per sample (``hydra.utils.instantiate`` in ``AgentLoopWorker``);
-    keyword arguments from the YAML entry that name :class:`SearchEnvConfig` fields override
-    ``trainer_config.masksearch.env``. ``search_client`` injects a client (tests, custom setups);
+    keyword arguments from the YAML entry are :class:`SearchEnvConfig` fields that override
+    ``trainer_config.masksearch.env`` (any other key is an error). ``search_client`` injects a client (tests, custom setups);
     otherwise one client per process is built on the first search.
     """
 
     def __init__(self, *args: Any, search_client: Any = None, **kwargs: Any):
-        fields_ = SearchEnvConfig.field_names()
-        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in fields_}
-        unknown = sorted(set(kwargs) - _IGNORED_KWARGS - _BASE_KWARGS)
-        if unknown:
-            logger.warning("%s ignores unknown agent-loop kwargs %s", AGENT_NAME, unknown)
+        # everything but verl's own arguments is an env setting; a typo is an error (load_settings)
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k not in _BASE_KWARGS}
         super().__init__(*args, **kwargs)
         self.env_config = SearchEnvConfig.resolve(self.config, overrides)
         self.response_length = int(self.rollout_config.response_length)
@@ -208,15 +201,9 @@ class SearchAgentLoop(AgentLoopBase):
         )
 
 
-# Keyword arguments of AgentLoopBase.__init__ (passed through to it, never env settings).
+# What verl's AgentLoopWorker passes to every loop (AgentLoopBase.__init__'s arguments, the YAML
+# entry's `name`, the worker's `tools`): passed through to AgentLoopBase, never env settings.
 _BASE_KWARGS = frozenset(
-    {
-        "trainer_config",
-        "server_manager",
-        "tokenizer",
-        "processor",
-        "dataset_cls",
-        "data_config",
-        "hf_model_type",
-    }
+    {"trainer_config", "server_manager", "tokenizer", "processor", "dataset_cls", "data_config"}
+    | {"hf_model_type", "name", "tools"}
 )

@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from masksearch.core.errors import UserFacingError
-from masksearch.env.cli_options import add_env_args, add_generator_args, env_config_from_args, make_generator
+from masksearch.env.cli_options import add_env_args, add_generator_args, make_generator, search_env_from_args
 
 __all__ = ["register"]
 
@@ -39,15 +39,9 @@ def register(subparsers: Any) -> None:
 def _chat(args: argparse.Namespace) -> int:
     from masksearch.env.generators import GenerationError
     from masksearch.env.prompts import build_messages
-    from masksearch.env.retrieval import get_search_client
     from masksearch.env.standalone import format_trajectory, run_search_episode
 
-    config = env_config_from_args(args)
-    try:
-        client = get_search_client(config)
-        client.wait_ready()  # load the index / wait for the server before any model work
-    except (ValueError, OSError, ImportError) as exc:
-        raise UserFacingError(str(exc)) from exc
+    config, client = search_env_from_args(args)
     if args.max_new_tokens < 1:
         raise UserFacingError("--max-new-tokens must be >= 1")
 

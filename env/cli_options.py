@@ -3,7 +3,8 @@
 ``masksearch chat`` (env), ``masksearch eval`` and ``masksearch sft synthesize|evolve`` declare their
 retriever / env flags with :func:`add_env_args` and build the env settings with
 :func:`env_config_from_args`, so defaults come from one place, :class:`SearchEnvConfig` (the
-values RL uses in ``recipes/dapo_ramp``). ``chat`` and ``eval`` declare the generator flags with
+values RL uses in ``recipes/dapo_ramp``); ``chat`` and ``eval`` get the settings and a ready search
+client from :func:`search_env_from_args`. They declare the generator flags with
 :func:`add_generator_args` and load the model with :func:`make_generator`; a local ``--model`` may
 be an HF folder or a verl checkpoint (``global_step_N[/actor]``, merged once,
 :mod:`masksearch.backends.checkpoints`).
@@ -18,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from masksearch.core.errors import UserFacingError
+from masksearch.core.errors import UserFacingError, one_line
 from masksearch.env.config import SearchEnvConfig
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "env_config_from_args",
     "make_generator",
     "resolve_local_model",
+    "search_env_from_args",
 ]
 
 _DEFAULTS = SearchEnvConfig()
@@ -79,12 +81,30 @@ def env_config_from_args(args: argparse.Namespace) -> SearchEnvConfig:
     try:
         config = SearchEnvConfig.resolve(None, {k: v for k, v in overrides.items() if v is not None})
     except ValueError as exc:
-        raise UserFacingError(" ".join(str(exc).split())[:300]) from None
+        raise UserFacingError(one_line(exc)) from None
     if config.retriever_index and not Path(config.retriever_index).is_dir():
         raise UserFacingError(
             f"index folder not found: {config.retriever_index} (build one with 'masksearch index build')"
         )
     return config
+
+
+def search_env_from_args(args: argparse.Namespace) -> tuple[SearchEnvConfig, Any]:
+    """The env settings of a command and its search client, ready: the index loaded or the server
+    answering, before any model work (a wrong retriever fails in seconds, not after a model load).
+
+    Raises:
+        UserFacingError: a bad value, a missing index, a server that never answers (one line).
+    """
+    from masksearch.env.retrieval import get_search_client
+
+    config = env_config_from_args(args)
+    try:
+        client = get_search_client(config)
+        client.wait_ready()
+    except (ValueError, OSError, ImportError) as exc:
+        raise UserFacingError(one_line(exc)) from None
+    return config, client
 
 
 def add_generator_args(p: argparse.ArgumentParser, *, model_required: bool = False) -> None:
@@ -137,7 +157,7 @@ def resolve_local_model(model: str) -> str:
     try:
         return str(resolve_model_path(path))
     except (FileNotFoundError, CheckpointError, OSError) as exc:
-        raise UserFacingError(" ".join(str(exc).split())[:300]) from None
+        raise UserFacingError(one_line(exc)) from None
 
 
 DTYPES = ("float32", "float16", "bfloat16", "auto")
@@ -220,6 +240,4 @@ def make_generator(args: argparse.Namespace) -> tuple[Any, Any, str]:
         )
         return gen, gen.tokenizer, model
     except (OSError, ImportError, ValueError) as exc:
-        raise UserFacingError(
-            f"cannot load model {args.model!r}: {' '.join(str(exc).split())[:300]}"
-        ) from None
+        raise UserFacingError(f"cannot load model {args.model!r}: {one_line(exc)}") from None

@@ -11,17 +11,19 @@ Where the values come from, lowest precedence first:
    ``_target_: ...`` / ``max_turns: 2``), so one training run can ship two loops with different
    settings.
 
-Unknown keys are an error (a typo in ``+masksearch.env.max_turn=3`` must not be ignored).
+The values are loaded by :func:`masksearch.core.settings.load_settings` (verl's
+``omega_conf_to_dataclass``): unknown keys are an error (a typo in ``masksearch.env.max_turn=3``
+must not be ignored) and strings from env vars or flags become the field's type.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from masksearch.core.settings import load_settings
 
 __all__ = ["ENV_INDEX_DIR", "ENV_RETRIEVER_URL", "TRAINER_CONFIG_KEY", "SearchEnvConfig"]
 
@@ -91,6 +93,9 @@ class SearchEnvConfig:
             raise ValueError(
                 f"max_retrieval_error_steps must be an int >= 1, got {self.max_retrieval_error_steps!r}"
             )
+        for key in ("retriever_index", "retriever_url"):  # an empty flag or env var means "not set"
+            if getattr(self, key) == "":
+                object.__setattr__(self, key, None)
         if self.retriever_index and self.retriever_url:
             raise ValueError(
                 "Set only one of retriever_index and retriever_url "
@@ -103,19 +108,10 @@ class SearchEnvConfig:
         return bool(self.retriever_index or self.retriever_url)
 
     @classmethod
-    def field_names(cls) -> frozenset[str]:
-        """Names of the settings (the keys accepted under ``masksearch.env``)."""
-        return frozenset(f.name for f in dataclasses.fields(cls))
-
-    @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> SearchEnvConfig:
-        """Build from a plain mapping; unknown keys raise ``ValueError`` naming the valid ones."""
-        values = dict(values or {})
-        unknown = sorted(set(values) - cls.field_names())
-        if unknown:
-            raise ValueError(f"Unknown masksearch.env key(s) {unknown}; valid: {sorted(cls.field_names())}")
-        values = _coerce(values)
-        return cls(**values)
+        """Build from a plain mapping through :func:`~masksearch.core.settings.load_settings` (unknown
+        keys and wrong types are one-line ``ValueError``-s naming the valid keys)."""
+        return load_settings(cls, values, TRAINER_CONFIG_KEY)
 
     @classmethod
     def resolve(
@@ -137,7 +133,7 @@ class SearchEnvConfig:
         """
         merged: dict[str, Any] = {}
         merged.update(_section(trainer_config))
-        merged.update({k: v for k, v in dict(overrides or {}).items()})
+        merged.update(dict(overrides or {}))
         if not merged.get("retriever_index") and not merged.get("retriever_url"):
             env = os.environ if environ is None else environ
             index, url = env.get(ENV_INDEX_DIR) or None, env.get(ENV_RETRIEVER_URL) or None
@@ -152,41 +148,9 @@ class SearchEnvConfig:
 
 def _section(trainer_config: Any) -> dict[str, Any]:
     """The ``masksearch.env`` group of a verl config (``DictConfig`` or mapping) as a plain dict."""
-    if trainer_config is None:
-        return {}
     node: Any = trainer_config
     for part in TRAINER_CONFIG_KEY.split("."):
-        getter = getattr(node, "get", None)
-        if getter is None:
-            return {}
-        node = getter(part, None)
-        if node is None:
-            return {}
-    try:  # DictConfig -> dict with interpolations resolved; plain mappings pass through.
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(node, DictConfig):
-            node = OmegaConf.to_container(node, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf ships with verl
-        pass
-    if not isinstance(node, Mapping):
+        node = node.get(part, None) if isinstance(node, Mapping) else None
+    if node is not None and not isinstance(node, Mapping):
         raise ValueError(f"{TRAINER_CONFIG_KEY} must be a mapping, got {type(node).__name__}")
-    return dict(node)
-
-
-def _coerce(values: dict[str, Any]) -> dict[str, Any]:
-    """Light type coercion for values that arrive as strings (env vars, CLI, YAML quirks)."""
-    out = dict(values)
-    for key in ("max_turns", "topk", "max_obs_tokens", "search_retries", "max_retrieval_error_steps"):
-        if key in out and isinstance(out[key], str) and out[key].strip().lstrip("-").isdigit():
-            out[key] = int(out[key])
-    for key in ("search_timeout_s", "max_retrieval_error_rate"):
-        if key in out and isinstance(out[key], (str, int)) and not isinstance(out[key], bool):
-            with contextlib.suppress(ValueError):
-                out[key] = float(out[key])
-    for key in ("retriever_index", "retriever_url", "system_prompt"):
-        if key in out and out[key] is not None:
-            out[key] = str(out[key])
-            if key != "system_prompt" and not out[key]:
-                out[key] = None
-    return out
+    return dict(node or {})  # a DictConfig's interpolations resolve as its values are read

@@ -4,8 +4,8 @@ All of them follow :class:`TextGenerator`: ``generate(prompt, max_new_tokens, st
 GenerationResult``. ``token_in`` generators take the prompt as token ids and return token ids
 (exact, as in training); the others take and return text, which the runner tokenises.
 
-- :class:`HFGenerator` -- a transformers causal LM, batched with left padding; finished rows leave
-  the batch and waiting prompts take their place (CPU-friendly).
+- :class:`HFGenerator` -- a transformers causal LM over the one generation engine
+  (``masksearch.engine``): finished rows leave the batch and waiting prompts take their place.
 - :class:`OpenAIGenerator` -- any OpenAI-compatible server (``/v1/completions`` or
   ``/v1/chat/completions``), with httpx; no ``openai`` package needed.
 - :class:`VLLMGenerator` -- offline vLLM, only when ``vllm`` is installed.
@@ -16,16 +16,14 @@ string anyway, so a backend that ignores them (or overshoots by a few tokens) is
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from masksearch.core.grammar import ANSWER, SEARCH
+from masksearch.core.logs import module_logger
+from masksearch.engine.stops import restore_stop
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
 __all__ = [
     "GenerationError",
@@ -59,6 +57,12 @@ class GenerationResult:
     finish_reason: str | None = None
 
 
+#: A prompt: token ids (``token_in`` generators) or text.
+Prompt = Sequence[int] | str
+#: The chat so far, for chat-style backends (the partial assistant turn last).
+Messages = list[dict[str, Any]] | None
+
+
 @runtime_checkable
 class TextGenerator(Protocol):
     """What the standalone runner needs from a model.
@@ -71,12 +75,7 @@ class TextGenerator(Protocol):
     token_in: bool
 
     def generate(
-        self,
-        prompt: Sequence[int] | str,
-        max_new_tokens: int,
-        stop: Sequence[str],
-        *,
-        messages: list[dict[str, Any]] | None = None,
+        self, prompt: Prompt, max_new_tokens: int, stop: Sequence[str], *, messages: Messages = None
     ) -> GenerationResult: ...
 
 
@@ -85,12 +84,7 @@ class _BatchGenerator:
     """Shared by the batched local generators: one prompt is a batch of one."""
 
     def generate(
-        self,
-        prompt: Sequence[int] | str,
-        max_new_tokens: int,
-        stop: Sequence[str],
-        *,
-        messages: list[dict[str, Any]] | None = None,
+        self, prompt: Prompt, max_new_tokens: int, stop: Sequence[str], *, messages: Messages = None
     ) -> GenerationResult:
         return self.generate_batch([prompt], [max_new_tokens], stop)[0]
 
@@ -102,14 +96,11 @@ def _per_prompt_limits(max_new_tokens: Sequence[int] | int, count: int) -> list[
 
 
 class HFGenerator(_BatchGenerator):
-    """A transformers causal LM, decoded in batches that rows join and leave as they go.
+    """A transformers causal LM, an adapter over the one generation engine (``masksearch.engine``).
 
-    Rows are left-padded with attention masks and per-row position ids (numerics of an unbatched
-    pass); a row that hits EOS, a stop string or its own token limit leaves the batch at once and
-    costs no further decode steps, and the next waiting prompt takes its place. Stop strings are
-    checked per row on the decoded tail of its new tokens, the same rule as transformers'
-    ``stop_strings`` but per row (``generate`` stops a batch only when every row has stopped).
-    Decoding is ``masksearch.backends.hf_decode.BatchDecoder``, shared with the ``hf`` rollout.
+    A row that hits EOS, a stop string or its own token limit leaves the batch at once (costing no
+    further decode steps) and the next waiting prompt takes its place, with the numerics of an
+    unbatched pass. Calls from several threads (the self-evolve student, ``sft serve``) share one batch.
 
     Args:
         model_path: model directory or hub name (``AutoModelForCausalLM``).
@@ -146,119 +137,87 @@ class HFGenerator(_BatchGenerator):
         **model_kwargs: Any,
     ):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from masksearch.engine.engine import GenerationEngine, load_causal_lm
+        from masksearch.engine.prefix_cache import PrefixCache
+
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if prefix_cache_mb is not None and prefix_cache_mb < 0:
+            raise ValueError(f"prefix_cache_mb must be >= 0, got {prefix_cache_mb}")
         self._torch = torch
-        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_path, **model_kwargs)
-        if torch_dtype is not None:
-            model_kwargs["dtype"] = getattr(torch, torch_dtype)
-        from masksearch.backends.cpu_decode import register_attention
-
-        # SDPA without expanding grouped KV heads at every decode step (the same numerics)
-        model_kwargs.setdefault("attn_implementation", register_attention())
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, **model_kwargs).to(device)
-        self.model.eval()
+        dtype = getattr(torch, torch_dtype) if torch_dtype is not None else None
+        self.model, self.tokenizer = load_causal_lm(
+            model_path, dtype=dtype, device=device, tokenizer=tokenizer, **model_kwargs
+        )
         self.device = device
         self.temperature = float(temperature)
         self.top_p = float(top_p)
         self.seed = seed
-        if max_batch_size is not None and max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.max_batch_size = max_batch_size
-        pad = self.tokenizer.pad_token_id
-        self.pad_token_id = pad if pad is not None else self.tokenizer.eos_token_id
-        if self.pad_token_id is None:
-            raise ValueError(f"{model_path}: tokenizer has neither a pad nor an EOS token")
-        eos = self.model.generation_config.eos_token_id
-        eos = [eos] if isinstance(eos, int) else list(eos or [])
-        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in eos:
-            eos.append(self.tokenizer.eos_token_id)
-        self.eos_token_ids = [int(t) for t in eos]
-        self.last_decode_stats: dict[str, int] = {}  # forward passes and row-steps of the last call
-        from masksearch.backends.prefix_cache import PrefixCache
-
         if prefix_cache_mb is None:
             import psutil
 
             budget = min(4 * 2**30, psutil.virtual_memory().available // 8)
         else:
-            if prefix_cache_mb < 0:
-                raise ValueError(f"prefix_cache_mb must be >= 0, got {prefix_cache_mb}")
             budget = int(prefix_cache_mb) * 2**20
         self.prefix_cache = PrefixCache(budget)
+        # no generator: unseeded rows sample from torch's global RNG; seeded calls bring their own
+        self.engine = GenerationEngine(
+            self.model, self.tokenizer, prefix_cache=self.prefix_cache, name="hf-generator"
+        )
+        self.eos_token_ids, self.pad_token_id = self.engine.eos_token_ids, self.engine.pad_token_id
+        self.last_decode_stats: dict[str, int] = {}  # forward passes and row-steps of the last call
 
     def batch_size_for(self, tokens_per_row: int) -> int:
         """Rows decoded together for rows of up to ``tokens_per_row`` tokens (prompt + new)."""
-        from masksearch.backends.hf_decode import batch_size_for_memory
+        from masksearch.engine.hf_decode import batch_size_for_memory
 
         if self.max_batch_size is not None:
             return self.max_batch_size
         return min(self.MAX_AUTO_BATCH, batch_size_for_memory(self.model, tokens_per_row))
 
-    def generate_batch(
-        self,
-        prompts: Sequence[Sequence[int] | str],
-        max_new_tokens: Sequence[int] | int,
-        stop: Sequence[str],
-    ) -> list[GenerationResult]:
-        from masksearch.backends.hf_decode import BatchDecoder, Row, RowSpec
+    def row_spec(self, prompt: Prompt, max_new_tokens: int, stop: Sequence[str], **sampling: Any) -> Any:
+        """The engine row for one prompt; ``sampling`` overrides this generator's ``temperature``,
+        ``top_p`` or ``generator`` (a ``torch.Generator``) for this row only."""
+        from masksearch.engine.hf_decode import RowSpec
 
-        ids = [
-            self.tokenizer.encode(p, add_special_tokens=False) if isinstance(p, str) else [int(t) for t in p]
-            for p in prompts
-        ]
-        if not ids:
-            return []
-        limits = _per_prompt_limits(max_new_tokens, len(ids))
-        if len(limits) != len(ids):
-            raise ValueError(f"{len(limits)} max_new_tokens for {len(ids)} prompts")
-        # a private generator, reseeded per batch: reproducible sampling that never touches (or
-        # depends on) torch's global RNG, which other code in the process draws from
-        generator = None
-        if self.seed is not None:
-            generator = self._torch.Generator().manual_seed(self.seed)
-        rows = [
-            Row(
-                RowSpec(
-                    prompt_ids=x,
-                    max_tokens=max(0, limit),
-                    temperature=self.temperature,
-                    top_p=self.top_p,
-                    stop=tuple(stop),
-                )
-            )
-            for x, limit in zip(ids, limits, strict=True)
-        ]
-        size = self.batch_size_for(max(len(x) for x in ids) + max(limits))
-        decoder = BatchDecoder(
-            self.model,
-            self.tokenizer,
-            self.eos_token_ids,
-            self.pad_token_id,
-            prefix_cache=self.prefix_cache,
-            generator=generator,
+        ids = self.tokenizer.encode(prompt, add_special_tokens=False) if isinstance(prompt, str) else prompt
+        settings = {"temperature": self.temperature, "top_p": self.top_p, **sampling}
+        return RowSpec([int(t) for t in ids], max(0, int(max_new_tokens)), stop=tuple(stop), **settings)
+
+    def result(self, row: Any) -> GenerationResult:
+        """A finished engine row as a :class:`GenerationResult`."""
+        text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        return GenerationResult(
+            text=text, token_ids=row.tokens, logprobs=row.log_probs, finish_reason=row.finish
         )
-        waiting = list(rows)  # an empty prompt with a budget is a ValueError in BatchDecoder.add
-        while waiting or decoder.running:
-            free = size - len(decoder.running)
-            if waiting and free > 0:  # refill the batch as rows finish
-                decoder.add(waiting[:free])
-                waiting = waiting[free:]
-            decoder.step()
-        self.last_decode_stats = {
-            "forward_passes": decoder.forward_passes,
-            "row_steps": decoder.row_steps,
-            "prefilled_tokens": decoder.prefilled_tokens,
-        }
-        return [
-            GenerationResult(
-                text=self.tokenizer.decode(row.tokens, skip_special_tokens=True),
-                token_ids=row.tokens,
-                logprobs=row.log_probs,
-                finish_reason=row.finish,
-            )
-            for row in rows
+
+    def generate_batch(
+        self, prompts: Sequence[Prompt], max_new_tokens: Sequence[int] | int, stop: Sequence[str]
+    ) -> list[GenerationResult]:
+        if not prompts:
+            return []
+        limits = _per_prompt_limits(max_new_tokens, len(prompts))
+        if len(limits) != len(prompts):
+            raise ValueError(f"{len(limits)} max_new_tokens for {len(prompts)} prompts")
+        # a private generator, reseeded per call: reproducible sampling that never touches (or
+        # depends on) torch's global RNG, which other code in the process draws from
+        generator = None if self.seed is None else self._torch.Generator(self.device).manual_seed(self.seed)
+        specs = [
+            self.row_spec(p, limit, stop, generator=generator)
+            for p, limit in zip(prompts, limits, strict=True)
         ]
+        self.engine.max_batch_size = self.batch_size_for(max(len(s.prompt_ids) for s in specs) + max(limits))
+        decoder = self.engine.decoder
+        before = (decoder.forward_passes, decoder.row_steps, decoder.prefilled_tokens)
+        rows = [future.result() for future in self.engine.submit_many(specs)]
+        self.last_decode_stats = {  # this call's share, when no other thread decodes at the same time
+            "forward_passes": decoder.forward_passes - before[0],
+            "row_steps": decoder.row_steps - before[1],
+            "prefilled_tokens": decoder.prefilled_tokens - before[2],
+        }
+        return [self.result(row) for row in rows]
 
 
 # --------------------------------------------------------------------------- OpenAI-compatible
@@ -322,12 +281,7 @@ class OpenAIGenerator:
         self.client.close()
 
     def generate(
-        self,
-        prompt: Sequence[int] | str,
-        max_new_tokens: int,
-        stop: Sequence[str],
-        *,
-        messages: list[dict[str, Any]] | None = None,
+        self, prompt: Prompt, max_new_tokens: int, stop: Sequence[str], *, messages: Messages = None
     ) -> GenerationResult:
         from masksearch.core.openai_client import EndpointError
 
@@ -358,38 +312,8 @@ class OpenAIGenerator:
             text = choice.get("text") or ""
         else:
             text = (choice.get("message") or {}).get("content") or ""
-        text, finish = _restore_stop(text, list(stop), choice.get("finish_reason"), choice)
+        text, finish = restore_stop(text, list(stop), choice.get("finish_reason"), choice)
         return GenerationResult(text=text, finish_reason=finish)
-
-
-def _restore_stop(
-    text: str, stop: list[str], finish_reason: str | None, choice: dict[str, Any]
-) -> tuple[str, str | None]:
-    """OpenAI servers drop the stop string from the text; put it back so the grammar sees it.
-
-    ``finish_reason == "stop"`` means a stop string *or* EOS. vLLM says which in ``stop_reason``
-    (the string, or ``None`` for EOS); otherwise the last unclosed ``<search>``/``<answer>`` tells.
-    """
-    if finish_reason == "length":
-        return text, "length"
-    if finish_reason != "stop":
-        return text, None
-    if any(text.endswith(s) for s in stop):
-        return text, "stop"
-    if "stop_reason" in choice:
-        matched = choice["stop_reason"]
-        if isinstance(matched, str) and matched in stop:
-            return text + matched, "stop"
-        return text, "eos"
-    closing = {SEARCH.open: SEARCH.close, ANSWER.open: ANSWER.close}
-    last_open = max(closing, key=text.rfind)
-    if (
-        text.rfind(last_open) >= 0
-        and closing[last_open] in stop
-        and closing[last_open] not in text[text.rfind(last_open) :]
-    ):
-        return text + closing[last_open], "stop"
-    return text, "eos"
 
 
 # --------------------------------------------------------------------------- vLLM (optional)
@@ -431,10 +355,7 @@ class VLLMGenerator(_BatchGenerator):
         self.top_p = float(top_p)
 
     def generate_batch(
-        self,
-        prompts: Sequence[Sequence[int] | str],
-        max_new_tokens: Sequence[int] | int,
-        stop: Sequence[str],
+        self, prompts: Sequence[Prompt], max_new_tokens: Sequence[int] | int, stop: Sequence[str]
     ) -> list[GenerationResult]:
         limits = _per_prompt_limits(max_new_tokens, len(prompts))
         params = [

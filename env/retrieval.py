@@ -3,7 +3,8 @@
 The client itself (``masksearch.search_tool.client``) owns timeouts and retries and returns errors
 as values (``SearchOutcome(hits, error, latency_s)``). The wrappers here add the last guard the
 loop needs: whatever a client does (raise, return the wrong number of outcomes, hang past its own
-timeout in a thread), the env gets a :class:`SearchResult` and turns it into observation text.
+timeout in a thread), the env gets a :class:`~masksearch.search_tool.types.SearchOutcome` and turns
+it into observation text.
 
 verl builds a new agent-loop object for every sample, so the client is cached per process, keyed
 by the settings that shape it (:func:`get_search_client`).
@@ -12,33 +13,22 @@ by the settings that shape it (:func:`get_search_client`).
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from masksearch.core.errors import one_line
+from masksearch.core.logs import module_logger
 from masksearch.env.config import SearchEnvConfig
+from masksearch.search_tool.types import SearchOutcome
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
-__all__ = ["SearchResult", "asearch_one", "clear_search_client_cache", "get_search_client", "search_many"]
+__all__ = ["asearch_one", "clear_search_client_cache", "get_search_client", "search_many"]
 
 _CLIENTS: dict[tuple[Any, ...], Any] = {}
 _CLIENTS_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """What the session consumes for one query: hits, or an error message, and the latency."""
-
-    hits: list[Any] = field(default_factory=list)
-    error: str | None = None
-    latency_s: float = 0.0
-    cached: bool = False  # answered from the client's cache, without asking the retriever
 
 
 def get_search_client(config: SearchEnvConfig) -> Any:
@@ -83,22 +73,17 @@ def clear_search_client_cache() -> None:
         _CLIENTS.clear()
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _normalise(outcomes: Any, n: int, started: float) -> list[SearchResult]:
+def _normalise(outcomes: Any, n: int, started: float) -> list[SearchOutcome]:
     elapsed = time.perf_counter() - started
     outcomes = list(outcomes or [])
     if len(outcomes) != n:
         err = f"search client returned {len(outcomes)} results for {n} queries"
-        return [SearchResult(error=err, latency_s=elapsed) for _ in range(n)]
+        return [SearchOutcome(error=err, latency_s=elapsed) for _ in range(n)]
     results = []
     for o in outcomes:
         latency = getattr(o, "latency_s", None)
         results.append(
-            SearchResult(
+            SearchOutcome(
                 hits=list(getattr(o, "hits", None) or []),
                 error=getattr(o, "error", None),
                 latency_s=float(elapsed if latency is None else latency),
@@ -108,7 +93,7 @@ def _normalise(outcomes: Any, n: int, started: float) -> list[SearchResult]:
     return results
 
 
-def search_many(client: Any, queries: Sequence[str], topk: int) -> list[SearchResult]:
+def search_many(client: Any, queries: Sequence[str], topk: int) -> list[SearchOutcome]:
     """One batched ``client.search(queries, topk)``; never raises."""
     queries = list(queries)
     if not queries:
@@ -117,12 +102,13 @@ def search_many(client: Any, queries: Sequence[str], topk: int) -> list[SearchRe
     try:
         outcomes = client.search(queries, topk)
     except Exception as exc:  # the client should not raise; the env must not either
-        logger.warning("search client raised: %s", _one_line(exc))
-        return [SearchResult(error=_one_line(exc), latency_s=time.perf_counter() - started) for _ in queries]
+        error = one_line(exc, None, typed=True)
+        logger.warning("search client raised: %s", error)
+        return [SearchOutcome(error=error, latency_s=time.perf_counter() - started) for _ in queries]
     return _normalise(outcomes, len(queries), started)
 
 
-async def asearch_one(client: Any, query: str, topk: int) -> SearchResult:
+async def asearch_one(client: Any, query: str, topk: int) -> SearchOutcome:
     """One query without blocking the event loop (``client.asearch`` if it has one, else a thread)."""
     started = time.perf_counter()
     try:
@@ -131,6 +117,7 @@ async def asearch_one(client: Any, query: str, topk: int) -> SearchResult:
         else:
             outcomes = await asyncio.get_running_loop().run_in_executor(None, client.search, [query], topk)
     except Exception as exc:
-        logger.warning("search client raised: %s", _one_line(exc))
-        return SearchResult(error=_one_line(exc), latency_s=time.perf_counter() - started)
+        error = one_line(exc, None, typed=True)
+        logger.warning("search client raised: %s", error)
+        return SearchOutcome(error=error, latency_s=time.perf_counter() - started)
     return _normalise(outcomes, 1, started)[0]

@@ -17,10 +17,12 @@ import random
 import re
 import zlib
 
+from masksearch.core.grammar import INFORMATION
+from masksearch.search_tool.observation import parse_observation
+
 ASSISTANT_START = "<|im_start|>assistant\n"
 USER_START = "<|im_start|>user\n"
 END_OF_TURN = "<|im_end|>"
-_TITLE = re.compile(r"Doc \d+\(Title: ([^)]*)\)")
 _MASK = re.compile(r"\[mask\]", re.IGNORECASE)
 
 
@@ -47,7 +49,8 @@ def search_then_answer(context: str) -> str:
     user, response = _split(context)
     if "<information>" not in response:
         return f"<think>I should look this up.</think>\n<search>{_query_from(user)}</search>"
-    titles = _TITLE.findall(response.rpartition("<information>")[2]) or ["unknown"]
+    observation = response.rpartition(INFORMATION.open)[2].partition(INFORMATION.close)[0]
+    titles = [doc.title for doc in parse_observation(observation)] or ["unknown"]
     masks = re.search(r"Number of masks:\s*(\d+)", user)
     count = int(masks.group(1)) if masks else 1
     rng = random.Random(zlib.crc32(context.encode()) ^ random.getrandbits(32))

@@ -28,8 +28,6 @@ re-tokenised, so the ids the model saw are exactly the ids that are trained on.
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -44,10 +42,11 @@ from masksearch.core.grammar import (
     extract_answer,
     extract_search_query,
 )
+from masksearch.core.logs import module_logger
+from masksearch.engine.stops import find_stop_cut
 from masksearch.env.config import SearchEnvConfig
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
 __all__ = [
     "OBS_PREFIX",
@@ -59,11 +58,10 @@ __all__ = [
     "SearchSession",
     "StopReason",
     "TurnRecord",
-    "find_stop_cut",
 ]
 
 #: Stop strings sent with every generation request (the backend should honour them; if it does
-#: not, :func:`find_stop_cut` cuts the turn after the first one).
+#: not, :func:`~masksearch.engine.stops.find_stop_cut` cuts the turn after the first one).
 STOP_STRINGS: tuple[str, ...] = (SEARCH_STOP, ANSWER_STOP)
 #: Text around an observation, as Search-R1 writes it.
 OBS_PREFIX = "\n\n" + INFORMATION.open
@@ -168,58 +166,6 @@ class TurnRecord:
         }
 
 
-def find_stop_cut(
-    tokenizer: Any,
-    token_ids: Sequence[int],
-    stops: Sequence[str] = STOP_STRINGS,
-    eos_token_ids: frozenset[int] | set[int] = frozenset(),
-) -> tuple[int, str | None, bool]:
-    """Where a generated turn must end, for backends that ignore stop strings.
-
-    The turn ends at the first EOS token (kept) or at the first token whose decoded prefix
-    contains a stop string (kept, together with the stop string), whichever comes first; every
-    token after that is dropped.
-
-    Args:
-        tokenizer: decodes ids (``decode(ids, skip_special_tokens=False)``).
-        token_ids: the ids generated in this turn.
-        stops: stop strings.
-        eos_token_ids: ids that end a sequence.
-
-    Returns:
-        ``(n_keep, stop, eos)``: how many ids to keep, the stop string that ended the turn (or
-        ``None``), and whether it ended on an EOS token.
-    """
-    ids = list(token_ids)
-    n = len(ids)
-    eos = False
-    for i, tok in enumerate(ids):
-        if tok in eos_token_ids:
-            n, eos = i + 1, True
-            break
-    if n == 0 or not stops:
-        return n, None, eos
-
-    def first_stop(k: int) -> str | None:
-        text = tokenizer.decode(ids[:k], skip_special_tokens=False)
-        found = [(text.find(s), s) for s in stops if s in text]
-        return min(found)[1] if found else None
-
-    if first_stop(n) is None:
-        return n, None, eos
-    # Smallest prefix that contains a stop string (containment of an ASCII stop string is
-    # monotone in the prefix length), found with O(log n) decodes.
-    lo, hi = 1, n
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if first_stop(mid) is None:
-            lo = mid + 1
-        else:
-            hi = mid
-    # An EOS after the stop string is dropped with everything else after the cut.
-    return lo, first_stop(lo), False
-
-
 class SearchSession:
     """One episode's state and turn logic (no I/O).
 
@@ -228,7 +174,7 @@ class SearchSession:
         config: the environment settings (``max_turns``, ``topk``, ``max_obs_tokens``).
         response_budget: most response tokens (generated + observation) of the episode.
         formatter: ``hits -> str`` rendering retrieved documents; defaults to
-            ``masksearch.search_tool.client.format_observation`` (Search-R1's ``Doc i(Title: …)``).
+            ``masksearch.search_tool.observation.format_observation`` (Search-R1's ``Doc i(Title: …)``).
         eos_token_ids: ids that end a turn; defaults to the tokenizer's EOS id.
 
     Raises:
@@ -523,7 +469,7 @@ class SearchSession:
 
     def _format(self, hits: list[Any]) -> str:
         if self._formatter is None:
-            from masksearch.search_tool.client import format_observation
+            from masksearch.search_tool.observation import format_observation
 
             self._formatter = format_observation
         return self._formatter(hits).strip()  # Search-R1 strips the passages before wrapping them

@@ -19,21 +19,19 @@ once (one batched generate call and one batched search call per turn)::
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from masksearch.core.grammar import extract_answer, validate_format
+from masksearch.core.logs import module_logger
 from masksearch.env.config import SearchEnvConfig
 from masksearch.env.generators import GenerationResult, TextGenerator
 from masksearch.env.prompts import apply_system_prompt
 from masksearch.env.retrieval import search_many
 from masksearch.env.session import STOP_STRINGS, AgentState, SearchSession, TurnRecord
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
 __all__ = [
     "Trajectory",

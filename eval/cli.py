@@ -18,13 +18,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from masksearch.core.errors import UserFacingError
+from masksearch.core.cli_support import settings_from_args
+from masksearch.core.errors import UserFacingError, one_line
 from masksearch.env.cli_options import (
     add_env_args,
     add_generator_args,
     check_device_dtype,
-    env_config_from_args,
     make_generator,
+    search_env_from_args,
 )
 
 __all__ = ["register"]
@@ -103,7 +104,6 @@ def _eval(args: argparse.Namespace) -> int:
     if args.max_samples is not None and args.max_samples < 0:
         raise UserFacingError("--max-samples must be >= 0")
 
-    from masksearch.env.retrieval import get_search_client
     from masksearch.eval.datasets import load_eval_dataset
     from masksearch.eval.metrics import DEFAULT_METRICS
     from masksearch.eval.runner import (
@@ -124,19 +124,14 @@ def _eval(args: argparse.Namespace) -> int:
         try:
             datasets.append(load_eval_dataset(spec))
         except (OSError, ValueError) as exc:
-            raise UserFacingError(f"cannot read data {spec!r}: {' '.join(str(exc).split())[:300]}") from None
+            raise UserFacingError(f"cannot read data {spec!r}: {one_line(exc)}") from None
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserFacingError(f"--out {out} is a file; give a folder (it holds the run's results)")
     check_device_dtype(args)  # typos fail now, not after the data and the index load
 
-    config = env_config_from_args(args)
-    try:
-        client = get_search_client(config)
-        client.wait_ready()  # load the index / wait for the server before any model work
-    except (ValueError, OSError, ImportError) as exc:
-        raise UserFacingError(" ".join(str(exc).split())[:300]) from None
+    config, client = search_env_from_args(args)
 
     rewards = list(DEFAULT_METRICS)
     if args.judge or os.environ.get("MASKSEARCH_JUDGE_URL"):
@@ -147,12 +142,8 @@ def _eval(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UserFacingError(f"--judge: {exc}") from None
         rewards.append("llm_judge")
-    settings = EvalSettings(
-        batch_size=args.batch_size,
-        max_response_tokens=args.max_response_tokens,
-        max_samples=args.max_samples,
-        answer_rewards=tuple(rewards),
-        show_progress=not args.no_progress,
+    settings = settings_from_args(
+        EvalSettings, args, answer_rewards=tuple(rewards), show_progress=not args.no_progress
     )
     _seed_everything(args.seed)
     generator, tokenizer, model_path = make_generator(args)

@@ -25,7 +25,6 @@ retriever was down) is scored as it stands and also marked with ``error``. The r
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from collections import Counter
@@ -36,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.core.atomic import atomic_write_json, atomic_write_text
+from masksearch.core.errors import one_line
+from masksearch.core.logs import module_logger
 from masksearch.core.secrets import redact
 from masksearch.env.config import SearchEnvConfig
 from masksearch.env.standalone import Trajectory, run_search_episode, run_search_episodes
@@ -43,8 +44,7 @@ from masksearch.eval.datasets import EvalDataset, EvalSample
 from masksearch.eval.metrics import DEFAULT_METRICS, empty_scores, metric_name, score_sample
 from masksearch.eval.report import results_table, summarise
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
 __all__ = [
     "EXIT_FAILURES",
@@ -183,11 +183,6 @@ class _Writer:
         self.fh.close()
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())[:500]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
@@ -288,12 +283,11 @@ def _run_batch(
         )
         return [(t, None) for t in trajectories]
     except Exception as exc:
+        error = one_line(exc, 500, typed=True)
         if len(samples) == 1:
-            logger.warning("sample %s failed: %s", samples[0].id, _one_line(exc))
-            return [(None, f"generation: {_one_line(exc)}")]
-        logger.warning(
-            "batch of %d failed (%s); running its samples one by one", len(samples), _one_line(exc)
-        )
+            logger.warning("sample %s failed: %s", samples[0].id, error)
+            return [(None, f"generation: {error}")]
+        logger.warning("batch of %d failed (%s); running its samples one by one", len(samples), error)
     out: list[tuple[Trajectory | None, str | None]] = []
     for sample in samples:
         try:
@@ -307,8 +301,9 @@ def _run_batch(
             )
             out.append((traj, None))
         except Exception as exc:
-            logger.warning("sample %s failed: %s", sample.id, _one_line(exc))
-            out.append((None, f"generation: {_one_line(exc)}"))
+            error = one_line(exc, 500, typed=True)
+            logger.warning("sample %s failed: %s", sample.id, error)
+            out.append((None, f"generation: {error}"))
     return out
 
 

@@ -58,7 +58,7 @@ if [ ! -f "$DATA_DIR/train.parquet" ]; then
   masksearch ramp build --corpus "$CORPUS" --out "$DATA_DIR" --num-samples "$RAMP_SAMPLES" --seed 0 --overwrite
 fi
 if [ -n "$RETRIEVER_URL" ]; then
-  RETRIEVER=("+masksearch.env.retriever_url=$RETRIEVER_URL")
+  RETRIEVER=("masksearch.env.retriever_url=$RETRIEVER_URL")
   # waits for a large index to load; exits with the reason (refused, not ready, wrong server)
   masksearch retriever wait --url "$RETRIEVER_URL" --timeout "$RETRIEVER_WAIT"
 else

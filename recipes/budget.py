@@ -25,7 +25,6 @@ answer reward at all.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.core.errors import UserFacingError
+from masksearch.core.logs import module_logger
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
 __all__ = [
     "ANSWER_BASE_TOKENS",
@@ -56,7 +55,7 @@ SEARCH_TURN_TOKENS = 40
 #: The answer turn: ``<think>…</think>\n<answer>\n`` … ``</answer>`` plus one line per mask.
 ANSWER_BASE_TOKENS = 16
 ANSWER_PER_MASK_TOKENS = 8
-#: One retrieved passage (``Doc i(Title: …) text``; 100-word Wikipedia passages).
+#: One retrieved passage: a line of ``search_tool.observation.format_observation`` (100-word Wikipedia passages).
 PASSAGE_TOKENS = 160
 #: ``\n\n<information>`` + ``</information>\n\n``.
 WRAPPER_TOKENS = 12
@@ -197,12 +196,19 @@ def data_stats(path: str | os.PathLike, tokenizer: Any = None, sample: int = 256
 
 
 def _config_values(overrides: Sequence[str]) -> dict[str, Any]:
-    """The recipe's settings that the fit needs: the YAML's values, then the overrides (last wins)."""
+    """The recipe's settings that the fit needs: the ``masksearch.*`` defaults, the YAML's values, then
+    the overrides (last wins)."""
+    import dataclasses
+
     from omegaconf import OmegaConf
 
     from masksearch.recipes.preflight import override_value
+    from masksearch.recipes.settings import MaskSearchSettings
 
-    yaml = OmegaConf.load(Path(__file__).resolve().parent / "dapo_ramp" / "config" / "dapo_ramp.yaml")
+    yaml = OmegaConf.merge(
+        {"masksearch": dataclasses.asdict(MaskSearchSettings())},
+        OmegaConf.load(Path(__file__).resolve().parent / "dapo_ramp" / "config" / "dapo_ramp.yaml"),
+    )
     keys = {
         "max_response_length": "data.max_response_length",
         "max_prompt_length": "data.max_prompt_length",

@@ -19,6 +19,7 @@ With ``max_gen_batches=1`` there is nothing to refill from: each step trains on 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -31,18 +32,34 @@ class DynamicSamplingExhausted(RuntimeError):
     """Raised with ``on_exhausted=error`` when no batch could be filled within the budget."""
 
 
+@dataclass(frozen=True)
+class DynamicSamplingSettings:
+    """``masksearch.dynamic_sampling`` (see the module docstring).
+
+    Attributes:
+        max_gen_batches: generation batches per step; the last one is not filtered.
+        on_exhausted: ``continue`` (train on unfiltered groups, logged and counted) or ``error``.
+    """
+
+    max_gen_batches: int = 4
+    on_exhausted: str = "continue"
+
+    def __post_init__(self) -> None:
+        if self.on_exhausted not in ON_EXHAUSTED:
+            raise ValueError(
+                f"masksearch.dynamic_sampling.on_exhausted must be one of {ON_EXHAUSTED}, got {self.on_exhausted!r}"
+            )
+        if self.max_gen_batches < 1:
+            raise ValueError("masksearch.dynamic_sampling.max_gen_batches must be >= 1")
+
+
 class BoundedDynamicSampling:
     """Delegates to verl's replay buffer; bounds the prompts it may refill within one ``sample`` call."""
 
     def __init__(
         self, buffer: Any, *, max_gen_batches: int, train_batch_size: int, on_exhausted: str = "continue"
     ):
-        if on_exhausted not in ON_EXHAUSTED:
-            raise ValueError(
-                f"masksearch.dynamic_sampling.on_exhausted must be one of {ON_EXHAUSTED}, got {on_exhausted!r}"
-            )
-        if max_gen_batches < 1:
-            raise ValueError("masksearch.dynamic_sampling.max_gen_batches must be >= 1")
+        DynamicSamplingSettings(max_gen_batches, on_exhausted)  # the same checks as the config's
         self._buffer = buffer
         self.max_gen_batches = int(max_gen_batches)
         self.train_batch_size = int(train_batch_size)

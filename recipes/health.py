@@ -59,6 +59,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from masksearch.core.settings import load_settings
+
 __all__ = [
     "ACTIONS",
     "EVENTS_FILE",
@@ -156,18 +158,17 @@ class RuleSettings:
     window: int = 5
     patience: int = 3
 
-    def check(self, name: str) -> None:
-        where = f"masksearch.health.{name}"
+    def __post_init__(self) -> None:
         if self.action not in ACTIONS:
-            raise ValueError(f"{where}.action={self.action!r}: choose one of {', '.join(ACTIONS)}")
+            raise ValueError(f"action={self.action!r}: choose one of {', '.join(ACTIONS)}")
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, int | float):
-            raise ValueError(f"{where}.threshold must be a number, got {self.threshold!r}")
+            raise ValueError(f"threshold must be a number, got {self.threshold!r}")
         if not math.isfinite(self.threshold) or self.threshold < 0:
-            raise ValueError(f"{where}.threshold must be a finite number >= 0, got {self.threshold!r}")
+            raise ValueError(f"threshold must be a finite number >= 0, got {self.threshold!r}")
         for key in ("window", "patience"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{where}.{key} must be an int >= 1, got {value!r}")
+                raise ValueError(f"{key} must be an int >= 1, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -211,8 +212,6 @@ class HealthSettings:
                 raise ValueError(f"masksearch.health.{key} must be an int >= 0, got {value!r}")
         if not isinstance(self.probe_tolerance, int | float) or not self.probe_tolerance >= 0:
             raise ValueError(f"masksearch.health.probe_tolerance must be >= 0, got {self.probe_tolerance!r}")
-        for spec in RULES:
-            self.rule(spec.name).check(spec.name)
 
     def rule(self, name: str) -> RuleSettings:
         return getattr(self, name)
@@ -225,7 +224,8 @@ class HealthSettings:
     def from_mapping(cls, values: Mapping[str, Any] | None) -> HealthSettings:
         """Build from ``masksearch.health`` as a plain mapping; a rule's group may give only some keys.
 
-        Unknown keys raise ``ValueError`` naming the valid ones (a typo must not be ignored).
+        Loaded by :func:`~masksearch.core.settings.load_settings`: unknown keys raise ``ValueError``
+        naming the valid ones (a typo must not be ignored).
 
         >>> HealthSettings.from_mapping({"format_drop": {"action": "stop"}}).format_drop
         RuleSettings(action='stop', threshold=0.5, window=5, patience=3)
@@ -235,39 +235,7 @@ class HealthSettings:
         ...     print(str(exc)[:46])
         Unknown masksearch.health key(s) ['grad_norm']
         """
-        values = dict(values or {})
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ValueError(f"Unknown masksearch.health key(s) {unknown}; valid: {names}")
-        kwargs: dict[str, Any] = {}
-        for key, value in values.items():
-            if key in _SPECS:
-                if value is None:
-                    continue
-                if not isinstance(value, Mapping):
-                    raise ValueError(
-                        f"masksearch.health.{key} must be a group (action, threshold, window, patience)"
-                    )
-                rule_keys = [f.name for f in dataclasses.fields(RuleSettings)]
-                bad = sorted(set(value) - set(rule_keys))
-                if bad:
-                    raise ValueError(f"Unknown masksearch.health.{key} key(s) {bad}; valid: {rule_keys}")
-                base = dataclasses.asdict(_default_rule(key))
-                base.update(value)
-                if isinstance(base["threshold"], int) and not isinstance(base["threshold"], bool):
-                    base["threshold"] = float(base["threshold"])
-                kwargs[key] = RuleSettings(**base)
-            else:
-                kwargs[key] = value
-        for key in ("lr_factor", "probe_tolerance"):
-            if isinstance(kwargs.get(key), int) and not isinstance(kwargs[key], bool):
-                kwargs[key] = float(kwargs[key])
-        return cls(**kwargs)
-
-
-def _default_rule(name: str) -> RuleSettings:
-    return next(f for f in dataclasses.fields(HealthSettings) if f.name == name).default
+        return load_settings(cls, values, "masksearch.health")
 
 
 def as_float(value: Any) -> float | None:

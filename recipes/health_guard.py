@@ -23,9 +23,7 @@ What each action does here:
 from __future__ import annotations
 
 import json
-import logging
 import math
-import os
 import sys
 import uuid
 from dataclasses import replace
@@ -34,6 +32,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from masksearch.core.logs import module_logger
 from masksearch.recipes.health import (
     EVENTS_FILE,
     Event,
@@ -43,9 +42,9 @@ from masksearch.recipes.health import (
     append_events,
 )
 from masksearch.recipes.health_checkpoints import CheckpointStore
+from masksearch.recipes.settings import settings_of
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "INFO"))
+logger = module_logger(__name__, "INFO")
 
 __all__ = ["STATE_FILE", "HealthGuard", "HealthStop"]
 
@@ -55,13 +54,6 @@ STATE_FILE = "health_state.json"
 
 class HealthStop(RuntimeError):
     """A ``stop`` action (or a rollback that could not be done); the message is the event's line."""
-
-
-def settings_of(config) -> HealthSettings:
-    """``masksearch.health`` of the trainer config (defaults when absent); bad keys: ``ValueError``."""
-    node = OmegaConf.select(config, "masksearch.health", default=None)
-    values = OmegaConf.to_container(node, resolve=True) if node is not None else {}
-    return HealthSettings.from_mapping(values)  # type: ignore[arg-type]
 
 
 def run_dir_of(config) -> Path:
@@ -111,7 +103,7 @@ class HealthGuard:
         """The trainer's guard, built on first use; None when ``masksearch.health.enable`` is false."""
         guard = trainer.__dict__.get("_health_guard", False)
         if guard is False:
-            settings = settings_of(trainer.config)
+            settings = settings_of(trainer).health  # masksearch.* loaded once per trainer
             guard = cls(trainer, settings) if settings.enable else None
             trainer._health_guard = guard
         return guard

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from masksearch.backends.plugin import REQUIRED_VERL_VERSION
-from masksearch.core.errors import UserFacingError
+from masksearch.core.errors import UserFacingError, one_line
 
 MODEL_PATH_KEYS = ("actor_rollout_ref.model.path", "critic.model.path")
 RETRIEVER_WAIT_ENV = "MASKSEARCH_RETRIEVER_WAIT_S"  # read by search_tool.client.retriever_wait_s
@@ -123,7 +123,7 @@ def check_retriever(overrides: Sequence[str], wait_s: float | None = None) -> di
             client.close()
     except (RetrieverUnavailable, ValueError) as exc:
         key = "masksearch.env.retriever_index" if index else "masksearch.env.retriever_url"
-        raise UserFacingError(f"{key}: {' '.join(str(exc).split())}") from None
+        raise UserFacingError(f"{key}: {one_line(exc, None)}") from None
 
 
 def check_judge(overrides: Sequence[str]) -> None:

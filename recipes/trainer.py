@@ -32,7 +32,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import transfer_queue as tq
-from omegaconf import OmegaConf
 from torchdata.stateful_dataloader import StatefulDataLoader
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
@@ -44,6 +43,7 @@ from masksearch.curriculum.sampler import build_curriculum_sampler, mask_nums_fr
 from masksearch.env.metrics import env_batch_metrics
 from masksearch.recipes.dynamic_sampling import BoundedDynamicSampling
 from masksearch.recipes.health_guard import HealthGuard
+from masksearch.recipes.settings import settings_of
 
 logger = logging.getLogger(__name__)
 
@@ -150,12 +150,6 @@ def rollout_accs(extra_fields: Iterable[Mapping[str, Any] | Any]) -> list[Any]:
     return accs
 
 
-def masksearch_config(config, group: str) -> dict[str, Any]:
-    """``masksearch.<group>`` of the trainer config as a plain dict (``{}`` when absent)."""
-    node = OmegaConf.select(config, f"masksearch.{group}", default=None)
-    return dict(OmegaConf.to_container(node, resolve=True)) if node is not None else {}
-
-
 def _mask_nums_of(batch) -> list[int]:
     """``extra_info.mask_num`` of the rows of a gen batch (rows without one are skipped)."""
     try:
@@ -174,7 +168,7 @@ class MaskSearchTrainer(PPOTrainerSync):
 
     def __init__(self, config):
         super().__init__(config)
-        HealthGuard.of(self)  # a bad masksearch.health key fails now, not after the first step
+        HealthGuard.of(self)  # a bad masksearch.* key fails now (loads the settings), not after a step
 
     def _load_checkpoint(self):
         super()._load_checkpoint()
@@ -187,26 +181,23 @@ class MaskSearchTrainer(PPOTrainerSync):
         # verl's sync buffer checks for finished groups every `poll_interval` s (2.0, not configurable
         # there): a step's generation then ends on the next 2-s tick, ~1 s lost per step on average
         # (issue 14: `timing_s/gen` of the demo read 18.03, 18.03, 20.03 s)
-        poll_s = float(masksearch_config(self.config, "sampler").get("poll_interval_s", 0.25))
-        if poll_s <= 0:
-            raise ValueError(f"masksearch.sampler.poll_interval_s must be > 0, got {poll_s}")
+        settings = settings_of(self)
         if hasattr(buffer, "poll_interval"):
-            buffer.poll_interval = poll_s
+            buffer.poll_interval = settings.sampler.poll_interval_s
         if getattr(buffer, "filter_groups_metric", None) is None:
             return buffer
-        settings = masksearch_config(self.config, "dynamic_sampling")
         return BoundedDynamicSampling(
             buffer,
-            max_gen_batches=int(settings.get("max_gen_batches", 4)),
-            on_exhausted=str(settings.get("on_exhausted", "continue")),
+            max_gen_batches=settings.dynamic_sampling.max_gen_batches,
+            on_exhausted=settings.dynamic_sampling.on_exhausted,
             train_batch_size=int(self.config.data.train_batch_size),
         )
 
     def _init_dataloader(self):
         super()._init_dataloader()
         self._drawn_mask_nums: list[int] = []
-        settings = masksearch_config(self.config, "curriculum")
-        strategy = str(settings.pop("strategy", "none"))
+        settings = settings_of(self).curriculum
+        strategy = settings.strategy
         if strategy == "none":
             return
         if self.config.data.get("dataloader_num_workers", 0):
@@ -217,12 +208,17 @@ class MaskSearchTrainer(PPOTrainerSync):
             mask_nums = mask_nums_from_dataset(self.train_dataset)
         except ValueError as exc:
             raise ValueError(f"masksearch.curriculum.strategy={strategy}: {exc}") from None
-        total_samples = settings.pop("total_samples", None) or self.total_training_steps * int(
+        total_samples = settings.total_samples or self.total_training_steps * int(
             self.config.data.train_batch_size
         )
-        seed = int(settings.pop("seed", self.config.data.get("seed", None) or 1))
+        seed = settings.seed if settings.seed is not None else int(self.config.data.get("seed", None) or 1)
         self.curriculum_sampler = build_curriculum_sampler(
-            strategy, mask_nums, seed=seed, total_samples=total_samples, **settings
+            strategy,
+            mask_nums,
+            seed=seed,
+            total_samples=total_samples,
+            zero_mask_level=settings.zero_mask_level,
+            width=settings.width,
         )
         old = self.train_dataloader
         self.train_dataloader = StatefulDataLoader(

@@ -147,7 +147,7 @@ def _resolve(base_model: Path | None, corpus: Path | None, cache_dir: Path | Non
     from masksearch import cache_root
 
     if base_model is None:
-        from masksearch.backends.models import embedded_model_path
+        from masksearch.engine.models import embedded_model_path
 
         base_model = embedded_model_path(cache_dir)
     if corpus is None:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
-import os
 import re
 import threading
 from collections.abc import Mapping
@@ -28,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.core.grammar import answer_and_searches
+from masksearch.core.logs import module_logger
 from masksearch.core.secrets import redact
 from masksearch.rewards.hybrid import RESULT_KEYS, HybridConfig, TaskKind, format_reward, hybrid_score
 from masksearch.rewards.ramp import as_span_golds, masked_text_of, parse_fills
 from masksearch.rewards.registry import RewardFn, get, register, registered
 from masksearch.rewards.search_guard import SearchGuard
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
 __all__ = [
     "DEFAULT_ANSWER_REWARD",

@@ -28,24 +28,21 @@ into one (``None`` and NaN become ""), so no input raises.
 from __future__ import annotations
 
 import functools
-import logging
 import math
-import os
 import re
 import string
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
-
 __all__ = [
     "AnswerReward",
     "RecallLengthPenalty",
+    "answer_words",
     "as_gold_list",
     "as_text",
     "exact_match",
     "make_recall_length_penalty",
+    "mentions",
     "normalize_answer",
     "recall_length_penalty",
     "token_f1",
@@ -61,6 +58,7 @@ class AnswerReward(Protocol):
 
 _ARTICLES_RE = re.compile(r"\b(a|an|the)\b")
 _PUNCT_TABLE = str.maketrans("", "", string.punctuation)
+_WORD_RE = re.compile(r"\w+")
 
 
 def as_text(value: object) -> str:
@@ -101,6 +99,32 @@ def _normalize_str(text: str) -> str:
     s = text.lower().translate(_PUNCT_TABLE)
     # Article removal can only expose whitespace, never a new article, so one pass suffices.
     return " ".join(_ARTICLES_RE.sub(" ", s).split())
+
+
+def answer_words(text: object) -> str:
+    """Lowercased word runs (``\\w+``) joined by single spaces: how :func:`mentions` reads both sides.
+
+    Not :func:`normalize_answer`, which is an equality test: here punctuation separates words
+    (so ``1889`` is found in ``(1887-1889)``) and articles stay.
+
+    >>> answer_words(" The 7.7-km  Road!")
+    'the 7 7 km road'
+    """
+    return " ".join(_WORD_RE.findall(as_text(text).lower()))
+
+
+def mentions(text: object, answer: object) -> bool:
+    """Whether ``answer`` occurs in ``text`` as a whole-word run, case, punctuation and spacing
+    ignored; an answer with no words is never mentioned.
+
+    The one "is this answer in that document" check: the reward's grounding guard, the rules
+    teacher's observer and the viewer's "answer was in a document" flag all use it.
+
+    >>> mentions("Doc 1(Title: X) founded in 1915.", "15"), mentions("in 1915.", "1915"), mentions("x", "!")
+    (False, True, False)
+    """
+    needle = answer_words(answer)
+    return bool(needle) and f" {needle} " in f" {answer_words(text)} "
 
 
 # Keys under which datasets store gold answers when ground_truth is a dict (Search-R1: "target").

@@ -30,9 +30,7 @@ sample's keys): :data:`RESULT_KEYS`.
 
 from __future__ import annotations
 
-import logging
 import math
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -41,10 +39,15 @@ from masksearch.core.grammar import answer_and_searches, validate_format
 from masksearch.rewards.answer import as_gold_list
 from masksearch.rewards.ramp import as_span_golds, masked_text_of, score_ramp
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
-
-__all__ = ["PRED_MAX_CHARS", "RESULT_KEYS", "HybridConfig", "TaskKind", "format_reward", "hybrid_score"]
+__all__ = [
+    "PRED_MAX_CHARS",
+    "RESULT_KEYS",
+    "HybridConfig",
+    "TaskKind",
+    "format_reward",
+    "gold_groups",
+    "hybrid_score",
+]
 
 TaskKind = Literal["qa", "ramp"]
 
@@ -89,6 +92,17 @@ def format_reward(response: str) -> tuple[float, str]:
     return float(check.ok), check.reason
 
 
+def gold_groups(ground_truth: object, kind: str) -> list[list[str]]:
+    """The gold answers as the reward reads them: one alias list per mask (RAMP, :func:`as_span_golds`)
+    or one alias list (QA, :func:`as_gold_list`). The one reader of ``ground_truth``; the viewer
+    and the rules teacher use it too.
+
+    >>> gold_groups(["Paris", ["1889", "in 1889"]], "ramp"), gold_groups({"target": ["Paris", " "]}, "qa")
+    ([['Paris'], ['1889', 'in 1889']], [['Paris']])
+    """
+    return as_span_golds(ground_truth) if kind == "ramp" else [as_gold_list(ground_truth)]
+
+
 def _clip01(value: object) -> float:
     try:
         x = float(value)  # type: ignore[arg-type]
@@ -111,7 +125,7 @@ def hybrid_score(
 
     Args:
         response: the model's response (the prompt is not part of it).
-        ground_truth: QA gold aliases, or RAMP spans (see ``ramp.as_span_golds``).
+        ground_truth: QA gold aliases, or RAMP spans (see :func:`gold_groups`).
         kind: ``"qa"`` or ``"ramp"``.
         reward: the answer reward ``(prediction, golds) -> float`` in ``[0, 1]``.
         extra_info: the row's extra info (RAMP reads ``masked_text``).
@@ -124,12 +138,11 @@ def hybrid_score(
     """
     fmt_ok, fmt_reason = format_reward(response)
     pred, num_searches = answer_and_searches(response)
+    groups = gold_groups(ground_truth, kind)
     if kind == "ramp":
-        answer_score, correct = score_ramp(
-            pred, as_span_golds(ground_truth), reward, masked_text_of(extra_info)
-        )
+        answer_score, correct = score_ramp(pred, groups, reward, masked_text_of(extra_info))
     else:
-        golds = as_gold_list(ground_truth)
+        golds = groups[0]
         answer_score = _clip01(reward(pred, golds)) if pred is not None and golds else 0.0
         correct = answer_score >= 1.0
     gate = fmt_ok if config.format_gate else 1.0

@@ -39,7 +39,6 @@ the environment: ``MASKSEARCH_JUDGE_URL``, ``MASKSEARCH_JUDGE_MODEL``,
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 import time
@@ -47,6 +46,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from masksearch.core.logs import module_logger
 from masksearch.core.openai_client import (
     CallStats,
     DiskCache,
@@ -59,8 +59,7 @@ from masksearch.core.openai_client import (
 from masksearch.core.urls import public_url
 from masksearch.rewards.answer import as_gold_list, as_text, token_recall
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
 __all__ = ["DEFAULT_PROMPT_TEMPLATE", "LLMJudge", "make_llm_judge", "parse_verdict"]
 

@@ -33,17 +33,12 @@ ignored. ``all_correct`` is True only when every span's reward is 1.0.
 from __future__ import annotations
 
 import functools
-import logging
-import os
 import re
 import string
 from collections.abc import Callable, Mapping
 
 from masksearch.core.tokens import MASK_TOKEN
 from masksearch.rewards.answer import as_gold_list, as_text
-
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
 
 __all__ = ["ANCHOR_CHARS", "MASK_TOKEN", "as_span_golds", "masked_text_of", "parse_fills", "score_ramp"]
 

@@ -7,7 +7,8 @@ Three ways to name one (:func:`get`):
   ``llm_judge``;
 * a name contributed by an installed package through the entry-point group
   ``masksearch.rewards`` (``[project.entry-points."masksearch.rewards"] myreward = "pkg.mod:fn"``);
-* a spec ``path/to/file.py:function`` or ``package.module:function``.
+* a spec ``path/to/file.py:function`` or ``package.module:function`` (or verl's
+  ``pkg://package.module:function``), loaded with verl's ``load_extern_object``.
 
 Parametrised rewards are registered as factories (``register(name, factory, factory=True)``;
 a class is treated as a factory unless told otherwise); ``get(name, **options)`` builds one.
@@ -27,11 +28,8 @@ KeyError: "Unknown reward 'nope'; registered: ['em', 'f1', 'llm_judge', 'recall'
 from __future__ import annotations
 
 import hashlib
-import importlib
 import importlib.util
 import inspect
-import logging
-import os
 import sys
 import threading
 from collections.abc import Callable
@@ -40,11 +38,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from masksearch.core.logs import module_logger
 from masksearch.rewards.answer import RecallLengthPenalty, exact_match, token_f1, token_recall
 from masksearch.rewards.judge import make_llm_judge
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
 __all__ = ["ENTRY_POINT_GROUP", "RewardFn", "get", "is_registered", "register", "registered"]
 
@@ -133,31 +131,36 @@ def is_registered(name: str) -> bool:
 
 
 def _load_spec(spec: str) -> Callable[..., Any]:
-    """Load ``path/to/file.py:attr`` or ``package.module:attr``."""
+    """Load ``path/to/file.py:attr`` or ``package.module:attr`` (also verl's ``pkg://package.module:attr``).
+
+    The object is read by verl's ``load_extern_object``. A file is imported here first, once per
+    process, under a name derived from its path that enters ``sys.modules`` before the file runs:
+    verl's own file loading enters it after running it (or never), so a dataclass with string
+    annotations there (``from __future__ import annotations``) would fail to build, classes defined
+    there would not pickle, and every call would run the file again.
+    """
+    from verl.utils.import_utils import PKG_PATH_PREFIX, load_extern_object
+
     module_ref, _, attr = spec.rpartition(":")
     if not module_ref or not attr:
         raise KeyError(f"Bad reward spec {spec!r}; expected 'path/to/file.py:function' or 'pkg.mod:function'")
+    module = module_ref.removeprefix(PKG_PATH_PREFIX)
     if module_ref.endswith(".py"):
         path = Path(module_ref).expanduser().resolve()
         if not path.is_file():
             raise FileNotFoundError(f"Reward file not found: {path} (from {spec!r})")
-        mod_name = "masksearch_user_reward_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
-        module = sys.modules.get(mod_name)
-        if module is None:
-            file_spec = importlib.util.spec_from_file_location(mod_name, path)
-            if file_spec is None or file_spec.loader is None:
-                raise ImportError(f"Cannot load reward file {path}")
-            module = importlib.util.module_from_spec(file_spec)
-            sys.modules[mod_name] = module  # lets classes defined there pickle in this process
+        module = "masksearch_user_reward_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
+        if module not in sys.modules:
+            file_spec = importlib.util.spec_from_file_location(module, path)
+            assert file_spec is not None and file_spec.loader is not None  # always, for a .py file
+            sys.modules[module] = importlib.util.module_from_spec(file_spec)
             try:
-                file_spec.loader.exec_module(module)
+                file_spec.loader.exec_module(sys.modules[module])
             except BaseException:
-                sys.modules.pop(mod_name, None)
+                sys.modules.pop(module, None)  # a fixed file loads on the next call
                 raise
-    else:
-        module = importlib.import_module(module_ref)
     try:
-        return getattr(module, attr)
+        return load_extern_object(PKG_PATH_PREFIX + module, attr)
     except AttributeError:
         raise AttributeError(
             f"{module_ref!r} has no attribute {attr!r} (from reward spec {spec!r})"

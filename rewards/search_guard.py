@@ -30,12 +30,12 @@ reach ``reward/<key>/mean`` on the training curves and the viewer's reward table
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from masksearch.core.grammar import INFORMATION, parse_turns
+from masksearch.rewards.answer import answer_words, mentions
 
 __all__ = ["CLOSED_BOOK_MODES", "GUARD_KEYS", "SearchGuard", "observations_of", "ungrounded_fills"]
 
@@ -43,12 +43,6 @@ __all__ = ["CLOSED_BOOK_MODES", "GUARD_KEYS", "SearchGuard", "observations_of", 
 CLOSED_BOOK_MODES = ("off", "flag", "zero", "penalty")
 #: Every key a guard may add (the viewer shows them with the reward parts).
 GUARD_KEYS = ("closed_book", "ungrounded_fills", "ungrounded_answer")
-
-_WORD = re.compile(r"\w+")
-
-
-def _words(text: str) -> str:
-    return " ".join(_WORD.findall(text.lower()))
 
 
 def observations_of(response: str) -> list[str]:
@@ -61,20 +55,15 @@ def observations_of(response: str) -> list[str]:
 
 
 def ungrounded_fills(fills: Sequence[str], observations: Sequence[str]) -> int:
-    """How many non-empty fills have words that occur in no observation, as a whole-word run.
+    """How many fills with words are :func:`~masksearch.rewards.answer.mentions`-ed in no observation.
 
     >>> ungrounded_fills(["Eiffel Tower", "1889", "Paris!"], ["The Eiffel  tower (1887-1889)"])
     1
     >>> ungrounded_fills(["", "x"], [])
     1
     """
-    haystack = f" {_words(' '.join(observations))} "
-    count = 0
-    for fill in fills:
-        needle = _words(fill)
-        if needle and f" {needle} " not in haystack:
-            count += 1
-    return count
+    text = " ".join(observations)
+    return sum(1 for fill in fills if answer_words(fill) and not mentions(text, fill))
 
 
 @dataclass(frozen=True)

@@ -27,14 +27,13 @@ from typing import Any
 
 from tqdm import tqdm
 
+from masksearch.core.logs import module_logger
 from masksearch.search_tool.corpus import Passage
 from masksearch.search_tool.manifest import IndexLoadError, Manifest, package_versions
 from masksearch.search_tool.passage_store import PassageStore, write_passage_store
 from masksearch.search_tool.types import Hit
 
-logger = logging.getLogger(__name__)
-if os.environ.get("MASKSEARCH_LOGGING_LEVEL"):
-    logger.setLevel(os.environ["MASKSEARCH_LOGGING_LEVEL"].upper())
+logger = module_logger(__name__, default=None)
 
 BM25_SUBDIR = "bm25"
 DEFAULT_PARAMS: dict[str, Any] = {"k1": 1.5, "b": 0.75, "method": "robertson", "stemmer": "english"}
@@ -206,8 +205,6 @@ def build_bm25_index(
 
     stream = tqdm(passages, desc="bm25 tokenise", unit="passage", disable=not show_progress)
     n_docs = write_passage_store(tokenised(stream), out_dir)
-    if n_docs == 0:
-        raise ValueError("cannot index an empty corpus")
     model = bm25s.BM25(k1=k1, b=b, method=DEFAULT_PARAMS["method"], backend="numpy")
     model.index((corpus_ids, vocab), show_progress=show_progress)
     model.save(str(out_dir / BM25_SUBDIR), show_progress=False)
@@ -302,12 +299,8 @@ class BM25Retriever:
             docs, scores = self._model.retrieve(ids, **kwargs)
         for row, doc_row, score_row in zip(rows, docs.tolist(), scores.tolist(), strict=True):
             ranked = sorted((-s, d) for d, s in zip(doc_row, score_row, strict=True) if s > 0.0)
-            results[row] = [self._hit(d, -neg) for neg, d in ranked[:topk]]
+            results[row] = [self.passages.hit(d, -neg) for neg, d in ranked[:topk]]
         return results
-
-    def _hit(self, row: int, score: float) -> Hit:
-        passage = self.passages[row]
-        return Hit(passage.id, passage.title, passage.text, score)
 
 
 def bm25_manifest_versions() -> dict[str, str]:

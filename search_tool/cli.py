@@ -12,7 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from masksearch.core.errors import UserFacingError
+from masksearch.core.cli_support import add_group, flag_values, settings_from_args
+from masksearch.core.errors import UserFacingError, one_line
 
 KINDS = ("bm25", "dense", "hybrid")
 BACKENDS = ("auto", "numba", "numpy")
@@ -43,8 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register_index(subparsers: argparse._SubParsersAction) -> None:
-    index = subparsers.add_parser("index", help="Build retrieval indexes.")
-    sub = index.add_subparsers(dest="index_command", metavar="<action>", required=True)
+    sub = add_group(subparsers, "index", "Build retrieval indexes.", "index_command", required=True)
     build = sub.add_parser(
         "build",
         help="Index a corpus (BM25, dense or hybrid) into a folder with manifest.json.",
@@ -98,8 +98,7 @@ def _register_search(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register_retriever(subparsers: argparse._SubParsersAction) -> None:
-    retriever = subparsers.add_parser("retriever", help="Run the retrieval server.")
-    sub = retriever.add_subparsers(dest="retriever_command", metavar="<action>", required=True)
+    sub = add_group(subparsers, "retriever", "Run the retrieval server.", "retriever_command", required=True)
     serve = sub.add_parser(
         "serve",
         help="Serve an index over HTTP (Search-R1's POST /retrieve, GET /health).",
@@ -196,14 +195,8 @@ def _index_build(args: argparse.Namespace) -> int:
     from masksearch.search_tool.corpus import CorpusError
     from masksearch.search_tool.retrievers import build_index
 
-    bm25 = {"k1": args.k1, "b": args.b}
-    dense = {
-        "model": args.model,
-        "batch_size": args.batch_size,
-        "device": args.device,
-        "query_prefix": args.query_prefix,
-        "passage_prefix": args.passage_prefix,
-    }
+    bm25 = flag_values(args, ("k1", "b"))
+    dense = flag_values(args, ("model", "batch_size", "device", "query_prefix", "passage_prefix"))
     params = {"bm25": bm25, "dense": dense, "hybrid": {**bm25, **dense}}[args.retriever]
     model = str(args.model)
     looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1
@@ -226,9 +219,9 @@ def _index_build(args: argparse.Namespace) -> int:
             **params,
         )
     except (FileNotFoundError, FileExistsError, CorpusError, ValueError) as exc:
-        raise UserFacingError(" ".join(str(exc).split())[:400]) from None
+        raise UserFacingError(one_line(exc, 400)) from None
     except OSError as exc:  # the encoder could not be loaded (a typo'd folder, an uncached hub name)
-        first = " ".join(str(exc).split())[:300]
+        first = one_line(exc)
         if args.retriever in ("dense", "hybrid"):
             raise UserFacingError(
                 f"--model {args.model!r}: cannot load the encoder ({first}); give a sentence-transformers "
@@ -303,15 +296,12 @@ def _serve(args: argparse.Namespace) -> int:
     from masksearch.search_tool.server import ServerLimits, serve
 
     try:
-        limits = ServerLimits(
-            default_topk=args.default_topk,
-            max_topk=args.max_topk,
+        limits = settings_from_args(
+            ServerLimits,
+            args,
             max_queries_per_request=args.max_queries,
-            max_query_chars=args.max_query_chars,
             max_batch_queries=args.max_batch,
             max_pending_queries=args.max_pending,
-            max_body_bytes=args.max_body_bytes,
-            limit_concurrency=args.limit_concurrency,
         )
         token = read_token(args.token_file)
     except ValueError as exc:

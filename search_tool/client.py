@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import os
 import threading
 import time
@@ -33,12 +32,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from masksearch.core.logs import module_logger
 from masksearch.core.urls import public_url
-from masksearch.search_tool.types import Hit
+from masksearch.search_tool.types import Hit, SearchOutcome
 
-logger = logging.getLogger(__name__)
-if os.environ.get("MASKSEARCH_LOGGING_LEVEL"):
-    logger.setLevel(os.environ["MASKSEARCH_LOGGING_LEVEL"].upper())
+logger = module_logger(__name__, None)
 
 EMPTY_QUERY_ERROR = "empty search query"
 #: Seconds :meth:`SearchClient.wait_ready` waits for a retrieval server (default 60).
@@ -58,30 +56,6 @@ def retriever_wait_s() -> float:
     if not value > 0:
         raise ValueError(f"{RETRIEVER_WAIT_ENV}={raw!r}: give a positive number of seconds")
     return value
-
-
-@dataclass(frozen=True)
-class SearchOutcome:
-    """Result for one query: hits, or an error message (never both), and the call's latency."""
-
-    hits: list[Hit]
-    error: str | None
-    latency_s: float
-    cached: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-def format_observation(hits: Sequence[Hit]) -> str:
-    """Render hits as Search-R1 does (``_passages2string``); the env wraps it in ``<information>``.
-
-    >>> print(format_observation([Hit("1", "Paris", "Capital of France.", 3.2), Hit("2", "Lyon", "A city.", 1.0)]), end="")
-    Doc 1(Title: Paris) Capital of France.
-    Doc 2(Title: Lyon) A city.
-    """
-    return "".join(f"Doc {i}(Title: {hit.title}) {hit.text}\n" for i, hit in enumerate(hits, start=1))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ corpus checksum (:func:`masksearch.search_tool.retrievers.cached_index`).
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -24,14 +23,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from masksearch.core.logs import module_logger
 from masksearch.search_tool.corpus import Passage
 from masksearch.search_tool.manifest import Manifest, package_versions
 from masksearch.search_tool.passage_store import PassageStore, write_passage_store
 from masksearch.search_tool.types import Hit
 
-logger = logging.getLogger(__name__)
-if os.environ.get("MASKSEARCH_LOGGING_LEVEL"):
-    logger.setLevel(os.environ["MASKSEARCH_LOGGING_LEVEL"].upper())
+logger = module_logger(__name__, default=None)
 
 FAISS_FILE = "dense.faiss"
 DEFAULT_MODEL = "default"  # the bundled all-MiniLM-L6-v2
@@ -111,8 +109,6 @@ def build_dense_index(
         n_docs = write_passage_store(encoded(passages), out_dir)
     finally:
         bar.close()
-    if n_docs == 0:
-        raise ValueError("cannot index an empty corpus")
     faiss.write_index(index, str(out_dir / FAISS_FILE))
     params = {
         "model": model,
@@ -186,13 +182,9 @@ class DenseRetriever:
             scores, ids = self._index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
         for row, id_row, score_row in zip(rows, ids.tolist(), scores.tolist(), strict=True):
             results[row] = [
-                self._hit(int(d), float(s)) for d, s in zip(id_row, score_row, strict=True) if d >= 0
+                self.passages.hit(int(d), float(s)) for d, s in zip(id_row, score_row, strict=True) if d >= 0
             ]
         return results
-
-    def _hit(self, row: int, score: float) -> Hit:
-        passage = self.passages[row]
-        return Hit(passage.id, passage.title, passage.text, score)
 
 
 def dense_manifest_versions() -> dict[str, str]:

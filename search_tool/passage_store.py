@@ -16,13 +16,18 @@ from pathlib import Path
 import numpy as np
 
 from masksearch.search_tool.corpus import Passage
+from masksearch.search_tool.types import Hit
 
 PASSAGES_FILE = "passages.jsonl"
 OFFSETS_FILE = "passages.offsets.npy"
 
 
 def write_passage_store(passages: Iterable[Passage], folder: str | os.PathLike[str]) -> int:
-    """Write ``passages.jsonl`` and its offsets into ``folder``; return the passage count."""
+    """Write ``passages.jsonl`` and its offsets into ``folder``; return the passage count.
+
+    Raises:
+        ValueError: no passages (an index of an empty corpus would answer nothing).
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     offsets = [0]
@@ -33,6 +38,8 @@ def write_passage_store(passages: Iterable[Passage], folder: str | os.PathLike[s
             ).encode("utf-8")
             fh.write(line + b"\n")
             offsets.append(offsets[-1] + len(line) + 1)
+    if len(offsets) == 1:
+        raise ValueError("cannot index an empty corpus")
     np.save(folder / OFFSETS_FILE, np.asarray(offsets, dtype=np.int64))
     return len(offsets) - 1
 
@@ -63,6 +70,11 @@ class PassageStore:
         start, end = int(self._offsets[row]), int(self._offsets[row + 1])
         obj = json.loads(self._data[start:end])
         return Passage(obj["id"], obj["title"], obj["text"])
+
+    def hit(self, row: int, score: float) -> Hit:
+        """The passage at ``row`` as a search hit with ``score`` (what every retriever returns)."""
+        passage = self[row]
+        return Hit(passage.id, passage.title, passage.text, score)
 
     def __iter__(self):
         for row in range(len(self)):

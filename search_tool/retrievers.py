@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -21,13 +20,12 @@ from typing import Any, Protocol, runtime_checkable
 
 from masksearch import cache_root
 from masksearch.core.atomic import apply_umask
+from masksearch.core.logs import module_logger
 from masksearch.search_tool.corpus import file_sha256, read_corpus
 from masksearch.search_tool.manifest import KINDS, IndexLoadError, Manifest, package_versions
 from masksearch.search_tool.types import Hit
 
-logger = logging.getLogger(__name__)
-if os.environ.get("MASKSEARCH_LOGGING_LEVEL"):
-    logger.setLevel(os.environ["MASKSEARCH_LOGGING_LEVEL"].upper())
+logger = module_logger(__name__, None)
 
 HYBRID_PARTS = {"bm25": "sparse", "dense": "dense"}
 

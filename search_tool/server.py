@@ -30,8 +30,6 @@ import contextlib
 import gc
 import hmac
 import json
-import logging
-import os
 import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -42,6 +40,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
 
+from masksearch.core.logs import module_logger
 from masksearch.search_tool.batcher import MicroBatcher, QueueFull
 from masksearch.search_tool.protocol import (
     MAX_QUERIES,
@@ -52,9 +51,7 @@ from masksearch.search_tool.protocol import (
 )
 from masksearch.search_tool.retrievers import Retriever, describe
 
-logger = logging.getLogger(__name__)
-if os.environ.get("MASKSEARCH_LOGGING_LEVEL"):
-    logger.setLevel(os.environ["MASKSEARCH_LOGGING_LEVEL"].upper())
+logger = module_logger(__name__, default=None)
 
 
 @dataclass(frozen=True)

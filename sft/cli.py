@@ -14,15 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from masksearch.core.errors import UserFacingError
+from masksearch.core.cli_support import add_group, flag_values, settings_from_args
+from masksearch.core.errors import UserFacingError, one_line
 from masksearch.env.cli_options import add_env_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    sft = subparsers.add_parser(
-        "sft", help="SFT stage: trajectory synthesis, SFT through verl, self-evolving loop."
-    )
-    sub = sft.add_subparsers(dest="sft_command", metavar="<action>", required=True)
+    what = "SFT stage: trajectory synthesis, SFT through verl, self-evolving loop."
+    sub = add_group(subparsers, "sft", what, "sft_command", required=True)
     _register_synthesize(sub)
     _register_convert(sub)
     _register_train(sub)
@@ -150,7 +149,7 @@ def _register_evolve(sub: argparse._SubParsersAction) -> None:
         help="Self-evolving loop: synthesise -> train -> serve the trained model as the next teacher.",
         description="Online: round 1's teacher is --endpoint/--model (LLM agents). Offline: round 0 is "
         "--round0 (e.g. rules-teacher synthesis folders) and --round0-model the model trained on it; "
-        "every later teacher is the previous round's model behind masksearch sft serve, sampling "
+        "every later teacher is the previous round's model, run in process, sampling "
         "--samples trajectories per prompt, kept when the training reward gives acc = 1.",
     )
     _teacher_options(p, required=False)
@@ -180,7 +179,7 @@ def _register_evolve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--serve-cmd",
         default=None,
-        help="Command serving {model} on {port} as {name} (default: masksearch sft serve; "
+        help="Command serving {model} on {port} as {name} (default: none, the model runs in process; "
         "e.g. 'vllm serve {model} --port {port} --served-model-name {name}').",
     )
     p.add_argument(
@@ -198,20 +197,11 @@ def _synthesis_config(args: argparse.Namespace, mode: str) -> Any:
     from masksearch.sft.synthesize import SynthesisConfig
 
     try:
-        return SynthesisConfig(
+        return settings_from_args(
+            SynthesisConfig,
+            args,
             mode=mode,
-            max_turns=args.max_turns,
-            max_sub_questions=args.max_sub_questions,
-            topk=args.topk,
-            max_obs_tokens=args.max_obs_tokens,
-            max_response_tokens=args.max_response_tokens,
-            answer_check=args.answer_check,
-            concurrency=args.concurrency,
             samples_per_item=getattr(args, "samples", 1),
-            limit=args.limit,
-            temperature=args.temperature,
-            max_tokens=args.max_tokens,
-            api=getattr(args, "api", "completions"),
             retry=RetryPolicy(max_attempts=args.max_attempts, backoff_initial_s=args.backoff),
             retry_failed=not args.no_retry_failed,
             cache=not args.no_cache,
@@ -247,10 +237,10 @@ def _inputs(args: argparse.Namespace) -> tuple[Any, Any]:
             tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
         except (OSError, ValueError) as exc:
             raise UserFacingError(
-                f"--tokenizer {args.tokenizer!r}: cannot load it ({' '.join(str(exc).split())[:200]})"
+                f"--tokenizer {args.tokenizer!r}: cannot load it ({one_line(exc, 200)})"
             ) from None
     else:
-        from masksearch.backends.models import load_embedded_tokenizer
+        from masksearch.engine.models import load_embedded_tokenizer
 
         tokenizer = load_embedded_tokenizer()
     return client, tokenizer
@@ -309,18 +299,8 @@ def _train(args: argparse.Namespace) -> int:
     if not Path(args.data).is_file():
         raise UserFacingError(f"--data {args.data}: no such file")
     cpu = None if args.device == "auto" else args.device == "cpu"
-    result = train_sft(
-        args.data,
-        args.model,
-        args.out,
-        overrides=args.overrides,
-        batch_size=args.batch_size,
-        micro_batch_size=args.micro_batch_size,
-        epochs=args.epochs,
-        steps=args.steps,
-        max_length=args.max_length,
-        cpu=cpu,
-    )
+    flags = ("overrides", "batch_size", "micro_batch_size", "epochs", "steps", "max_length")
+    result = train_sft(args.data, args.model, args.out, cpu=cpu, **flag_values(args, flags))
     if result.returncode != 0 or result.hf_path is None:
         raise UserFacingError(f"SFT failed (rc={result.returncode}); see {result.log_file}")
     _print_json({"losses": result.losses, "model": str(result.hf_path)})
@@ -347,13 +327,13 @@ def _evolve(args: argparse.Namespace) -> int:
         raise UserFacingError(f"--round0-model {args.round0_model}: not an HF model folder (no config.json)")
     train_fn = _trainer(args)
     client, tokenizer = _inputs(args)
-    train_kwargs = {"batch_size": args.batch_size, "epochs": args.epochs, "steps": args.steps}
+    train_kwargs = flag_values(args, ("batch_size", "epochs", "steps"))
     if args.train_override:
         train_kwargs["overrides"] = list(args.train_override)
     try:
         reports = _run_evolve(args, evolve, client, tokenizer, config, train_kwargs, train_fn)
     except RuntimeError as exc:  # e.g. a teacher server that failed to start (its log tail is in the message)
-        raise UserFacingError(" ".join(str(exc).split())) from None  # the log tail is already bounded
+        raise UserFacingError(one_line(exc, None)) from None  # the log tail is already bounded
     _print_json(reports)
     return 0 if reports and "stopped" not in reports[-1] else 1
 
@@ -365,8 +345,7 @@ def _run_evolve(args, evolve, client, tokenizer, config, train_kwargs, train_fn)
         args.out,
         teacher_url=args.endpoint,
         teacher_model=args.model,
-        round0=args.round0,
-        round0_model=args.round0_model,
+        **flag_values(args, ("round0", "round0_model", "serve_cmd")),
         later_rounds={"samples_per_item": args.samples, "temperature": args.sample_temperature},
         student_model=args.student,
         search_client=client,
@@ -374,7 +353,6 @@ def _run_evolve(args, evolve, client, tokenizer, config, train_kwargs, train_fn)
         config=config,
         train_kwargs=train_kwargs,
         train_fn=train_fn,
-        serve_cmd=args.serve_cmd,
         api_key=os.environ.get(args.api_key_env) or None,
     )
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from masksearch.core.openai_client import (
     CallStats,
@@ -35,6 +35,9 @@ from masksearch.core.openai_client import (
     call_with_retries,
     chat_text,
 )
+
+if TYPE_CHECKING:
+    from masksearch.env.generators import GenerationResult, Messages, Prompt
 
 __all__ = [
     "CallStats",
@@ -158,13 +161,8 @@ class ResilientGenerator:
         self._sleep = sleep
 
     def generate(
-        self,
-        prompt: Sequence[int] | str,
-        max_new_tokens: int,
-        stop: Sequence[str],
-        *,
-        messages: list[dict[str, Any]] | None = None,
-    ) -> Any:
+        self, prompt: Prompt, max_new_tokens: int, stop: Sequence[str], *, messages: Messages = None
+    ) -> GenerationResult:
         from masksearch.env.generators import GenerationError, GenerationResult
 
         payload = {

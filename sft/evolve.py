@@ -7,9 +7,10 @@ Two ways to start:
 * **offline** (``round0`` + ``round0_model``): round 0 is data synthesised before (e.g. by the
   rules teacher) and the model trained on it; round 1's teacher is that model.
 
-Every later teacher is the model trained in the round before, served on ``127.0.0.1`` by
-``masksearch sft serve`` (or any command given as ``serve_cmd``, e.g. vLLM) and run in the search
-environment (``policy`` mode), sampling ``samples_per_item`` trajectories per training prompt
+Every later teacher is the model trained in the round before, run in process (an ``HFGenerator``
+over the generation engine, shared by the synthesis threads; or, given ``serve_cmd``, served on
+``127.0.0.1`` by that command, e.g. vLLM) in the search environment (``policy`` mode), sampling
+``samples_per_item`` trajectories per training prompt
 (``later_rounds``); the training reward keeps those with ``acc = 1`` (rejection sampling). Each
 round trains the *base* student on the kept trajectories of all rounds so far (round 0's
 included), so the data grows while errors of one round's model do not compound in the weights.
@@ -32,10 +33,10 @@ import os
 import shlex
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -59,14 +60,14 @@ def free_port() -> int:
 
 
 class ServedModel:
-    """A teacher server in a subprocess; ``with ServedModel(...) as url: ...`` stops it after."""
+    """A teacher server in a subprocess (``serve_cmd``); ``with ServedModel(...) as url: ...`` stops it after."""
 
     def __init__(
         self,
         model_dir: str | os.PathLike,
         name: str,
         *,
-        serve_cmd: str | None = None,
+        serve_cmd: str,
         startup_s: float = 300.0,
         log_path: str | os.PathLike | None = None,
     ):
@@ -75,13 +76,7 @@ class ServedModel:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        if serve_cmd:
-            self.command = shlex.split(serve_cmd.format(model=self.model_dir, port=self.port, name=name))
-        else:
-            self.command = [
-                sys.executable, "-m", "masksearch.sft.cli", "serve",
-                "--model", self.model_dir, "--port", str(self.port), "--served-name", name,
-            ]  # fmt: skip
+        self.command = shlex.split(serve_cmd.format(model=self.model_dir, port=self.port, name=name))
         self.startup_s = startup_s
         self.proc: subprocess.Popen | None = None
 
@@ -199,8 +194,8 @@ def evolve(
         round0_model: HF folder of the model trained on ``round0``: round 1's teacher (offline).
         config: synthesis settings of round 1 (served teachers switch to ``mode="policy"``).
         train_kwargs: keyword arguments of ``train_fn``.
-        serve_cmd: command template serving ``{model}`` on ``{port}`` as ``{name}`` (default: the
-            built-in ``masksearch sft serve``; e.g. ``"vllm serve {model} --port {port} --served-model-name {name}"``).
+        serve_cmd: command template serving ``{model}`` on ``{port}`` as ``{name}`` (default: none,
+            the student runs in process; e.g. ``"vllm serve {model} --port {port} --served-model-name {name}"``).
         api_key: bearer token for the round-1 teacher.
         later_rounds: ``SynthesisConfig`` fields for served teachers (e.g. ``temperature``,
             ``samples_per_item``).
@@ -237,11 +232,17 @@ def evolve(
                 tokenizer=tokenizer, config=round_cfg, api_key=api_key,
             )  # fmt: skip
         else:
+            from masksearch.sft.serve import student_generator
+
             model, round_cfg = f"student-round-{r - 1}", served_cfg
-            with ServedModel(teacher_hf, model, serve_cmd=serve_cmd) as url:
+            # the student runs in process, unless serve_cmd serves it (e.g. vLLM on GPUs)
+            with ServedModel(teacher_hf, model, serve_cmd=serve_cmd) if serve_cmd else nullcontext() as url:
+                student = (
+                    None if url else student_generator(str(teacher_hf), temperature=round_cfg.temperature)
+                )
                 synth = synthesize(
-                    data, synth_dir, endpoint_url=url, model=model, search_client=search_client,
-                    tokenizer=tokenizer, config=round_cfg,
+                    data, synth_dir, endpoint_url=url, generator=student, model=model,
+                    search_client=search_client, tokenizer=tokenizer, config=round_cfg,
                 )  # fmt: skip
         kept_dirs.append(synth_dir)
         report: dict[str, Any] = {

@@ -192,7 +192,7 @@ def tiny_search_overrides(tiny_model_path):
 @pytest.fixture(scope="session")
 def tiny_model_path() -> Path:
     """A ~3M-parameter random Qwen2 with the SmolLM2 tokenizer, cached across sessions."""
-    from masksearch.backends.models import build_tiny_model, cache_root
+    from masksearch.engine.models import build_tiny_model, cache_root
 
     return build_tiny_model(cache_root() / "test-models" / "tiny-qwen2-h64-l2")
 
@@ -222,7 +222,7 @@ def peaked_model_path(tiny_model_path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def embedded_tokenizer():
-    from masksearch.backends.models import load_embedded_tokenizer
+    from masksearch.engine.models import load_embedded_tokenizer
 
     return load_embedded_tokenizer()
 

@@ -3,8 +3,11 @@
 Order, lowest first; a part imports only parts on a LOWER level (never one on its own level, never
 upward):
 
-    core  ->  search_tool, rewards, curriculum, backends  ->  data  ->  env
+    core  ->  search_tool, rewards, curriculum, engine  ->  backends, data  ->  env
           ->  eval, sft, viewer  ->  recipes  ->  cli
+
+``engine`` is local generation (the continuous-batching engine over a transformers model); ``backends``
+is verl's CPU support, whose ``hf`` rollout server is an adapter over the engine, hence one level up.
 
 The root package (``masksearch/__init__.py``: ``cache_root``) counts as core. ``tests/``,
 ``benchmarks/`` and ``examples/`` are not parts: they may import anything.
@@ -38,7 +41,8 @@ LEVELS: dict[str, int] = {
     "search_tool": 1,
     "rewards": 1,
     "curriculum": 1,
-    "backends": 1,
+    "engine": 1,
+    "backends": 2,
     "data": 2,
     "env": 3,
     "eval": 4,

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 from pathlib import Path
 from typing import Any
 
+from masksearch.core.cli_support import flag_values
 from masksearch.core.errors import UserFacingError
+from masksearch.core.logs import module_logger
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
 
 def register(subparsers: Any) -> None:
@@ -62,14 +61,9 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_out_dir(out)  # a file there is a one-line error, for --serve too
     if args.sources or args.compare:
-        result = build_site(
-            args.sources,
-            out,
-            compare=tuple(args.compare) if args.compare else None,
-            page_size=args.page_size,
-            title=args.title,
-            overwrite=args.overwrite,
-        )
+        compare = tuple(args.compare) if args.compare else None
+        flags = flag_values(args, ("page_size", "title", "overwrite"))
+        result = build_site(args.sources, out, compare=compare, **flags)
         print(result.summary_line())
     elif not args.serve:
         raise UserFacingError(

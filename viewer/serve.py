@@ -7,15 +7,14 @@ folder given and nothing above it (``http.server``'s own path handling).
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from masksearch.core.errors import UserFacingError
+from masksearch.core.logs import module_logger
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
 __all__ = ["make_server", "serve_forever"]
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import html
 import json
-import logging
 import math
 import os
 import shutil
@@ -33,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.core.errors import UserFacingError
+from masksearch.core.logs import module_logger
 from masksearch.viewer import assets
 from masksearch.viewer.sources import LearnReport, LoadResult, Sample, discover, load_sources
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
 __all__ = [
     "CHUNK_SIZE",

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 from collections import Counter
@@ -45,10 +44,14 @@ from typing import Any
 
 from masksearch.core.errors import UserFacingError
 from masksearch.core.grammar import INFORMATION, count_searches, extract_answer, parse_turns
+from masksearch.core.logs import module_logger
 from masksearch.core.tokens import MASK_TOKEN
+from masksearch.rewards import task_kind
+from masksearch.rewards.answer import mentions
+from masksearch.rewards.hybrid import gold_groups
+from masksearch.search_tool.observation import parse_observation
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
 __all__ = [
     "HEALTH_EVENTS_FILE",
@@ -82,7 +85,6 @@ STAT_KEYS = (
 )
 _MAX_SCAN_DEPTH = 3
 _STEP_FILE = re.compile(r"^(\d+)\.jsonl$")
-_DOC_RE = re.compile(r"(?m)^\s*Doc (\d+)\(Title: ")
 _PASSAGE_RE = re.compile(r"Passage: (.*?)\nNumber of masks:", re.S)
 _SEARCH_FAILED = "Search failed:"
 #: The RL watchdog's events file (``masksearch.recipes.health.EVENTS_FILE``; read by path: the
@@ -176,28 +178,16 @@ class Sample:
         }
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            **self._identity(),
-            "data_source": self.data_source,
-            "prompt": self.prompt,
-            "blocks": self.blocks,
-            "golds": self.golds,
-            "answer": self.answer,
-            "rewards": self.rewards,
-            "rewards_source": self.rewards_source,
-            "score_parts": self.score_parts,
-            "stats": self.stats,
-            "stats_source": self.stats_source,
-            "stop_reason": self.stop_reason,
-            "error": self.error,
-            "status": self.status,
-            "reason": self.reason,
-            "detail": self.detail,
-            "extra": self.extra,
-            "gold_in_docs": self.gold_in_docs,
-            "missed": self.missed,
-            "group": self.group,
-        }
+        """The sample page's JSON: the identity, then :data:`_JSON_FIELDS` in that order."""
+        return {**self._identity(), **{name: getattr(self, name) for name in _JSON_FIELDS}}
+
+
+#: The attributes a sample page shows besides its identity, in the JSON's order.
+_JSON_FIELDS = (
+    *("data_source", "prompt", "blocks", "golds", "answer", "rewards", "rewards_source", "score_parts"),
+    *("stats", "stats_source", "stop_reason", "error", "status", "reason", "detail", "extra"),
+    *("gold_in_docs", "missed", "group"),
+)
 
 
 @dataclass
@@ -244,74 +234,25 @@ def _preview(prompt: Sequence[Mapping[str, Any]], limit: int = 140) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def _gold_in(observations: Sequence[str], golds: Sequence[Sequence[str]]) -> bool:
-    """Some gold alias occurs in the observations as whole words (case and spacing ignored).
+    """Some gold alias is :func:`~masksearch.rewards.answer.mentions`-ed in the observations (the
+    reward's grounding check: whole words, case, punctuation and spacing ignored).
 
     >>> _gold_in(["Doc 1(Title: X) founded in 1915."], [["15"]]), _gold_in(["in 1915."], [["1915"]])
     (False, True)
     """
-    if not observations:
-        return False
-    haystack = _norm(" ".join(observations))
-    for group in golds:
-        for alias in group:
-            needle = _norm(alias)
-            if needle and needle in haystack and re.search(rf"(?<!\w){re.escape(needle)}(?!\w)", haystack):
-                return True
-    return False
+    text = " ".join(observations)
+    return any(mentions(text, alias) for group in golds for alias in group)
 
 
 def split_documents(observation: str) -> list[list[Any]]:
-    """``[[n, title, text], ...]`` of a Search-R1 observation (``Doc i(Title: t) text``).
-
-    An observation that is not in that shape (a retrieval error, free text) gives ``[]``; a
-    title holding ``)`` is cut at its first ``)`` followed by a space.
+    """``[[n, title, text], ...]`` of an observation, as :func:`~masksearch.search_tool.observation.parse_observation`
+    reads it (JSON-ready); an observation without documents (a retrieval error) gives ``[]``.
 
     >>> split_documents("Doc 1(Title: Paris) Capital.\\nDoc 2(Title: Lyon (city)) A city.\\n")
     [[1, 'Paris', 'Capital.'], [2, 'Lyon (city)', 'A city.']]
-    >>> split_documents("Search failed: timeout")
-    []
     """
-    starts = list(_DOC_RE.finditer(observation))
-    docs: list[list[Any]] = []
-    for i, m in enumerate(starts):
-        end = starts[i + 1].start() if i + 1 < len(starts) else len(observation)
-        body = observation[m.end() : end]
-        close = body.find(") ")
-        if close < 0:
-            close = body.find(")")
-        title, text = (body[:close], body[close + 1 :]) if close >= 0 else (body, "")
-        docs.append([int(m.group(1)), title, text.strip()])
-    return docs
-
-
-def _golds_of(data_source: str, ground_truth: Any) -> list[list[str]]:
-    """Alias groups: one per mask for RAMP, one group of aliases for QA."""
-    from masksearch.rewards import task_kind
-    from masksearch.rewards.ramp import as_span_golds
-
-    if task_kind(data_source) == "ramp":
-        return [[str(a) for a in group] for group in as_span_golds(ground_truth)]
-    value = ground_truth
-    if isinstance(value, Mapping):
-        value = value.get("target", value.get("answers", value.get("ground_truth", [])))
-    if value is None:
-        return [[]]
-    if isinstance(value, str):
-        return [[value]]
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    aliases: list[str] = []
-    for item in value if isinstance(value, list | tuple) else [value]:
-        if isinstance(item, list | tuple):
-            aliases.extend(str(a) for a in item)
-        elif item is not None:
-            aliases.append(str(item))
-    return [aliases]
+    return [list(doc) for doc in parse_observation(observation)]
 
 
 def _masked_text(prompt: Sequence[Mapping[str, Any]], extra_info: Mapping[str, Any] | None) -> str | None:
@@ -410,7 +351,7 @@ def _record_sample(
         data_source=data_source,
         prompt=prompt,
         response=response,
-        golds=_golds_of(data_source, golds),
+        golds=gold_groups(golds, task_kind(data_source)),
         answer=rec.get("answer"),
         rewards=rewards,
         rewards_source="recomputed",
@@ -531,7 +472,7 @@ def _load_verl(src: Source, skipped: Counter[str]) -> Iterator[Sample]:
                 data_source=data_source,
                 prompt=prompt,
                 response=response,
-                golds=_golds_of(data_source, gts),
+                golds=gold_groups(gts, task_kind(data_source)),
                 answer=extract_answer(response),
                 rewards=rewards,
                 rewards_source=rewards_source,

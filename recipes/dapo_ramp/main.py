@@ -8,24 +8,36 @@ Before Hydra runs, the entry
 * fills in the paths that live inside the installed package (the reward function file and the
   agent-loop YAML) unless given;
 * runs the preflight checks (torch, verl version, model path) so mistakes fail before Ray starts.
-Then it runs exactly what verl's ``main_ppo`` runs, with ``config/dapo_ramp.yaml`` as the config.
+Then it runs exactly what verl's ``main_ppo`` runs, with ``config/dapo_ramp.yaml`` as the config
+(over the ``masksearch.*`` defaults of :class:`masksearch.recipes.settings.MaskSearchSettings`, which
+it loads and checks before Ray starts).
+
+Every exit writes ``<trainer.default_local_dir>/run_result.json`` (:class:`RunResult`; an error before
+Hydra runs only when the folder was given as an override): ``status``
+(``running`` while it runs, then ``ok``, ``error`` or ``health_stop``), the one-line ``error``, the
+``budget`` fit and the last saved checkpoint; ``make learn`` reads that file, not the log.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hydra
 
 from masksearch.backends.cpu_profile import cpu_overrides, gpu_overrides
+from masksearch.core.atomic import atomic_write_json
 from masksearch.core.errors import UserFacingError
 from masksearch.recipes.budget import check_budget
 from masksearch.recipes.preflight import override_value, run_preflight
+from masksearch.recipes.settings import PROFILES, load_masksearch_settings, register_defaults
 
-PROFILES = ("auto", "cpu", "gpu")
+RESULT_FILE = "run_result.json"
 # Environment that must reach the Ray workers. A cluster started with `ray start` does not inherit the
 # driver's environment, so these travel in the job's runtime_env (verl merges it into its own).
 FORWARDED_ENV = (
@@ -45,6 +57,7 @@ FORWARDED_ENV = (
 # A forwarded URL that carries userinfo or a query string is treated as a secret too.
 # An absolute path: relative ones make Hydra look for a Python package named ...dapo_ramp.config.
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
+register_defaults()  # the YAML's `masksearch_defaults` (here, so every composition of it finds them)
 
 
 def _hydra_quote(value: str) -> str:
@@ -127,32 +140,78 @@ def recipe_overrides(user_overrides: Sequence[str]) -> list[str]:
     return defaults + [o for o in user_overrides if not o.startswith("masksearch.profile=")]
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="dapo_ramp", version_base=None)
-def _run(config) -> None:
-    # the same steps as verl.trainer.main_ppo.main, on our config
+@dataclass
+class RunResult:
+    """``<folder>/run_result.json``, written atomically at every exit: how the run ended, for callers
+    (``make learn``) that must not read logs. ``last_checkpoint_step`` is verl's
+    ``latest_checkpointed_iteration.txt`` (``None`` before the first save)."""
+
+    folder: Path | None  # None: no trainer.default_local_dir given and no config yet (nowhere to write)
+    budget: dict[str, Any] | None = None
+
+    def write(self, status: str, error: str | None = None) -> None:
+        if self.folder is None:
+            return
+        tracker = self.folder / "latest_checkpointed_iteration.txt"
+        step = int(tracker.read_text().strip()) if tracker.is_file() else None
+        last = self.folder / f"global_step_{step}" if step is not None else None
+        info = {"status": status, "error": error, "budget": self.budget, "last_checkpoint_step": step}
+        atomic_write_json(
+            self.folder / RESULT_FILE, {**info, "last_checkpoint": last and str(last)}, indent=2
+        )
+
+    @staticmethod
+    def read(folder: str | os.PathLike[str]) -> dict[str, Any]:
+        """The result a run left in ``folder`` (``{}`` when it wrote none)."""
+        import json
+
+        path = Path(folder) / RESULT_FILE
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "cause", None) or exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+def _train(config, result: RunResult) -> None:
+    """The Hydra task: the same steps as verl.trainer.main_ppo.main, on our config."""
     from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
     from verl.utils.device import auto_set_device
 
-    auto_set_device(config)
-    validate_config(
-        config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config)
-    )
-    secrets = secret_env()
-    if secrets:
-        _init_ray(config, secrets)
     from masksearch.recipes.health_guard import HealthStop
     from masksearch.recipes.trainer import RetrievalErrorAbort
 
+    result.folder = Path(str(config.trainer.default_local_dir))
+    result.write("running")
     try:
+        load_masksearch_settings(config)  # every masksearch.* group checked before Ray starts
+    except ValueError as exc:
+        result.write("error", str(exc))
+        print(f"masksearch: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        auto_set_device(config)
+        validate_config(
+            config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config)
+        )
+        secrets = secret_env()
+        if secrets:
+            _init_ray(config, secrets)
         run_ppo(config, task_runner_class=TaskRunnerV1)
     except (HealthStop, RetrievalErrorAbort) as exc:  # Ray re-raises them as RayTaskError subclasses
         # the run decided to stop (watchdog `stop`, dead retriever): its line, not Ray's traceback.
         # Caught here, inside the Hydra task: Hydra turns exceptions that leave it into its own report.
-        text = str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1]
+        text = _one_line(exc)
+        result.write("health_stop" if isinstance(exc, HealthStop) else "error", text)
         print(text if text.startswith("masksearch: ") else f"masksearch: error: {text}", file=sys.stderr)
         sys.exit(3)
+    except BaseException as exc:  # a crash or an interrupt: recorded, then Hydra reports it as before
+        result.write("error", _one_line(exc))
+        raise
+    result.write("ok")
 
 
 def _init_ray(config, secrets: dict[str, str]) -> None:
@@ -187,14 +246,26 @@ def _init_ray(config, secrets: dict[str, str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     user_overrides = list(sys.argv[1:] if argv is None else argv)
+    folder = override_value(user_overrides, "trainer.default_local_dir")
+    result = RunResult(Path(folder) if folder else None)
     try:
         refuse_secret_overrides(user_overrides)
         overrides = recipe_overrides(user_overrides)
         run_preflight(overrides)
-        check_budget(overrides)  # one search per mask + the answer must fit (prints the fit)
+        fit = check_budget(overrides)  # one search per mask + the answer must fit (prints the fit)
     except UserFacingError as exc:
+        result.write("error", str(exc))
         print(f"masksearch: error: {exc}", file=sys.stderr)
         return 2
+    if fit is not None:
+        result.budget = {
+            "line": fit.line(),
+            "fits": fit.fits,
+            "needed": fit.needed(),
+            **dataclasses.asdict(fit),
+        }
     sys.argv = [sys.argv[0], *overrides]
-    _run()
+    hydra.main(config_path=str(CONFIG_DIR), config_name="dapo_ramp", version_base=None)(
+        lambda config: _train(config, result)
+    )()
     return 0

@@ -8,7 +8,6 @@ atomic, ``run_eval`` and synthesis resume per sample, SFT and RL resume from the
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -17,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.core.errors import UserFacingError
+from masksearch.core.logs import module_logger
 from masksearch.recipes.health import read_events
 from masksearch.recipes.learn.settings import LearnSettings
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
 __all__ = [
     "base_model",
@@ -40,7 +39,7 @@ def base_model(s: LearnSettings) -> Path:
         if not (path / "config.json").is_file():
             raise UserFacingError(f"MODEL_PATH={s.model_path}: not an HF model folder (no config.json)")
         return path.resolve()
-    from masksearch.backends.models import embedded_model_path
+    from masksearch.engine.models import embedded_model_path
 
     return embedded_model_path()
 
@@ -237,8 +236,8 @@ def _tokenizer(s: LearnSettings) -> Any:
 
 # ---------------------------------------------------------------------------------- evolve
 def stage_evolve(s: LearnSettings, sft_model: Path) -> dict[str, Any]:
-    """One (or ``EVOLVE_ROUNDS``) self-evolve round(s): the SFT model, served by ``masksearch sft
-    serve``, samples ``EVOLVE_SAMPLES`` trajectories per training prompt; the training reward keeps
+    """One (or ``EVOLVE_ROUNDS``) self-evolve round(s): the SFT model, run in process, samples
+    ``EVOLVE_SAMPLES`` trajectories per training prompt; the training reward keeps
     ``acc = 1``; the base student is trained on those plus round 0's rules data."""
     import pyarrow.parquet as pq
 
@@ -294,8 +293,18 @@ def _student_val(s: LearnSettings, model: Path, round_dir: Path) -> dict[str, An
 
 # -------------------------------------------------------------------------------------- RL
 def _rl_overrides(s: LearnSettings, model: Path, out: Path) -> list[str]:
+    from dataclasses import replace
+
+    from masksearch.curriculum.sampler import CurriculumSettings
+    from masksearch.recipes.dynamic_sampling import DynamicSamplingSettings
+    from masksearch.recipes.settings import MaskSearchSettings
+
     p = _paths(s)
-    env = s.env_config()
+    masksearch = MaskSearchSettings(  # the env every stage ran, as the recipe's typed settings
+        env=replace(s.env_config(), retriever_index=str(p["index"])),
+        curriculum=CurriculumSettings(strategy=s.curriculum),
+        dynamic_sampling=DynamicSamplingSettings(max_gen_batches=1),
+    )
     return [
         f"data.train_files={p['train']}",
         f"data.val_files={p['val']}",
@@ -305,15 +314,8 @@ def _rl_overrides(s: LearnSettings, model: Path, out: Path) -> list[str]:
         f"actor_rollout_ref.model.path={model}",
         f"actor_rollout_ref.rollout.n={s.group_size}",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={s.rl_batch}",
-        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1",
-        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
         f"actor_rollout_ref.actor.optim.lr={s.rl_lr}",
-        f"masksearch.env.retriever_index={p['index']}",
-        f"masksearch.env.max_turns={env.max_turns}",
-        f"masksearch.env.topk={env.topk}",
-        f"masksearch.env.max_obs_tokens={env.max_obs_tokens}",
-        f"masksearch.curriculum.strategy={s.curriculum}",
-        "masksearch.dynamic_sampling.max_gen_batches=1",
+        *masksearch.overrides("env", "curriculum", "dynamic_sampling"),
         f"reward.custom_reward_function.reward_kwargs.format_weight={s.format_weight}",
         f"reward.reward_kwargs.overlong_buffer_cfg.len={max(16, s.max_response_length // 8)}",
         f"trainer.total_training_steps={s.rl_steps}",
@@ -363,8 +365,9 @@ def read_rl_curve(metrics_file: Path) -> dict[str, list[float]]:
 
 def stage_rl(s: LearnSettings, start_model: Path) -> dict[str, Any]:
     """DAPO on RAMP from the SFT checkpoint (``python -m masksearch.recipes.dapo_ramp``), then the
-    final actor as an HF folder."""
+    final actor as an HF folder. How the run ended comes from the ``run_result.json`` it writes."""
     from masksearch.backends.checkpoints import resolve_model_path
+    from masksearch.recipes.dapo_ramp.main import RESULT_FILE, RunResult
 
     out = s.root / "rl"
     out.mkdir(parents=True, exist_ok=True)
@@ -384,20 +387,16 @@ def stage_rl(s: LearnSettings, start_model: Path) -> dict[str, Any]:
         fh.write(f"$ {' '.join(command)}\n")
         fh.flush()
         proc = subprocess.run(command, cwd=out, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False)
-    text = log_file.read_text(encoding="utf-8", errors="replace")
-    if proc.returncode != 0:
-        errors = [
-            line
-            for line in text.splitlines()
-            if line.startswith(("masksearch: error:", "masksearch: health:"))
-        ]
-        detail = errors[-1] if errors else " ".join(text[-600:].split())
-        raise UserFacingError(f"RL failed (rc={proc.returncode}): {detail} (log: {log_file})")
+    result = RunResult.read(out / "checkpoints")
+    status = result.get("status", f"no {RESULT_FILE}")
+    if proc.returncode != 0 or status != "ok":
+        detail = result.get("error") or "no error recorded (killed?)"
+        raise UserFacingError(f"RL failed (rc={proc.returncode}, {status}): {detail} (log: {log_file})")
     step_dir = out / "checkpoints" / f"global_step_{s.rl_steps}"
     if not step_dir.is_dir():
         raise UserFacingError(f"RL ended without {step_dir}; see {log_file}")
     final = resolve_model_path(step_dir)
-    budget = next((line for line in text.splitlines() if line.startswith("budget: ")), None)
+    budget = (result.get("budget") or {}).get("line")
     return {
         "start_model": str(start_model),
         "steps": s.rl_steps,

@@ -10,16 +10,15 @@ the shards are merged with verl's model merger (``python -m verl.model_merger me
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 from masksearch.core.atomic import atomic_dir
+from masksearch.core.logs import module_logger
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
 __all__ = ["TRACKER_FILE", "latest_checkpoint", "sft_checkpoint_to_hf"]
 

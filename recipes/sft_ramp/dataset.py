@@ -19,8 +19,6 @@ format but tokenises like :class:`masksearch.env.session.SearchSession`::
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from verl.utils.dataset.multiturn_sft_dataset import MultiTurnSFTDataset
 
+from masksearch.core.logs import module_logger
 from masksearch.env.session import OBS_PREFIX, OBS_SUFFIX
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
 __all__ = ["RESPONSE_ROLES", "TrajectorySFTDataset", "tokenize_trajectory"]
 

@@ -9,7 +9,6 @@ train`` and ``masksearch sft evolve`` get :func:`train_sft` from the ``masksearc
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -17,8 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+from masksearch.core.logs import module_logger
+
+logger = module_logger(__name__)
 
 __all__ = ["TrainResult", "train_sft"]
 

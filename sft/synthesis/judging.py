@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from masksearch.core.errors import one_line
 from masksearch.core.grammar import validate_format
 from masksearch.env.session import TurnRecord
 from masksearch.sft.synthesis.config import ENDPOINT_FAILED, WRONG_ANSWER
@@ -84,7 +85,7 @@ def failed_record(item: SynthesisItem, error: BaseException, teacher: dict[str, 
         **base_record(item, teacher),
         "status": "rejected",
         "reason": ENDPOINT_FAILED,
-        "detail": " ".join(str(error).split())[:500],
+        "detail": one_line(error, 500),
         "segments": [],
         "response": "",
         "answer": "",

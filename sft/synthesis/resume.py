@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from masksearch.core.atomic import atomic_write_text
+from masksearch.core.logs import module_logger
 from masksearch.sft.synthesis.config import ENDPOINT_FAILED, KEPT_FILE, REJECTED_FILE
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
 __all__ = ["prepare_resume", "read_records"]
 

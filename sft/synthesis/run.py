@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.core.atomic import atomic_write_json
+from masksearch.core.logs import module_logger
 from masksearch.sft.endpoint import CallStats, ChatEndpoint, DiskCache, EndpointError, ResilientGenerator
 from masksearch.sft.synthesis.config import CACHE_DIR, KEPT_FILE, REJECTED_FILE, REPORT_FILE, SynthesisConfig
 from masksearch.sft.synthesis.items import SynthesisItem, load_items
@@ -23,8 +23,7 @@ from masksearch.sft.synthesis.report import build_report
 from masksearch.sft.synthesis.resume import prepare_resume
 from masksearch.sft.synthesis.search import LockedTokenizer, SearchFn
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
 __all__ = ["synthesize"]
 
@@ -44,6 +43,7 @@ def synthesize(
     tokenizer: Any,
     endpoint_url: str | None = None,
     model: str | None = None,
+    generator: Any = None,
     config: SynthesisConfig | None = None,
     api_key: str | None = None,
     serialise_search: bool = True,
@@ -59,6 +59,8 @@ def synthesize(
         tokenizer: the student's tokenizer (observation budget, turn cutting; as in RL).
         endpoint_url: the teacher's OpenAI-compatible server (``agents`` / ``policy``; not ``rules``).
         model: the served model name (``agents`` / ``policy``).
+        generator: ``policy`` only: a token-in generator run in process (e.g. ``HFGenerator``, shared
+            by the worker threads) instead of ``endpoint_url``; ``model`` names it in the records.
         config: settings (``mode`` picks the teacher).
         api_key: bearer token for the endpoint.
         serialise_search: one search at a time (in-process indexes); False for a retrieval server.
@@ -72,7 +74,7 @@ def synthesize(
         ValueError: ``agents`` / ``policy`` without ``endpoint_url`` and ``model``.
     """
     cfg = config or SynthesisConfig()
-    if cfg.mode != "rules" and not (endpoint_url and model):
+    if cfg.mode != "rules" and not (endpoint_url and model) and not (cfg.mode == "policy" and generator):
         raise ValueError(f"teacher mode {cfg.mode!r} needs an endpoint URL and a model name")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,6 +110,10 @@ def synthesize(
         )
         closers.append(endpoint.close)
         teacher = MultiAgentTeacher(endpoint, tok, search, cfg)
+    elif generator is not None:  # in process: no HTTP, no retries, no call cache
+        from masksearch.sft.teachers.policy import PolicyTeacher
+
+        teacher = PolicyTeacher(generator, tok, search, cfg)
     else:
         from masksearch.env.generators import OpenAIGenerator
         from masksearch.sft.teachers.policy import PolicyTeacher

@@ -30,7 +30,7 @@ class LockedTokenizer:
 
 
 class SearchFn:
-    """``query -> SearchResult`` over a search client, never raising; in-process indexes locked."""
+    """``query -> SearchOutcome`` over a search client, never raising; in-process indexes locked."""
 
     def __init__(self, client: Any, topk: int, serialise: bool):
         self.client = client

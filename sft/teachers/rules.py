@@ -11,11 +11,12 @@ an RL rollout with the same text would be (observations included).
   holds the gold span for 99.6% of masks), then the title plus the words around the mask, then
   those words alone. QA: the question's content words, then the question as written.
 * **Observer** — accepts a fill only when the observation the env appended (truncated as RL
-  truncates it) contains it and it is the gold span (word-boundary match after lowercasing and
-  dropping punctuation). One search per mask, as the plan says; only when the turns left
-  (``max_turns``, the answer turn included) cannot hold one search per remaining mask does it
-  take a fill it already saw in an earlier observation. A miss makes the rewriter try the next
-  query while the turn budget allows; masks are retried round-robin so none starves the others.
+  truncates it) contains it and it is the gold span (a whole-word match, case and punctuation
+  ignored: :func:`masksearch.rewards.answer.mentions`, the reward's grounding check). One search
+  per mask, as the plan says; only when the turns left (``max_turns``, the answer turn included)
+  cannot hold one search per remaining mask does it take a fill it already saw in an earlier
+  observation. A miss makes the rewriter try the next query while the turn budget allows; masks
+  are retried round-robin so none starves the others.
 * The ``<think>`` text says what is looked for and in which document it was found; the answer
   lists the fills one per line (RAMP) or `` answer `` (QA), as the prompts ask.
 
@@ -32,6 +33,10 @@ from typing import Any
 
 from masksearch.core.tokens import MASK_TOKEN
 from masksearch.env.session import AgentState, SearchSession, StopReason
+from masksearch.rewards.answer import mentions
+from masksearch.rewards.hybrid import gold_groups
+from masksearch.rewards.search_guard import observations_of
+from masksearch.search_tool.observation import parse_observation
 from masksearch.sft.synthesis.config import FILL_NOT_FOUND, SynthesisConfig
 from masksearch.sft.synthesis.items import Episode, SynthesisItem
 from masksearch.sft.synthesis.search import SearchFn
@@ -42,7 +47,6 @@ __all__ = [
     "MaskSlot",
     "RulesTeacher",
     "find_in_observation",
-    "normalise",
     "plan_masks",
     "query_variants",
 ]
@@ -61,7 +65,6 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 _WORD = re.compile(
     r"[^\W_](?:[\w'’\-]|\.(?=\w))*", re.UNICODE
 )  # "7.7" and "U.S" stay whole; a final "." goes
-_DOC = re.compile(r"Doc (\d+)\(Title: (.*?)\) ")
 _STOPWORDS = frozenset(
     [
         "a",
@@ -110,11 +113,6 @@ _STOPWORDS = frozenset(
         "then",
     ]
 )
-
-
-def normalise(text: str) -> str:
-    """Lowercase, punctuation to spaces, whitespace collapsed (``"7.7 km"`` -> ``"7 7 km"``)."""
-    return " ".join(re.sub(r"[^\w\s]|_", " ", text.lower()).split())
 
 
 @dataclass(frozen=True)
@@ -189,21 +187,14 @@ def query_variants(title: str, slot: MaskSlot | None = None, question: str | Non
 
 
 def find_in_observation(observation: str, fills: list[str]) -> tuple[str, int, str] | None:
-    """The observer's check: ``(fill, doc number, doc title)`` of the first fill the observation
-    contains (word-boundary match after :func:`normalise`), or ``None``."""
-    docs: list[tuple[int, str, str]] = []
-    marks = list(_DOC.finditer(observation))
-    for i, m in enumerate(marks):
-        end = marks[i + 1].start() if i + 1 < len(marks) else len(observation)
-        docs.append((int(m.group(1)), m.group(2), observation[m.start() : end]))
-    if not docs:
-        docs = [(1, "", observation)]
+    """The observer's check: ``(fill, doc number, doc title)`` of the first fill a document of the
+    observation :func:`~masksearch.rewards.answer.mentions` (its line as the model read it, the
+    reward's grounding check), or ``None``; an observation without documents counts as doc 1."""
+    body = "".join(observations_of(observation)) or observation  # inside <information>
+    docs = [(d.number, d.title, str(d)) for d in parse_observation(body)] or [(1, "", body)]
     for fill in fills:
-        needle = normalise(fill)
-        if not needle:
-            continue
         for number, title, text in docs:
-            if f" {needle} " in f" {normalise(text)} ":
+            if mentions(text, fill):
                 return fill, number, title
     return None
 
@@ -238,9 +229,9 @@ class RulesTeacher:
     # ---------------------------------------------------------------- planning
     def _needs(self, item: SynthesisItem) -> tuple[list[_Need], str]:
         title = str(item.extra_info.get("title") or "")
+        golds = gold_groups(item.ground_truth, item.kind)
         if item.kind == "ramp":
             slots = plan_masks(item.task_text)
-            golds = [g if isinstance(g, list) else [g] for g in item.ground_truth]
             if len(slots) != len(golds):
                 return [], f"{len(slots)} masks in the passage but {len(golds)} gold spans"
             needs, firsts = [], set()
@@ -249,13 +240,12 @@ class RulesTeacher:
                 # masks sharing a sentence: each starts with a query of its own (the words around it)
                 queries.sort(key=lambda q: q.lower() in firsts)
                 firsts.add(queries[0].lower())
-                needs.append(_Need(f"mask {slot.number}", [str(x) for x in gold], queries))
+                needs.append(_Need(f"mask {slot.number}", gold, queries))
             plan = "; ".join(f'({s.number}) "{s.snippet}"' for s in slots)
             about = f" about {title}" if title else ""
             think = f"The passage{about} has {len(slots)} mask(s), one search each: {plan}."
             return needs, think
-        golds = [str(g) for g in item.ground_truth if str(g).strip()]
-        need = _Need("the answer", golds, query_variants(title, question=item.task_text))
+        need = _Need("the answer", golds[0], query_variants(title, question=item.task_text))
         return [need], f"I need to find: {_quote(item.task_text, 30)}"
 
     # ---------------------------------------------------------------- episode

@@ -337,7 +337,7 @@ class TestBatching:
         assert [o.token_ids for o in outs] == [a.token_ids for a in alone[:3]]
 
     def test_unknown_option_is_a_one_line_error(self, peaked_model_path):
-        with pytest.raises(ValueError, match=r"unknown .*engine_kwargs.hf key.*max_batch"):
+        with pytest.raises(ValueError, match=r"Unknown .*engine_kwargs.hf key.*max_batch"):
             HFRolloutServer(str(peaked_model_path), 64, 24, options={"max_batch": 4})
 
 

@@ -80,8 +80,8 @@ class TestWarmStartPath:
     @pytest.fixture
     def defaults(self, tmp_path, monkeypatch, tiny_model_path):
         """The embedded model and corpus replaced by the tiny model and a one-passage corpus."""
-        import masksearch.backends.models as models
         import masksearch.data.corpus as corpus_module
+        import masksearch.engine.models as models
 
         corpus = tmp_path / "corpus.jsonl"
         corpus.write_text(json.dumps({"id": "0", "contents": '"A"\nSome text.'}) + "\n", encoding="utf-8")

@@ -165,6 +165,16 @@ class TestSearchAgentLoop:
         assert len(policy.calls) == 1
         assert out.extra_fields["hit_turn_budget"] is True
 
+    def test_misspelled_yaml_kwarg_is_an_error(self, make_loop, kit, tokenizer):
+        """A typo in the agent-loop YAML entry fails through the typed path (it was only a warning)."""
+        from hydra.errors import InstantiationException  # how verl's worker sees the loop's ValueError
+
+        policy = kit.ScriptedPolicy(tokenizer, [ANSWER])
+        with pytest.raises(
+            InstantiationException, match=r"Unknown masksearch\.env key\(s\) \['max_turn'\]; valid: "
+        ):
+            run(make_loop, kit, policy, yaml_kwargs={"max_turn": 1}, search_client=kit.StubRetriever())
+
     @pytest.mark.parametrize("honour_max_tokens", [True, False])  # a backend may overshoot max_tokens
     def test_length_budget(self, make_loop, kit, tokenizer, honour_max_tokens):
         long_think = kit.Turn("<think>" + "let me think " * 40 + "</think>", eos=True)

@@ -16,7 +16,13 @@ SHARED = ("max_turns", "topk", "max_obs_tokens")
 
 
 def _rl_env() -> dict:
-    return OmegaConf.to_container(OmegaConf.load(RL_YAML).masksearch.env)
+    """``masksearch.env`` of the RL recipe's composed config (its YAML over the settings dataclasses)."""
+    from hydra import compose, initialize_config_dir
+
+    from masksearch.recipes.dapo_ramp.main import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return OmegaConf.to_container(compose("dapo_ramp").masksearch.env)
 
 
 def test_rl_recipe_values_equal_the_dataclass_defaults():
@@ -25,6 +31,7 @@ def test_rl_recipe_values_equal_the_dataclass_defaults():
     assert set(rl) <= {f.name for f in fields(SearchEnvConfig)}  # no stale key in the recipe
     assert {k: getattr(defaults, k) for k in rl} == rl
     assert (defaults.max_turns, defaults.topk, defaults.max_obs_tokens) == (4, 3, 256)
+    assert "env" not in OmegaConf.load(RL_YAML).masksearch  # the YAML repeats no default
 
 
 def _parse(argv: list[str]):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from masksearch.backends.hf_decode import batch_size_for_memory, kv_bytes_per_token
+from masksearch.engine.hf_decode import batch_size_for_memory, kv_bytes_per_token
 from masksearch.env.generators import HFGenerator
 
 QUESTIONS = ["Who wrote Hamlet?", "hi", "What is 2 + 2?", "Name a colour.", "Translate 'cat' to French."]

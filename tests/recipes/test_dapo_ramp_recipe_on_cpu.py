@@ -66,6 +66,51 @@ class TestEntryOverrides:
         assert proc.returncode == 2 and "choose one of auto, cpu, gpu" in proc.stderr
 
 
+class TestRunResult:
+    """Every exit of the entry leaves ``<trainer.default_local_dir>/run_result.json`` (what ``make learn`` reads)."""
+
+    @staticmethod
+    def _entry(*overrides: str) -> subprocess.CompletedProcess:
+        import os
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MASKSEARCH_")}
+        return subprocess.run(
+            [sys.executable, "-m", "masksearch.recipes.dapo_ramp", "masksearch.profile=cpu", *overrides],
+            capture_output=True, text=True, check=False, timeout=300, env=env,
+        )  # fmt: skip
+
+    def test_a_settings_typo_stops_before_ray_and_is_recorded(self, tmp_path):
+        from masksearch.recipes.dapo_ramp.main import RunResult
+
+        proc = self._entry(f"trainer.default_local_dir={tmp_path}", "++masksearch.env.topkk=3")
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("masksearch:")]
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert len(lines) == 1 and lines[0].startswith(
+            "masksearch: error: Unknown masksearch.env key(s) ['topkk']"
+        )
+        result = RunResult.read(tmp_path)
+        assert result["status"] == "error" and result["error"].startswith("Unknown masksearch.env key(s)")
+        assert result["budget"]["line"].startswith("budget: 1 mask(s)") and result["budget"]["fits"] is True
+        assert result["last_checkpoint_step"] is None and result["last_checkpoint"] is None
+
+    def test_an_error_before_hydra_is_recorded_when_the_folder_is_given(self, tmp_path):
+        from masksearch.recipes.dapo_ramp.main import RunResult
+
+        proc = self._entry(f"trainer.default_local_dir={tmp_path}", "masksearch.env.search_api_key=x")
+        assert proc.returncode == 2 and "secrets are never passed as overrides" in proc.stderr
+        assert RunResult.read(tmp_path)["status"] == "error" and RunResult.read(tmp_path)["budget"] is None
+
+    def test_last_checkpoint_is_verls_tracker(self, tmp_path):
+        from masksearch.recipes.dapo_ramp.main import RunResult
+
+        (tmp_path / "latest_checkpointed_iteration.txt").write_text("7")
+        RunResult(tmp_path).write("health_stop", "masksearch: health: stop at step 8: ...")
+        result = RunResult.read(tmp_path)
+        assert (result["status"], result["last_checkpoint_step"]) == ("health_stop", 7)
+        assert result["last_checkpoint"] == str(tmp_path / "global_step_7")
+        RunResult(None).write("error", "nowhere to write")  # no folder known: nothing written, no error
+
+
 @pytest.fixture(scope="module")
 def recipe_runs(tmp_path_factory, build_search_workspace, tiny_search_overrides, run_verl):
     root = build_search_workspace(tmp_path_factory.mktemp("dapo_ramp"), articles=200, samples=16)
@@ -87,6 +132,16 @@ def recipe_runs(tmp_path_factory, build_search_workspace, tiny_search_overrides,
     assert rerun.returncode == 0, rerun.log[-8000:]
     print(f"\nrecipe e2e wall: killed run {killed.wall_s:.0f}s, rerun {rerun.wall_s:.0f}s")
     return killed, rerun
+
+
+def test_the_finished_run_leaves_its_result(recipe_runs):
+    from masksearch.recipes.dapo_ramp.main import RunResult
+
+    _, rerun = recipe_runs
+    result = RunResult.read(rerun.checkpoint_dir)
+    assert (result["status"], result["error"], result["last_checkpoint_step"]) == ("ok", None, 2)
+    assert result["last_checkpoint"] == str(rerun.checkpoint_dir / "global_step_2")
+    assert result["budget"]["line"].startswith("budget: ") and result["budget"]["line"] in rerun.log
 
 
 def test_rerun_of_the_same_command_resumes(recipe_runs):

@@ -170,6 +170,11 @@ def test_stop_exits_nonzero_with_the_one_line_after_saving(collapse_runs):
     assert resumed.returncode == 3
     assert (resumed.checkpoint_dir / f"global_step_{step}" / "actor").is_dir()
     assert _events(resumed)[-1]["outcome"] == "stop"
+    from masksearch.recipes.dapo_ramp.main import RunResult  # what `make learn` reads instead of the log
+
+    result = RunResult.read(resumed.checkpoint_dir)
+    assert result["status"] == "health_stop" and result["error"].startswith(line), result
+    assert result["last_checkpoint_step"] == step
 
 
 def test_a_normal_run_trips_nothing(normal_run):

@@ -83,13 +83,18 @@ class TestSettings:
         ).wants_rollback()
 
     def test_recipe_yaml_lists_the_dataclass_defaults(self):
-        """The YAML only lists (one definition per setting): its values equal the dataclass's."""
+        """One definition per setting: the recipe's composed config lists every key, with the
+        dataclass's values (the YAML itself repeats none of them)."""
+        from hydra import compose, initialize_config_dir
         from omegaconf import OmegaConf
 
-        yaml = OmegaConf.load(REPO / "recipes" / "dapo_ramp" / "config" / "dapo_ramp.yaml")
-        listed = OmegaConf.to_container(yaml.masksearch.health)
+        from masksearch.recipes.dapo_ramp.main import CONFIG_DIR
+
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+            listed = OmegaConf.to_container(compose("dapo_ramp").masksearch.health)
         assert HealthSettings.from_mapping(listed) == HealthSettings()
         assert set(listed) == {f for f in HealthSettings.__dataclass_fields__}
+        assert "health" not in OmegaConf.load(CONFIG_DIR / "dapo_ramp.yaml").masksearch
 
     def test_no_verl_import(self):
         """The rule logic and the kept checkpoints import no verl (and no recipe module that does)."""

@@ -246,6 +246,63 @@ def test_read_rl_curve_picks_up_the_mask_counts_logged(tmp_path):
     assert mask_3[1] == 1.0 and mask_3[0] != mask_3[0] and mask_3[2] != mask_3[2]  # NaN where absent
 
 
+class TestRlStage:
+    """The RL stage builds its run from the typed settings and reads how it ended from run_result.json."""
+
+    def test_masksearch_overrides_come_from_the_settings_objects(self, tmp_path):
+        from masksearch.recipes.learn.stages import _rl_overrides
+
+        s = settings_from_env({"LEARN_SCALE": "tiny", "WORK_DIR": str(tmp_path), "CURRICULUM": "none"})
+        overrides = _rl_overrides(s, tmp_path / "model", tmp_path / "rl")
+        assert f"masksearch.env.max_turns={s.max_turns}" in overrides
+        assert f"masksearch.env.retriever_index={tmp_path / 'data' / 'index_bm25'}" in overrides
+        assert "masksearch.curriculum.strategy=none" in overrides  # pinned, not left to the YAML's staged
+        assert "masksearch.dynamic_sampling.max_gen_batches=1" in overrides
+
+    @staticmethod
+    def _stage_rl(tmp_path, monkeypatch, result: dict | None, returncode: int):
+        from masksearch.core.atomic import atomic_write_json
+        from masksearch.recipes.learn import stages
+
+        def fake_run(command, cwd, **kwargs):
+            folder = Path(
+                next(o for o in command if o.startswith("trainer.default_local_dir=")).split("=", 1)[1]
+            )
+            if result is not None:
+                atomic_write_json(folder / "run_result.json", result)
+            (folder / "global_step_1").mkdir(parents=True, exist_ok=True)
+            kwargs["stdout"].write("masksearch: error: a line the stage must not need\n")
+            return subprocess.CompletedProcess(command, returncode)
+
+        monkeypatch.setattr(stages.subprocess, "run", fake_run)
+        monkeypatch.setattr("masksearch.backends.checkpoints.resolve_model_path", lambda step_dir: step_dir)
+        s = settings_from_env({"LEARN_SCALE": "tiny", "WORK_DIR": str(tmp_path)})
+        return stages.stage_rl(s, tmp_path / "model")
+
+    @pytest.mark.parametrize(
+        ("result", "returncode", "message"),
+        [
+            (
+                {"status": "health_stop", "error": "masksearch: health: stop at step 1"},
+                3,
+                "rc=3, health_stop",
+            ),
+            ({"status": "error", "error": "Unknown masksearch.env key(s) ['topkk']"}, 2, "['topkk']"),
+            ({"status": "running", "error": None}, -9, "rc=-9, running): no error recorded (killed?)"),
+            (None, 1, "rc=1, no run_result.json"),  # died before writing anything
+        ],
+    )
+    def test_failure_is_read_from_the_result_file(self, tmp_path, monkeypatch, result, returncode, message):
+        with pytest.raises(UserFacingError) as info:
+            self._stage_rl(tmp_path, monkeypatch, result, returncode)
+        assert message in str(info.value) and "must not need" not in str(info.value)
+
+    def test_budget_comes_from_the_result_file(self, tmp_path, monkeypatch):
+        result = {"status": "ok", "error": None, "budget": {"line": "budget: 1 mask(s) ... -> fits"}}
+        summary = self._stage_rl(tmp_path, monkeypatch, result, 0)
+        assert summary["budget"] == "budget: 1 mask(s) ... -> fits"
+
+
 # ------------------------------------------------------------------------------------ slow e2e
 def _learn(work: Path, tiny_model_path: Path, **env: str) -> subprocess.CompletedProcess:
     run_env = {

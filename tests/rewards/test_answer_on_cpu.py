@@ -118,6 +118,48 @@ class TestGolds:
         for golds in ("paris", np.array(["paris"]), {"target": ["paris"]}):
             assert a.exact_match("Paris", golds) == 1.0
 
+    @pytest.mark.parametrize(
+        ("ground_truth", "kind", "expected"),
+        [
+            (["Paris", ["1889", "in 1889"], None], "ramp", [["Paris"], ["1889", "in 1889"], []]),  # per mask
+            ({"spans": ["a", "b"]}, "ramp", [["a"], ["b"]]),
+            # QA: one alias group; blanks dropped (the viewer's own reader kept " ")
+            (["Paris", ["City of Light"], " "], "qa", [["Paris", "City of Light"]]),
+            ({"answer": "x"}, "qa", [["x"]]),  # every key the reward reads (the viewer's gave [[]])
+            ({"target": None, "answers": ["y"]}, "qa", [[]]),  # the first key present wins
+            (np.array([None, "y"], dtype=object), "qa", [["y"]]),  # verl's arrays
+            (None, "qa", [[]]),
+        ],
+    )
+    def test_gold_groups(self, ground_truth, kind, expected):
+        from masksearch.rewards.hybrid import gold_groups
+
+        assert gold_groups(ground_truth, kind) == expected
+
+
+class TestMentions:
+    """The one "is this answer in that text" check (grounding guard, rules teacher, viewer)."""
+
+    def test_answer_words(self):
+        # moved from the rules teacher's normalise(), which it replaces
+        assert a.answer_words(" The 7.7-km  Road!") == "the 7 7 km road"
+
+    @pytest.mark.parametrize(
+        ("text", "answer", "expected"),
+        [
+            ("Built by gustave  EIFFEL in 1889.", "Gustave Eiffel", True),  # case and spacing
+            ("opened (1887-1889)", "1889", True),  # punctuation separates words
+            ("in Paris France", "Paris, France", True),  # punctuation ignored on both sides
+            ("founded in 1915.", "15", False),  # whole words only
+            ("the Eiffel Tower", "Eiffel", True),
+            ("x", "", False),  # no words: never mentioned
+            ("x", "!!", False),
+            (None, "x", False),  # no text
+        ],
+    )
+    def test_mentions(self, text, answer, expected):
+        assert a.mentions(text, answer) is expected
+
 
 class TestPickle:
     @pytest.mark.parametrize("reward", [*RULE_REWARDS, a.RecallLengthPenalty(3.0)])

@@ -91,6 +91,37 @@ class TestSpecs:
         with pytest.raises(AttributeError, match="has no attribute"):
             rewards.get(f"{EXAMPLE}:nope")
 
+    def test_verl_pkg_spec(self):
+        # verl's form of a module spec names the same object
+        assert rewards.get("pkg://masksearch.rewards.answer:exact_match") is rewards.get(
+            "masksearch.rewards.answer:exact_match"
+        )
+
+    def test_dataclass_in_file_builds_and_pickles(self, tmp_path):
+        # why the file enters sys.modules before it runs (verl's load_module enters it after): a
+        # dataclass with string annotations needs its module there, and so does pickling its instances
+        path = tmp_path / "dc_reward.py"
+        path.write_text(
+            "from __future__ import annotations\n"
+            "from dataclasses import dataclass\n"
+            "@dataclass\n"
+            "class Longer:\n"
+            "    value: int = 1\n"
+            "    def __call__(self, prediction: str, golds: list[str]) -> float:\n"
+            "        return float(len(prediction) > self.value)\n"
+        )
+        fn = rewards.get(f"{path}:Longer", value=3)
+        assert fn("abcd", ["x"]) == 1.0 and pickle.loads(pickle.dumps(fn)) == fn
+
+    def test_broken_file_is_retried(self, tmp_path):
+        # a file that fails to run is not left half-loaded: fixed, it loads on the next call
+        path = tmp_path / "broken.py"
+        path.write_text("raise RuntimeError('typo')\n")
+        with pytest.raises(RuntimeError, match="typo"):
+            rewards.get(f"{path}:fn")
+        path.write_text("def fn(prediction, golds):\n    return 1.0\n")
+        assert rewards.get(f"{path}:fn")("x", ["y"]) == 1.0
+
     def test_class_in_file_is_a_factory(self, tmp_path):
         path = tmp_path / "my_reward.py"
         path.write_text(

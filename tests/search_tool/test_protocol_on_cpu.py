@@ -1,10 +1,9 @@
-"""Search-R1 wire format (masksearch.search_tool.protocol) and the observation text."""
+"""Search-R1 wire format (masksearch.search_tool.protocol)."""
 
 from __future__ import annotations
 
 import pytest
 
-from masksearch.search_tool.client import format_observation
 from masksearch.search_tool.protocol import Document, RetrieveRequest, RetrieveResponse, ScoredDocument
 from masksearch.search_tool.types import Hit
 
@@ -78,14 +77,3 @@ class TestRetrieveRequest:
     def test_defaults(self):
         req = RetrieveRequest.model_validate({"queries": ["a"]})
         assert req.topk is None and req.return_scores is False
-
-
-class TestFormatObservation:
-    def test_search_r1_text(self):
-        assert (
-            format_observation(HITS[0])
-            == "Doc 1(Title: Paris) Capital of France.\nDoc 2(Title: Lyon) A city.\n"
-        )
-
-    def test_empty(self):
-        assert format_observation([]) == ""

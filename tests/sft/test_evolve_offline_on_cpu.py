@@ -1,5 +1,6 @@
 """Self-evolving rounds offline: round 0 = rules-teacher data + the model trained on it; round 1's
-teacher is that model behind ``masksearch sft serve`` (batched), sampling n trajectories per prompt."""
+teacher is that model run in process (the generation engine), sampling n trajectories per prompt.
+``masksearch sft serve`` batches concurrent requests through the same engine."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ class TestServeBatches:
                 t.start()
             for t in threads:
                 t.join()
-            # a different sampling setting is never mixed into the same batch
+            # a different sampling setting is a row like the others (sampling is per row)
             hot = {"model": "tiny", "prompt": "x", "max_tokens": 3, "temperature": 1.0}
             assert client.post("/v1/completions", json=hot).json()["choices"][0]["finish_reason"] in (
                 "stop",
@@ -40,7 +41,7 @@ class TestServeBatches:
             )
         assert len(answers) == 6
         assert all(a["choices"][0]["finish_reason"] in ("stop", "length") for a in answers)
-        sizes = app.state.batcher.batches
+        sizes = app.state.engine.admitted  # rows per admission into the running batch
         assert sum(sizes) == 7 and max(sizes) > 1, sizes  # some requests were generated together
 
 

@@ -24,7 +24,6 @@ from masksearch.sft.synthesize import (
 from masksearch.sft.teachers.rules import (
     MAX_QUERY_WORDS,
     find_in_observation,
-    normalise,
     plan_masks,
     query_variants,
 )
@@ -97,9 +96,6 @@ class TestRules:
             + OBS_SUFFIX
         )
         assert find_in_observation(obs, fills) == expected
-
-    def test_normalise(self):
-        assert normalise(" The 7.7-km  Road!") == "the 7 7 km road"
 
 
 class TestRulesSynthesis:

@@ -90,8 +90,8 @@ def test_evolve_two_rounds(
     tmp_path, rows_file, agent_server, search_client, student_tokenizer, tiny_model_path
 ):
     """The loop's orchestration with real servers: round 1 against the scripted multi-agent teacher,
-    round 2 against the "trained" model served by ``masksearch sft serve`` (a subprocess loading
-    the tiny model). Training itself is stubbed here (it returns the tiny model); verl's SFT run is
+    round 2 against the "trained" model run in process (the tiny model behind the generation
+    engine). Training itself is stubbed here (it returns the tiny model); verl's SFT run is
     covered by ``test_sft_through_verl``, and doing it twice more would double this file's time."""
     from masksearch.recipes.sft_ramp.train import TrainResult
     from masksearch.sft.evolve import EVOLVE_REPORT, evolve
@@ -111,7 +111,7 @@ def test_evolve_two_rounds(
     assert [r["round"] for r in reports] == [1, 2] and "stopped" not in reports[-1]
     first, second = reports
     assert first["teacher"] == {"mode": "agents", "model": "teacher"} and first["kept_share"] == 0.4
-    # round 2's teacher is round 1's model behind the built-in OpenAI-compatible server; the random
+    # round 2's teacher is round 1's model, run in process; the random
     # tiny model keeps nothing, but every item went through it and was judged (no endpoint failure)
     assert second["teacher"] == {"mode": "policy", "model": "student-round-1"} and second["items"] == 5
     assert (

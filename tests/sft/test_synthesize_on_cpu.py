@@ -9,7 +9,7 @@ import pytest
 
 from masksearch.core.grammar import count_searches, extract_search_query, validate_format
 from masksearch.env.session import OBS_PREFIX, OBS_SUFFIX
-from masksearch.search_tool.client import format_observation
+from masksearch.search_tool.observation import format_observation
 from masksearch.sft.endpoint import RetryPolicy
 from masksearch.sft.synthesize import (
     ENDPOINT_FAILED,

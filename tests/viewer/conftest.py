@@ -53,7 +53,7 @@ QA_FACTS = [
 
 
 def _observation(title: str, text: str, extra: str = "") -> str:
-    from masksearch.search_tool.client import format_observation
+    from masksearch.search_tool.observation import format_observation
     from masksearch.search_tool.types import Hit
 
     hits = [

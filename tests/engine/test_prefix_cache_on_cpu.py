@@ -14,9 +14,9 @@ import asyncio
 import pytest
 import torch
 
-from masksearch.backends.hf_decode import BatchDecoder, Row, RowSpec
 from masksearch.backends.hf_rollout import HFRolloutServer
-from masksearch.backends.prefix_cache import PrefixCache
+from masksearch.engine.hf_decode import BatchDecoder, Row, RowSpec
+from masksearch.engine.prefix_cache import PrefixCache
 
 QUESTIONS = [
     "Who wrote Hamlet and in which year was it first performed on stage?",

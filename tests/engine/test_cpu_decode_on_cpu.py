@@ -13,7 +13,7 @@ import torch
 from transformers.cache_utils import DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from masksearch.backends.cpu_decode import (
+from masksearch.engine.cpu_decode import (
     GrowableLayer,
     gqa_decode_attention,
     growable_cache,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from masksearch.backends import models
 from masksearch.core.errors import UserFacingError
+from masksearch.engine import models
 
 
 class TestTinyModel:

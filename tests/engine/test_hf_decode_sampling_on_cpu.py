@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from masksearch.backends.hf_decode import sample_categorical
+from masksearch.engine.hf_decode import sample_categorical
 
 
 @settings(max_examples=60, deadline=None)

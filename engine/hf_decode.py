@@ -1,6 +1,7 @@
 """Batched decoding for a transformers causal LM: rows join and leave the batch between decode steps.
 
-Shared by the ``hf`` rollout server (``hf_rollout.py``) and env's ``HFGenerator``. transformers'
+Driven by :class:`~masksearch.engine.engine.GenerationEngine` (the ``hf`` rollout server, env's
+``HFGenerator`` and ``sft serve`` are adapters over it). transformers'
 ``generate`` keeps every row in the batch until the slowest one stops and takes one set of sampling
 parameters; here each row has its own budget, stop strings and sampling parameters, a finished row
 leaves the batch at once (its KV cache is dropped), and new rows may be prefilled and merged into a
@@ -19,7 +20,7 @@ instead of ``torch.cat`` of the whole cache every step) and models loaded by the
 ``HFGenerator`` use ``cpu_decode.gqa_decode_attention`` (no per-step expansion of grouped KV
 heads); a row joining or leaving costs one cache copy, about one decode step. Prefill is most of a multi-turn
 episode's cost on CPU (every turn re-sends the whole context), so identical prompts of one call
-are prefilled once and, with a :class:`~masksearch.backends.prefix_cache.PrefixCache`, a prompt
+are prefilled once and, with a :class:`~masksearch.engine.prefix_cache.PrefixCache`, a prompt
 that continues a finished row prefills only its new tokens.
 """
 
@@ -33,19 +34,23 @@ from typing import Any
 
 import torch
 
-from masksearch.backends.cpu_decode import growable_cache
-from masksearch.backends.prefix_cache import CachedPrefix, PrefixCache
+from masksearch.engine.cpu_decode import growable_cache
+from masksearch.engine.prefix_cache import CachedPrefix, PrefixCache
+from masksearch.engine.stops import stop_in_tail
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
 
-# Tokens re-decoded per stop-string check beyond the longest stop string (tokens of 0-1 characters).
-_STOP_TAIL_SLACK = 8
-
 
 @dataclass
 class RowSpec:
-    """What one row asks for. ``temperature == 0`` means greedy; ``top_k <= 0`` means no top-k."""
+    """What one row asks for. ``temperature == 0`` means greedy; ``top_k <= 0`` means no top-k.
+
+    ``generator``: the ``torch.Generator`` this row samples from (``None``: the decoder's); rows
+    sharing one draw from it in batch order. ``forced``: tokens to score instead of sampling (the
+    ``hf`` rollout's scripted policy); the engine cuts them like a generated turn and scores them by
+    teacher forcing, so they never enter the batch.
+    """
 
     prompt_ids: list[int]
     max_tokens: int
@@ -54,6 +59,8 @@ class RowSpec:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     stop: tuple[str, ...] = ()
+    generator: Any = None
+    forced: list[int] | None = None
 
 
 @dataclass
@@ -322,15 +329,27 @@ class BatchDecoder:
         if not bool(greedy.all()):
             index = (~greedy).nonzero().squeeze(-1)
             sampled = scores[index.to(raw.device)] / scale[index.to(raw.device), None]
-            sampled = _filter_top_k_top_p(sampled, [rows[i] for i in index.tolist()])
-            chosen[index.to(raw.device)] = sample_categorical(
-                torch.softmax(sampled, dim=-1), generator=self.generator
-            )
+            sampled_rows = [rows[i] for i in index.tolist()]
+            sampled = _filter_top_k_top_p(sampled, sampled_rows)
+            chosen[index.to(raw.device)] = self._sample(torch.softmax(sampled, dim=-1), sampled_rows)
         picked = log_probs.gather(-1, chosen[:, None]).squeeze(-1).tolist()
         for row, token, log_prob in zip(rows, chosen.tolist(), picked, strict=True):
             row.tokens.append(int(token))
             row.log_probs.append(float(log_prob))
             row.finish = self._finish_of(row)
+
+    def _sample(self, probs: torch.Tensor, rows: Sequence[Row]) -> torch.Tensor:
+        """One token per row, each row drawing from its own generator (or the decoder's)."""
+        generators = [
+            row.spec.generator if row.spec.generator is not None else self.generator for row in rows
+        ]
+        if all(g is generators[0] for g in generators):
+            return sample_categorical(probs, generator=generators[0])
+        chosen = torch.empty(len(rows), dtype=torch.long, device=probs.device)
+        for generator in {id(g): g for g in generators}.values():
+            index = torch.tensor([i for i, g in enumerate(generators) if g is generator], device=probs.device)
+            chosen[index] = sample_categorical(probs[index], generator=generator)
+        return chosen
 
     def _penalised(self, raw: torch.Tensor, rows: Sequence[Row]) -> torch.Tensor:
         """transformers' repetition penalty over prompt + generated ids, for rows that ask for it."""
@@ -349,13 +368,8 @@ class BatchDecoder:
     def _finish_of(self, row: Row) -> str | None:
         if row.tokens[-1] in self.eos_token_ids:
             return "eos"
-        if row.spec.stop:
-            longest = max(len(s) for s in row.spec.stop)
-            tail = self.tokenizer.decode(
-                row.tokens[-(longest + _STOP_TAIL_SLACK) :], skip_special_tokens=False
-            )
-            if any(s in tail for s in row.spec.stop):
-                return "stop"
+        if stop_in_tail(self.tokenizer, row.tokens, row.spec.stop):
+            return "stop"
         if len(row.tokens) >= row.spec.max_tokens:
             return "length"
         return None

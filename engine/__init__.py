@@ -1,0 +1,1 @@
+"""Local generation: one continuous-batching engine over a transformers causal LM (CPU-first)."""
