@@ -37,14 +37,14 @@ demo: install
 	  $(VENV)/bin/masksearch corpus build --out $(DEMO_DIR)/corpus.jsonl --no-progress && \
 	  $(VENV)/bin/masksearch ramp build --corpus $(DEMO_DIR)/corpus.jsonl --out $(DEMO_DIR)/ramp \
 	    --num-samples $${RAMP_SAMPLES:-200} --max-masks 1 --seed 0 --overwrite --no-progress; }
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHON=$(CURDIR)/$(PY) WORK_DIR=$(CURDIR)/$(DEMO_DIR) PROFILE=cpu \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHON=$(CURDIR)/$(PY) WORK_DIR=$(abspath $(DEMO_DIR)) PROFILE=cpu \
 	  TOTAL_STEPS=$${TOTAL_STEPS:-3} TRAIN_BATCH_SIZE=$${TRAIN_BATCH_SIZE:-2} \
 	  GROUP_SIZE=$${GROUP_SIZE:-2} MAX_RESPONSE_LENGTH=$${MAX_RESPONSE_LENGTH:-320} MAX_TURNS=$${MAX_TURNS:-2} \
 	  SAVE_FREQ=$${SAVE_FREQ:-1} EXPERIMENT_NAME=demo \
 	  bash examples/run_dapo_ramp.sh masksearch.env.max_obs_tokens=128 \
 	    masksearch.env.topk=1 reward.reward_kwargs.overlong_buffer_cfg.len=32 \
 	    masksearch.dynamic_sampling.max_gen_batches=1
-	$(PY) -m masksearch.recipes.summary $(CURDIR)/$(DEMO_DIR)/tensorboard
+	$(PY) -m masksearch.recipes.summary $(abspath $(DEMO_DIR))/tensorboard
 
 # The whole MaskSearch pipeline on the embedded default, CPU: corpus + BM25 + RAMP -> eval base ->
 # SFT on rules-teacher trajectories -> eval -> one self-evolve round -> eval -> DAPO RL -> eval
@@ -53,7 +53,7 @@ demo: install
 # LEARN_SCALE=full for bigger hardware, SFT_STEPS=30, RL_STEPS=5.
 LEARN_DIR ?= outputs/learn
 learn: install
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" WORK_DIR=$${WORK_DIR:-$(CURDIR)/$(LEARN_DIR)} \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" WORK_DIR=$${WORK_DIR:-$(abspath $(LEARN_DIR))} \
 	  $(PY) -m masksearch.recipes.learn
 
 # Headless Chromium for the viewer's browser tests (tests/viewer): Debian's package, installed once
