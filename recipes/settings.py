@@ -37,13 +37,18 @@ class SamplerSettings:
     Attributes:
         poll_interval_s: how often verl's replay buffer looks for finished groups (verl's own is a
             fixed 2 s, which rounded every step's generation up to the next 2-s tick).
+        stall_timeout_s: the run stops with one line when no rollout changes state for this long
+            while some are running (a dead rollout worker; ``masksearch.recipes.stall_guard``); 0: off.
     """
 
     poll_interval_s: float = 0.25
+    stall_timeout_s: float = 1800.0
 
     def __post_init__(self) -> None:
         if not self.poll_interval_s > 0:
             raise ValueError(f"poll_interval_s must be > 0, got {self.poll_interval_s!r}")
+        if not self.stall_timeout_s >= 0:
+            raise ValueError(f"stall_timeout_s must be >= 0 (0: off), got {self.stall_timeout_s!r}")
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ class MaskSearchSettings:
         when none is named): a run built from this object, whatever the YAML says.
 
         >>> MaskSearchSettings(sampler=SamplerSettings(poll_interval_s=0.5)).overrides("sampler")
-        ['masksearch.sampler.poll_interval_s=0.5']
+        ['masksearch.sampler.poll_interval_s=0.5', 'masksearch.sampler.stall_timeout_s=1800.0']
         """
         values = dataclasses.asdict(self)
         return _overrides("masksearch", {g: values[g] for g in groups or values})

@@ -17,6 +17,8 @@ Differences from ``PPOTrainerSync``, and nothing else:
 * DAPO dynamic sampling bounded per step (``masksearch.dynamic_sampling``; see ``dynamic_sampling``);
 * the replay buffer looks for finished groups every ``masksearch.sampler.poll_interval_s`` (0.25 s)
   instead of verl's fixed 2 s, which rounded every step's generation up to the next 2-s tick;
+* the run stops with one line when no rollout changes state for ``masksearch.sampler.stall_timeout_s``
+  (1800 s) while some are running (a rollout worker killed by Ray; verl's buffer would wait forever);
 * the run stops when ``env/retrieval_error_rate`` stays above ``masksearch.env.max_retrieval_error_rate``
   (default 0.5) for ``masksearch.env.max_retrieval_error_steps`` (default 3) consecutive steps, with
   a message naming the retriever: a dead retriever must not train the policy on error text;
@@ -44,6 +46,7 @@ from masksearch.env.metrics import env_batch_metrics
 from masksearch.recipes.dynamic_sampling import BoundedDynamicSampling
 from masksearch.recipes.health_guard import HealthGuard
 from masksearch.recipes.settings import settings_of
+from masksearch.recipes.stall_guard import StallGuard
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +187,9 @@ class MaskSearchTrainer(PPOTrainerSync):
         settings = settings_of(self)
         if hasattr(buffer, "poll_interval"):
             buffer.poll_interval = settings.sampler.poll_interval_s
+        StallGuard(
+            buffer, settings.sampler.stall_timeout_s
+        ).install()  # a dead rollout worker: one line, not a hang
         if getattr(buffer, "filter_groups_metric", None) is None:
             return buffer
         return BoundedDynamicSampling(

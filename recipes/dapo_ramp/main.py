@@ -182,6 +182,7 @@ def _train(config, result: RunResult) -> None:
     from verl.utils.device import auto_set_device
 
     from masksearch.recipes.health_guard import HealthStop
+    from masksearch.recipes.stall_guard import RolloutStalled
     from masksearch.recipes.trainer import RetrievalErrorAbort
 
     result.folder = Path(str(config.trainer.default_local_dir))
@@ -201,7 +202,11 @@ def _train(config, result: RunResult) -> None:
         if secrets:
             _init_ray(config, secrets)
         run_ppo(config, task_runner_class=TaskRunnerV1)
-    except (HealthStop, RetrievalErrorAbort) as exc:  # Ray re-raises them as RayTaskError subclasses
+    except (
+        HealthStop,
+        RetrievalErrorAbort,
+        RolloutStalled,
+    ) as exc:  # Ray re-raises them as RayTaskError subclasses
         # the run decided to stop (watchdog `stop`, dead retriever): its line, not Ray's traceback.
         # Caught here, inside the Hydra task: Hydra turns exceptions that leave it into its own report.
         text = _one_line(exc)

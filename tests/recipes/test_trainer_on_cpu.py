@@ -216,3 +216,95 @@ class TestAccByMaskCountMetrics:
 )
 def test_rollout_accs_stay_aligned_with_the_batch(fields, expected):
     assert trainer.rollout_accs(fields) == expected
+
+
+class TestStallGuard:
+    """A dead rollout worker leaves verl's buffer waiting forever; the guard turns that into one line."""
+
+    class _Buffer:
+        def __init__(self):
+            self.pending_keys = {"train": set()}
+            self.running_keys = {"train": {"a_0", "a_1"}}
+            self.finished_keys = {"train": set()}
+            self.failure_keys = {"train": set()}
+            self.waits = 0
+
+        def _wait_for_next_poll(self, partition_id, last_debug_time):
+            self.waits += 1
+            return last_debug_time + 1
+
+    def _guarded(self, timeout_s=10.0):
+        from masksearch.recipes.stall_guard import StallGuard
+
+        now = [0.0]
+        buffer = self._Buffer()
+        StallGuard(buffer, timeout_s, clock=lambda: now[0]).install()
+        return buffer, now
+
+    def test_unchanged_running_trajectories_past_the_timeout_raise_one_line(self):
+        from masksearch.recipes.stall_guard import RolloutStalled
+
+        buffer, now = self._guarded()
+        for t in (0.0, 5.0, 10.0):  # 10 s unchanged: not yet past the timeout
+            now[0] = t
+            assert (
+                buffer._wait_for_next_poll("train", t) == t + 1
+            )  # verl's wait still runs, its value returned
+        now[0] = 10.5
+        with pytest.raises(RolloutStalled) as err:
+            buffer._wait_for_next_poll("train", 0.0)
+        message = str(err.value)
+        assert "\n" not in message and "no train rollout changed state for 10 s" in message
+        assert "running 2" in message and "stall_timeout_s" in message and buffer.waits == 4
+
+    def test_progress_resets_the_clock(self):
+        buffer, now = self._guarded()
+        buffer._wait_for_next_poll("train", 0.0)
+        for t in (8.0, 16.0, 24.0):  # a trajectory finishes every 8 s: never 10 s without a change
+            now[0] = t
+            key = buffer.running_keys["train"].pop() if buffer.running_keys["train"] else None
+            buffer.finished_keys["train"].add(key or f"b_{t}")
+            buffer.running_keys["train"].add(f"c_{t}")
+            buffer._wait_for_next_poll("train", 0.0)
+
+    def test_nothing_running_is_not_a_stall(self):
+        buffer, now = self._guarded()
+        buffer.running_keys["train"].clear()
+        for t in (0.0, 100.0, 1000.0):  # waiting for work to be dispatched is not the rollouts' fault
+            now[0] = t
+            buffer._wait_for_next_poll("train", 0.0)
+
+    def test_zero_timeout_leaves_verls_method(self):
+        buffer, _ = self._guarded(timeout_s=0)
+        assert buffer._wait_for_next_poll.__func__ is self._Buffer._wait_for_next_poll
+
+    def test_verl_buffer_has_what_the_guard_reads(self):
+        import inspect
+
+        from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+        source = inspect.getsource(ReplayBuffer.__init__)
+        for name in ("pending_keys", "running_keys", "finished_keys", "failure_keys"):
+            assert f"self.{name}" in source
+        assert list(inspect.signature(ReplayBuffer._wait_for_next_poll).parameters) == [
+            "self", "partition_id", "last_debug_time"
+        ]  # fmt: skip
+
+    def test_trainer_installs_it_from_the_sampler_settings(self, monkeypatch):
+        built = TestReplayBufferPoll._built
+
+        class Buffer(self._Buffer):
+            poll_interval = 2.0
+            filter_groups_metric = None
+
+        from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+        monkeypatch.setattr(PPOTrainerSync, "_build_replay_buffer", lambda self: Buffer())
+        from masksearch.recipes.trainer import MaskSearchTrainer
+
+        trainer = object.__new__(MaskSearchTrainer)
+        trainer.config = OmegaConf.create({"masksearch": {}})
+        assert trainer._build_replay_buffer()._wait_for_next_poll.__self__.timeout_s == 1800.0
+        assert built  # the poll-interval helper above builds the same way
+        with pytest.raises(ValueError, match="stall_timeout_s must be >= 0"):
+            TestReplayBufferPoll._built(monkeypatch, {"sampler": {"stall_timeout_s": -1}})
