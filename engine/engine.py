@@ -16,8 +16,6 @@ cores, issue 14).
 
 from __future__ import annotations
 
-import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -27,15 +25,21 @@ from typing import Any
 
 import torch
 
+from masksearch.core.logs import module_logger
 from masksearch.engine.cpu_decode import register_attention
 from masksearch.engine.hf_decode import BatchDecoder, Row, RowSpec
 from masksearch.engine.prefix_cache import PrefixCache
 from masksearch.engine.stops import find_stop_cut
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
-__all__ = ["GenerationEngine", "Request", "load_causal_lm", "special_token_ids"]
+__all__ = ["GenerationEngine", "Request", "default_device", "load_causal_lm", "special_token_ids"]
+
+
+def default_device() -> tuple[str, str | None]:
+    """``(device, dtype)`` for a model whose caller named neither: the GPU with the checkpoint's dtype
+    when there is one, else the CPU in float32 (bf16 checkpoints are slow there)."""
+    return ("cuda", None) if torch.cuda.is_available() else ("cpu", "float32")
 
 
 def load_causal_lm(

@@ -26,20 +26,18 @@ that continues a finished row prefills only its new tokens.
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from masksearch.core.logs import module_logger
 from masksearch.engine.cpu_decode import growable_cache
 from masksearch.engine.prefix_cache import CachedPrefix, PrefixCache
 from masksearch.engine.stops import stop_in_tail
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
 
 @dataclass

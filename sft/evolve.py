@@ -28,7 +28,6 @@ names an existing model is not trained again.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shlex
 import socket
@@ -42,11 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.core.atomic import atomic_write_json
+from masksearch.core.logs import module_logger
 from masksearch.sft.convert import write_sft_parquet
 from masksearch.sft.synthesize import SynthesisConfig, synthesize
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARN"))
+logger = module_logger(__name__)
 
 __all__ = ["EVOLVE_REPORT", "TRAIN_RESULT", "ServedModel", "evolve", "free_port"]
 

@@ -114,13 +114,12 @@ def serve(model: str, *, host: str = "127.0.0.1", port: int = 8001, served_name:
 
 
 def student_generator(model: str, **kwargs: Any) -> Any:
-    """An ``HFGenerator`` for a trained model: on the GPU when there is one, else in fp32 on CPU
-    (bf16 checkpoints are slow there, as ``masksearch eval`` does)."""
-    import torch
-
+    """An ``HFGenerator`` for a trained model on :func:`~masksearch.engine.engine.default_device`
+    (the GPU when there is one, else fp32 on CPU, as ``masksearch eval`` does)."""
+    from masksearch.engine.engine import default_device
     from masksearch.env.generators import HFGenerator
 
-    device, dtype = ("cuda", None) if torch.cuda.is_available() else ("cpu", "float32")
+    device, dtype = default_device()
     generator = HFGenerator(model, device=device, torch_dtype=dtype, **kwargs)
     generator.engine.batch_wait_ms = BATCH_WAIT_MS  # many callers (synthesis threads): prefill them together
     return generator

@@ -63,12 +63,6 @@ def _search_client(s: LearnSettings) -> Any:
     return get_search_client(replace(s.env_config(), retriever_index=str(_paths(s)["index"])))
 
 
-def _device() -> tuple[str, str | None]:
-    import torch
-
-    return ("cuda", None) if torch.cuda.is_available() else ("cpu", "float32")
-
-
 # ------------------------------------------------------------------------------------ data
 def stage_data(s: LearnSettings, *, corpus: Path | None = None, skip_passages: int = 0) -> dict[str, Any]:
     """Corpus (the embedded Wikipedia) + BM25 index + RAMP train / val (split by passage).
@@ -113,13 +107,14 @@ def stage_eval(s: LearnSettings, name: str, model: Path, data: str, max_samples:
     """Greedy ``masksearch eval`` of ``model`` on ``data`` with the run's env settings."""
     from dataclasses import replace
 
+    from masksearch.engine.engine import default_device
     from masksearch.env.generators import HFGenerator
     from masksearch.eval.datasets import load_eval_dataset
     from masksearch.eval.runner import EvalSettings, run_eval
 
     out = s.root / "eval" / name
     config = replace(s.env_config(), retriever_index=str(_paths(s)["index"]))
-    device, dtype = _device()
+    device, dtype = default_device()
     generator = HFGenerator(str(model), temperature=0.0, seed=0, device=device, torch_dtype=dtype)
     settings = EvalSettings(
         batch_size=s.eval_batch,
