@@ -1,5 +1,6 @@
 """What every ``masksearch`` entry point shares: the ``--log-level`` flag, the one-line error
-wrapper, command groups, and settings built from the flags named like their fields.
+wrapper, command groups, commands that carry their handler, flags whose help states their default,
+and settings built from the flags named like their fields.
 
 Lives in core (the lowest layer) so the top-level CLI and each part's stand-alone ``main()`` can use
 it; it imports only the standard library and :mod:`masksearch.core.errors`.
@@ -86,6 +87,46 @@ def add_group(
     group = subparsers.add_parser(name, help=help)
     group.set_defaults(handler=lambda _args: group.print_help() or 2)
     return group.add_subparsers(dest=dest, metavar=metavar, required=required)
+
+
+def add_command(
+    subparsers: argparse._SubParsersAction, name: str, handler: Callable[[argparse.Namespace], object]
+) -> argparse.ArgumentParser:
+    """Subcommand ``name``, run by ``handler``, whose docstring is its help: the first paragraph the
+    one-line ``help`` of the command list, the rest (if any) the ``description`` of its own ``--help``.
+
+    The text a user reads stays next to the code that does it; white space is folded, as argparse does.
+    """
+    first, _, rest = (handler.__doc__ or "").strip().partition("\n\n")
+    description = " ".join(rest.split()) or None
+    parser = subparsers.add_parser(name, help=" ".join(first.split()), description=description)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def add_option(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    flag: str,
+    default: Any,
+    help: str,
+    *,
+    shown: str | None = None,
+    **kwargs: Any,
+) -> argparse.Action:
+    """``flag`` with ``default``, its help ending in `` (default: …).`` as every flag's help must.
+
+    The type comes from the default (``int``, ``float``; ``False`` makes a switch), ``shown`` replaces
+    the default's text (``"all"`` for ``None``); a ``None`` or ``False`` default without ``shown`` leaves
+    ``help`` as given. Other ``add_argument`` keywords (``type``, ``choices``, ``metavar``…) pass through.
+    """
+    if default is False:
+        kwargs.setdefault("action", "store_true")
+    elif isinstance(default, int | float) and not isinstance(default, bool):
+        kwargs.setdefault("type", type(default))
+    if shown is None and default is not None and default is not False:
+        shown = f"{default:g}" if isinstance(default, float) else str(default)
+    note = f" (default: {shown})." if shown is not None else ""
+    return parser.add_argument(flag, default=default, help=help + note, **kwargs)
 
 
 def flag_values(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:

@@ -4,48 +4,44 @@ from __future__ import annotations
 
 import argparse
 
-from masksearch.core.cli_support import add_group, flag_values
+from masksearch.core.cli_support import add_command, add_group, add_option, flag_values
 from masksearch.core.errors import UserFacingError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     sub = add_group(subparsers, "corpus", "Build retrieval corpora.", "corpus_command", required=True)
-    build = sub.add_parser(
-        "build",
-        help="Write a Search-R1 corpus ({'id', 'contents': 'Title\\ntext'}) as JSONL or parquet.",
-        description="Build a corpus from the embedded Wikipedia passages or a JSONL/parquet file.",
-    )
+    build = add_command(sub, "build", _build)
     build.add_argument(
         "--out",
         required=True,
         help="Output corpus file; its suffix picks the format: .jsonl (also .json, .ndjson) for JSONL, "
         ".parquet for parquet (required).",
     )
-    build.add_argument(
+    add_option(
+        build,
         "--source",
-        default="embedded",
-        help="'embedded' (~10k Wikipedia lead passages, CC BY-SA) or a .jsonl/.parquet file with "
-        "id/title/text or id/contents (default: embedded).",
+        "embedded",
+        "'embedded' (~10k Wikipedia lead passages, CC BY-SA) or a .jsonl/.parquet file with "
+        "id/title/text or id/contents",
     )
-    build.add_argument(
+    add_option(
+        build,
         "--chunk-words",
-        type=int,
-        default=100,
-        help="Split longer documents into ~N-word passages that keep the title; 0 disables (default: 100).",
+        100,
+        "Split longer documents into ~N-word passages that keep the title; 0 disables",
     )
-    build.add_argument(
-        "--strict",
-        action="store_true",
-        help="Fail on the first bad row instead of skipping it (default: skip and count).",
+    add_option(
+        build, "--strict", False, "Fail on the first bad row instead of skipping it", shown="skip and count"
     )
-    build.add_argument(
-        "--limit", type=int, default=None, help="Read at most N source documents (default: all)."
-    )
-    build.add_argument("--no-progress", action="store_true", help="Hide the progress bar (default: shown).")
-    build.set_defaults(handler=_build)
+    add_option(build, "--limit", None, "Read at most N source documents", shown="all", type=int)
+    add_option(build, "--no-progress", False, "Hide the progress bar", shown="shown")
 
 
 def _build(args: argparse.Namespace) -> int:
+    """Write a Search-R1 corpus ({'id', 'contents': 'Title\\ntext'}) as JSONL or parquet.
+
+    Build a corpus from the embedded Wikipedia passages or a JSONL/parquet file.
+    """
     from masksearch.data.corpus import OUT_SUFFIXES, CorpusError, build_corpus
     from masksearch.data.outputs import check_out_file, writing
 

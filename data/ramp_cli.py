@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from masksearch.core.cli_support import add_group, settings_from_args
+from masksearch.core.cli_support import add_command, add_group, add_option, settings_from_args
 from masksearch.core.errors import UserFacingError
 from masksearch.core.logs import module_logger
 from masksearch.data.prompts import add_prompt_args
@@ -23,11 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ramp_sub = add_group(
         subparsers, "ramp", "RAMP (masked-span) training data.", "ramp_command", metavar="<ramp command>"
     )
-    p = ramp_sub.add_parser(
-        "build",
-        help="Mask salient spans of corpus passages and write train.parquet / val.parquet.",
-        description="Write verl RL rows (data_source=ramp) with 1-4 [mask]s per passage.",
-    )
+    p = add_command(ramp_sub, "build", run_build)
     p.add_argument(
         "--corpus",
         required=True,
@@ -36,54 +32,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", required=True, help="Output folder for train.parquet, val.parquet, summary.json (required)."
     )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="Replace the files of an existing, non-empty --out folder (default: refuse).",
+    add_option(
+        p, "--overwrite", False, "Replace the files of an existing, non-empty --out folder", shown="refuse"
     )
-    p.add_argument(
-        "--num-samples", type=int, default=None, help="Stop after this many samples (default: all)."
-    )
-    p.add_argument("--min-masks", type=int, default=1, help="Fewest [mask]s per sample, 1-4 (default: 1).")
-    p.add_argument("--max-masks", type=int, default=4, help="Most [mask]s per sample, 1-4 (default: 4).")
-    p.add_argument(
-        "--mask-mix",
-        default=None,
-        help="Weights for min..max masks, e.g. 0.25,0.25,0.25,0.25 (default: uniform).",
-    )
-    p.add_argument(
-        "--seed", type=int, default=0, help="Seed for masks, mask counts and the split (default: 0)."
-    )
-    p.add_argument("--min-words", type=int, default=30, help="Skip passages shorter than this (default: 30).")
-    p.add_argument(
-        "--max-words", type=int, default=400, help="Skip passages longer than this (default: 400)."
-    )
-    p.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.05,
-        help="Share of passages for val.parquet, in [0, 1) (default: 0.05).",
-    )
-    p.add_argument(
+    add_option(p, "--num-samples", None, "Stop after this many samples", shown="all", type=int)
+    add_option(p, "--min-masks", 1, "Fewest [mask]s per sample, 1-4")
+    add_option(p, "--max-masks", 4, "Most [mask]s per sample, 1-4")
+    add_option(p, "--mask-mix", None, "Weights for min..max masks, e.g. 0.25,0.25,0.25,0.25", shown="uniform")
+    add_option(p, "--seed", 0, "Seed for masks, mask counts and the split")
+    add_option(p, "--min-words", 30, "Skip passages shorter than this")
+    add_option(p, "--max-words", 400, "Skip passages longer than this")
+    add_option(p, "--val-fraction", 0.05, "Share of passages for val.parquet, in [0, 1)")
+    add_option(
+        p,
         "--extractor",
+        "rule",
+        "Who proposes the spans to mask: rules, a spaCy model, or an LLM endpoint",
         choices=["rule", "spacy", "llm"],
-        default="rule",
-        help="Who proposes the spans to mask: rules, a spaCy model, or an LLM endpoint (default: rule).",
     )
-    p.add_argument(
-        "--spacy-model",
-        default="en_core_web_sm",
-        help="spaCy model for --extractor spacy (default: en_core_web_sm).",
-    )
+    add_option(p, "--spacy-model", "en_core_web_sm", "spaCy model for --extractor spacy")
     p.add_argument(
         "--llm-url",
         default=None,
         help="OpenAI-compatible base URL for --extractor llm "
         "(default: $MASKSEARCH_LLM_BASE_URL, else $OPENAI_BASE_URL).",
     )
-    p.add_argument(
-        "--llm-model", default=None, help="Model name for --extractor llm (default: $MASKSEARCH_LLM_MODEL)."
-    )
+    add_option(p, "--llm-model", None, "Model name for --extractor llm", shown="$MASKSEARCH_LLM_MODEL")
     p.add_argument(
         "--llm-api-key-env",
         default=None,
@@ -93,24 +67,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     # The old flag took the key itself (visible in `ps` and shell history); it now only says what to do.
     p.add_argument("--llm-api-key", dest="removed_llm_api_key", default=None, help=argparse.SUPPRESS)
-    p.add_argument(
-        "--llm-timeout",
-        type=float,
-        default=60.0,
-        help="Seconds per LLM request before it is retried or counted as failed (default: 60).",
-    )
+    add_option(p, "--llm-timeout", 60.0, "Seconds per LLM request before it is retried or counted as failed")
     p.add_argument(
         "--llm-cache", default=None, help="Answer cache folder (default ~/.cache/masksearch/llm_spans)."
     )
-    p.add_argument(
+    add_option(
+        p,
         "--strict",
-        action="store_true",
-        help="Fail on a malformed passage or an extractor error, and when fewer than --num-samples are "
-        "built (default: count them and go on).",
+        False,
+        "Fail on a malformed passage or an extractor error, and when fewer than --num-samples are built",
+        shown="count them and go on",
     )
     add_prompt_args(p, "RAMP", show_title=True)
-    p.add_argument("--no-progress", action="store_true", help="Hide the progress bar (default: shown).")
-    p.set_defaults(handler=run_build)
+    add_option(p, "--no-progress", False, "Hide the progress bar", shown="shown")
 
 
 def _refuse_removed_key_flag(args: argparse.Namespace) -> None:
@@ -177,6 +146,10 @@ def _shortfall(summary, corpus: Path) -> str:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    """Mask salient spans of corpus passages and write train.parquet / val.parquet.
+
+    Write verl RL rows (data_source=ramp) with 1-4 [mask]s per passage.
+    """
     from masksearch.data.outputs import check_out_dir, writing
     from masksearch.data.prompts import RAMP_TEMPLATE, load_prompt_template
     from masksearch.data.ramp import RampConfig, build_ramp, parse_mask_mix, read_passages, write_ramp

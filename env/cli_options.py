@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from masksearch.core.cli_support import add_option
 from masksearch.core.errors import UserFacingError, one_line
 from masksearch.env.config import SearchEnvConfig
 
@@ -115,35 +116,27 @@ def add_generator_args(p: argparse.ArgumentParser, *, model_required: bool = Fal
         required=model_required,
         help="HF model folder, verl checkpoint (global_step_N[/actor]), hub name, or served model name (openai).",
     )
-    p.add_argument(
-        "--backend", choices=("hf", "vllm", "openai"), default="hf", help="Generator (default: hf)."
-    )
+    add_option(p, "--backend", "hf", "Generator", choices=("hf", "vllm", "openai"))
     p.add_argument("--url", help="OpenAI-compatible server URL (--backend openai).")
-    p.add_argument(
-        "--api",
-        choices=("completions", "chat"),
-        default="completions",
-        help="OpenAI API (default: completions).",
-    )
-    p.add_argument(
+    add_option(p, "--api", "completions", "OpenAI API", choices=("completions", "chat"))
+    add_option(
+        p,
         "--api-key-env",
-        default="OPENAI_API_KEY",
+        "OPENAI_API_KEY",
+        "Environment variable holding the bearer token for --url",
         metavar="NAME",
-        help="Environment variable holding the bearer token for --url (default: OPENAI_API_KEY).",
     )
     p.add_argument("--tokenizer", help="Tokenizer folder or hub name (default: the model's).")
-    p.add_argument(
-        "--device", default=None, help="torch device for --backend hf (default: cuda if available)."
-    )
-    p.add_argument(
+    add_option(p, "--device", None, "torch device for --backend hf", shown="cuda if available")
+    add_option(
+        p,
         "--dtype",
-        default=None,
-        help="torch dtype for --backend hf (default: float32 on CPU, where bf16 checkpoints are slow; else the model's).",
+        None,
+        "torch dtype for --backend hf",
+        shown="float32 on CPU, where bf16 checkpoints are slow; else the model's",
     )
-    p.add_argument(
-        "--temperature", type=float, default=0.0, help="Sampling temperature (default: 0, greedy)."
-    )
-    p.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
+    add_option(p, "--temperature", 0.0, "Sampling temperature", shown="0, greedy")
+    add_option(p, "--seed", 0, "Random seed")
 
 
 def resolve_local_model(model: str) -> str:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from masksearch.core.cli_support import settings_from_args
+from masksearch.core.cli_support import add_command, add_option, settings_from_args
 from masksearch.core.errors import UserFacingError, one_line
 from masksearch.env.cli_options import (
     add_env_args,
@@ -32,15 +32,7 @@ __all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "eval",
-        help="Evaluate a model (or verl checkpoint) on QA sets with search; compare runs.",
-        description=(
-            "Run the search environment over QA datasets, score EM/F1/recall (and an LLM judge), and "
-            "write results.json, results.md and trajectories.jsonl; re-running resumes. "
-            "With --compare, print a table (and --plot a bar chart) of finished runs."
-        ),
-    )
+    p = add_command(subparsers, "eval", _eval)
     add_generator_args(p)
     p.add_argument(
         "--data",
@@ -50,24 +42,20 @@ def register(subparsers: Any) -> None:
     add_env_args(p)
     p.add_argument("--out", help="Output folder (an existing run there is resumed).")
     p.add_argument("--max-samples", type=int, help="Evaluate only the first N samples of each dataset.")
-    p.add_argument("--batch-size", type=int, default=8, help="Episodes generated together (default: 8).")
-    p.add_argument(
-        "--max-response-tokens", type=int, default=1024, help="Response budget per episode (default: 1024)."
-    )
-    p.add_argument(
+    add_option(p, "--batch-size", 8, "Episodes generated together")
+    add_option(p, "--max-response-tokens", 1024, "Response budget per episode")
+    add_option(
+        p,
         "--judge",
-        action="store_true",
-        help="Also score with the LLM judge ($MASKSEARCH_JUDGE_URL/MODEL/API_KEY; on by default when set).",
+        False,
+        "Also score with the LLM judge ($MASKSEARCH_JUDGE_URL/MODEL/API_KEY; on by default when set).",
     )
-    p.add_argument(
-        "--overwrite", action="store_true", help="Discard an earlier run in --out instead of resuming."
-    )
-    p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+    add_option(p, "--overwrite", False, "Discard an earlier run in --out instead of resuming.")
+    add_option(p, "--no-progress", False, "Hide the progress bar.")
     cmp_ = p.add_argument_group("comparing runs")
     cmp_.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="Finished run folders to compare.")
     cmp_.add_argument("--plot", help="With --compare: write a grouped bar chart PNG here.")
-    cmp_.add_argument("--metric", default="recall", help="With --compare: metric to show (default: recall).")
-    p.set_defaults(handler=_eval)
+    add_option(cmp_, "--metric", "recall", "With --compare: metric to show")
 
 
 # --------------------------------------------------------------------------- compare
@@ -87,6 +75,12 @@ def _compare(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- evaluate
 def _eval(args: argparse.Namespace) -> int:
+    """Evaluate a model (or verl checkpoint) on QA sets with search; compare runs.
+
+    Run the search environment over QA datasets, score EM/F1/recall (and an LLM judge), and write
+    results.json, results.md and trajectories.jsonl; re-running resumes. With --compare, print a table (and
+    --plot a bar chart) of finished runs.
+    """
     if args.compare:
         return _compare(args)
     if args.plot:

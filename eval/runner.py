@@ -36,6 +36,7 @@ from typing import Any
 
 from masksearch.core.atomic import atomic_write_json, atomic_write_text
 from masksearch.core.errors import one_line
+from masksearch.core.jsonl import UNREADABLE, read_jsonl
 from masksearch.core.logs import module_logger
 from masksearch.core.secrets import redact
 from masksearch.env.config import SearchEnvConfig
@@ -146,22 +147,13 @@ def read_records(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
 
     A line that is not valid JSON (a run killed mid-write) is ignored with a warning.
     """
-    path = Path(path)
-    records: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return records
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                logger.warning("%s:%d: unreadable line ignored (interrupted write?)", path, n)
-                continue
-            if isinstance(record, dict) and isinstance(record.get("id"), str):
-                records[record["id"]] = record
-    return records
+
+    def warn(n: int, reason: str) -> None:
+        if reason == UNREADABLE:
+            logger.warning("%s:%d: unreadable line ignored (interrupted write?)", path, n)
+
+    records = read_jsonl(path, on_skip=warn)
+    return {record["id"]: record for record in records if isinstance(record.get("id"), str)}
 
 
 class _Writer:

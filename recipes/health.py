@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from masksearch.core.jsonl import read_jsonl
 from masksearch.core.settings import load_settings
 
 __all__ = [
@@ -540,12 +541,7 @@ def read_events(run_dir: str | Path) -> list[dict[str, Any]] | None:
     if not path.is_file():
         return None
     by_key: dict[tuple[Any, Any], dict[str, Any]] = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            by_key.pop((event.get("step"), event.get("rule")), None)
-            by_key[(event.get("step"), event.get("rule"))] = event
+    for event in read_jsonl(path, errors="replace"):
+        by_key.pop((event.get("step"), event.get("rule")), None)
+        by_key[(event.get("step"), event.get("rule"))] = event
     return sorted(by_key.values(), key=lambda e: e.get("step") or 0)

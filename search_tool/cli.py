@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from masksearch.core.cli_support import add_group, flag_values, settings_from_args
+from masksearch.core.cli_support import add_command, add_group, add_option, flag_values, settings_from_args
 from masksearch.core.errors import UserFacingError, one_line
 
 KINDS = ("bm25", "dense", "hybrid")
@@ -45,71 +45,57 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _register_index(subparsers: argparse._SubParsersAction) -> None:
     sub = add_group(subparsers, "index", "Build retrieval indexes.", "index_command", required=True)
-    build = sub.add_parser(
-        "build",
-        help="Index a corpus (BM25, dense or hybrid) into a folder with manifest.json.",
-        description="Index a Search-R1 JSONL/parquet corpus. The folder stores the passages too, so "
-        "searches need only the index.",
-    )
+    build = add_command(sub, "build", _index_build)
     build.add_argument(
         "--corpus", required=True, help="Corpus file, or 'embedded' for the built-in Wikipedia corpus."
     )
-    build.add_argument("--retriever", choices=KINDS, default="bm25", help="Retriever kind (default: bm25).")
+    add_option(build, "--retriever", "bm25", "Retriever kind", choices=KINDS)
     build.add_argument("--out", required=True, help="Output index folder.")
-    build.add_argument(
-        "--overwrite", action="store_true", help="Replace an existing, non-empty --out folder."
-    )
+    add_option(build, "--overwrite", False, "Replace an existing, non-empty --out folder.")
     bm25 = build.add_argument_group("bm25")
-    bm25.add_argument("--k1", type=float, default=1.5, help="BM25 k1 (default: 1.5).")
-    bm25.add_argument("--b", type=float, default=0.75, help="BM25 b (default: 0.75).")
+    add_option(bm25, "--k1", 1.5, "BM25 k1")
+    add_option(bm25, "--b", 0.75, "BM25 b")
     dense = build.add_argument_group("dense")
-    dense.add_argument(
+    add_option(
+        dense,
         "--model",
-        default="default",
-        help="sentence-transformers model folder or HF name (default: bundled all-MiniLM-L6-v2).",
+        "default",
+        "sentence-transformers model folder or HF name",
+        shown="bundled all-MiniLM-L6-v2",
     )
-    dense.add_argument("--batch-size", type=int, default=64, help="Encoding batch size (default: 64).")
-    dense.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu).")
-    dense.add_argument(
-        "--query-prefix", default="", help="Prefix for queries, e.g. 'query: ' for e5 models (default: none)."
+    add_option(dense, "--batch-size", 64, "Encoding batch size")
+    add_option(dense, "--device", None, "torch device", shown="cuda if available, else cpu")
+    add_option(dense, "--query-prefix", "", "Prefix for queries, e.g. 'query: ' for e5 models", shown="none")
+    add_option(dense, "--passage-prefix", "", "Prefix for passages, e.g. 'passage: ' for e5", shown="none")
+    add_option(build, "--no-progress", False, "Hide progress bars", shown="shown")
+
+
+def _add_corpus_check(parser: argparse.ArgumentParser, verb: str) -> None:
+    """``--corpus``: the index loaded by ``search`` and ``retriever serve`` must come from this file."""
+    add_option(
+        parser,
+        "--corpus",
+        None,
+        f"Refuse to {verb} unless the index was built from this corpus file",
+        shown="no check",
     )
-    dense.add_argument(
-        "--passage-prefix", default="", help="Prefix for passages, e.g. 'passage: ' for e5 (default: none)."
-    )
-    build.add_argument("--no-progress", action="store_true", help="Hide progress bars (default: shown).")
-    build.set_defaults(handler=_index_build)
 
 
 def _register_search(subparsers: argparse._SubParsersAction) -> None:
-    search = subparsers.add_parser("search", help="Query an index from the terminal.")
+    search = add_command(subparsers, "search", _search)
     search.add_argument("--index", required=True, help="Index folder (from 'masksearch index build').")
-    search.add_argument("--topk", type=int, default=3, help="Passages per query (default: 3).")
-    search.add_argument(
-        "--corpus",
-        default=None,
-        help="Refuse to search unless the index was built from this corpus file (default: no check).",
-    )
+    add_option(search, "--topk", 3, "Passages per query")
+    _add_corpus_check(search, "search")
     search.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
-    search.add_argument(
-        "--json", action="store_true", help="Print Search-R1 JSON instead of text (default: text)."
-    )
+    add_option(search, "--json", False, "Print Search-R1 JSON instead of text", shown="text")
     search.add_argument("queries", nargs="+", help="One or more queries.")
-    search.set_defaults(handler=_search)
 
 
 def _register_retriever(subparsers: argparse._SubParsersAction) -> None:
     sub = add_group(subparsers, "retriever", "Run the retrieval server.", "retriever_command", required=True)
-    serve = sub.add_parser(
-        "serve",
-        help="Serve an index over HTTP (Search-R1's POST /retrieve, GET /health).",
-        description="Serve an index with Search-R1's /retrieve protocol. Binds 127.0.0.1 unless told otherwise.",
-    )
+    serve = add_command(sub, "serve", _serve)
     serve.add_argument("--index", required=True, help="Index folder (from 'masksearch index build').")
-    serve.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="Address to listen on; 0.0.0.0 for every interface (default: 127.0.0.1).",
-    )
+    add_option(serve, "--host", "127.0.0.1", "Address to listen on; 0.0.0.0 for every interface")
     serve.add_argument(
         "--port",
         type=_port,
@@ -117,68 +103,48 @@ def _register_retriever(subparsers: argparse._SubParsersAction) -> None:
         help="TCP port, 0 to 65535; 0 picks a free one. The line printed once the server is ready "
         "shows the address it really listens on.",
     )
-    serve.add_argument(
-        "--corpus",
-        default=None,
-        help="Refuse to start unless the index was built from this corpus file (default: no check).",
-    )
+    _add_corpus_check(serve, "start")
     serve.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     serve.add_argument("--device", default=None, help=DEVICE_HELP)
-    serve.add_argument(
-        "--default-topk", type=int, default=3, help="topk when a request omits it (default: 3)."
-    )
-    serve.add_argument("--max-topk", type=int, default=100, help="Largest accepted topk (default: 100).")
-    serve.add_argument(
-        "--max-queries", type=int, default=512, help="Most queries per request (default: 512)."
-    )
-    serve.add_argument(
-        "--max-query-chars", type=int, default=4096, help="Longer queries are truncated (default: 4096)."
-    )
-    serve.add_argument(
-        "--max-batch", type=int, default=256, help="Most queries per retriever call (default: 256)."
-    )
-    serve.add_argument(
-        "--max-pending", type=int, default=4096, help="Queued queries before answering 503 (default: 4096)."
-    )
-    serve.add_argument(
+    add_option(serve, "--default-topk", 3, "topk when a request omits it")
+    add_option(serve, "--max-topk", 100, "Largest accepted topk")
+    add_option(serve, "--max-queries", 512, "Most queries per request")
+    add_option(serve, "--max-query-chars", 4096, "Longer queries are truncated")
+    add_option(serve, "--max-batch", 256, "Most queries per retriever call")
+    add_option(serve, "--max-pending", 4096, "Queued queries before answering 503")
+    add_option(
+        serve,
         "--max-body-bytes",
-        type=int,
-        default=16 * 1024 * 1024,
-        help="Larger request bodies (chunked too) get 413 (default: 16 MiB).",
+        16 * 1024 * 1024,
+        "Larger request bodies (chunked too) get 413",
+        shown="16 MiB",
     )
-    serve.add_argument(
-        "--limit-concurrency",
-        type=int,
-        default=1024,
-        help="Open connections above this get 503 (default: 1024).",
-    )
+    add_option(serve, "--limit-concurrency", 1024, "Open connections above this get 503")
     serve.add_argument(
         "--token-file",
         default=None,
         help="Require 'Authorization: Bearer <token>' on /retrieve, the token read from this file "
         "(default: $MASKSEARCH_RETRIEVER_TOKEN if set, else no token). /health stays open.",
     )
-    serve.add_argument(
+    add_option(
+        serve,
         "--uvicorn-log-level",
-        default="warning",
+        "warning",
+        "uvicorn's own log level",
         type=str.lower,
         choices=("critical", "error", "warning", "info", "debug", "trace"),
-        help="uvicorn's own log level (default: warning).",
     )
-    serve.set_defaults(handler=_serve)
-    wait = sub.add_parser(
-        "wait",
-        help="Wait until a retrieval server's /health reports ready (exit 2 with the reason if not).",
-    )
+    wait = add_command(sub, "wait", _wait)
     wait.add_argument("--url", required=True, help="Server base URL, e.g. http://10.0.0.5:8000.")
-    wait.add_argument("--timeout", type=float, default=600.0, help="Seconds to wait (default: 600).")
-    wait.add_argument(
+    add_option(wait, "--timeout", 600.0, "Seconds to wait")
+    add_option(
+        wait,
         "--pid",
+        None,
+        "Stop waiting as soon as this process (the server) has exited",
+        shown="wait the full --timeout",
         type=int,
-        default=None,
-        help="Stop waiting as soon as this process (the server) has exited (default: wait the full --timeout).",
     )
-    wait.set_defaults(handler=_wait)
 
 
 def _resolve_corpus(value: str, named: dict | None = None) -> str:
@@ -192,6 +158,11 @@ def _resolve_corpus(value: str, named: dict | None = None) -> str:
 
 
 def _index_build(args: argparse.Namespace) -> int:
+    """Index a corpus (BM25, dense or hybrid) into a folder with manifest.json.
+
+    Index a Search-R1 JSONL/parquet corpus. The folder stores the passages too, so searches need only the
+    index.
+    """
     from masksearch.search_tool.corpus import CorpusError
     from masksearch.search_tool.retrievers import build_index
 
@@ -246,6 +217,7 @@ def _load(index: str, corpus: str | None, backend: str = "auto", device: str | N
 
 
 def _search(args: argparse.Namespace) -> int:
+    """Query an index from the terminal."""
     if args.topk <= 0:
         raise UserFacingError("--topk must be a positive integer")
     retriever = _load(args.index, args.corpus, args.backend)
@@ -292,6 +264,10 @@ def _silence_stdout() -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """Serve an index over HTTP (Search-R1's POST /retrieve, GET /health).
+
+    Serve an index with Search-R1's /retrieve protocol. Binds 127.0.0.1 unless told otherwise.
+    """
     from masksearch.search_tool.protocol import read_token
     from masksearch.search_tool.server import ServerLimits, serve
 
@@ -378,6 +354,7 @@ def _alive(pid: int) -> bool:
 
 
 def _wait(args: argparse.Namespace) -> int:
+    """Wait until a retrieval server's /health reports ready (exit 2 with the reason if not)."""
     import time
 
     from masksearch.search_tool.client import RetrieverUnavailable, make_search_client

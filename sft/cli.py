@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from masksearch.core.cli_support import add_group, flag_values, settings_from_args
+from masksearch.core.cli_support import add_command, add_group, add_option, flag_values, settings_from_args
 from masksearch.core.errors import UserFacingError, one_line
 from masksearch.env.cli_options import add_env_args
 
@@ -38,47 +38,25 @@ def _teacher_options(p: argparse.ArgumentParser, *, required: bool = True) -> No
         help="Teacher's OpenAI-compatible server, e.g. http://127.0.0.1:8000.",
     )
     p.add_argument("--model", required=required, help="Teacher's served model name.")
-    p.add_argument(
-        "--api-key-env",
-        default="OPENAI_API_KEY",
-        help="Env var holding the teacher's API key (default: OPENAI_API_KEY).",
-    )
+    add_option(p, "--api-key-env", "OPENAI_API_KEY", "Env var holding the teacher's API key")
     add_env_args(p, retriever_required=True, system_prompt=False)  # the env's flags and defaults, as in RL
     p.add_argument("--out", required=True, help="Output folder (an existing one is resumed).")
-    p.add_argument(
-        "--tokenizer", default=None, help="Student's tokenizer (default: the embedded SmolLM2 one)."
-    )
+    add_option(p, "--tokenizer", None, "Student's tokenizer", shown="the embedded SmolLM2 one")
     p.add_argument("--limit", type=int, default=None, help="Only the first N rows.")
-    p.add_argument("--concurrency", type=int, default=4, help="Items in flight (default: 4).")
-    p.add_argument("--max-sub-questions", type=int, default=4, help="Planner's limit (default: 4).")
-    p.add_argument(
-        "--max-response-tokens", type=int, default=4096, help="Response budget in tokens (default: 4096)."
-    )
-    p.add_argument(
-        "--answer-check",
-        default="em",
-        help="Answer reward for the filter: em, f1, recall, llm_judge … (default: em).",
-    )
-    p.add_argument(
-        "--temperature", type=float, default=0.7, help="Teacher sampling temperature (default: 0.7)."
-    )
-    p.add_argument("--max-tokens", type=int, default=512, help="Tokens per teacher call (default: 512).")
-    p.add_argument("--max-attempts", type=int, default=4, help="Attempts per teacher call (default: 4).")
-    p.add_argument(
-        "--backoff", type=float, default=1.0, help="First backoff in seconds, doubled per retry (default: 1)."
-    )
-    p.add_argument("--no-cache", action="store_true", help="Do not cache teacher calls on disk.")
-    p.add_argument("--no-retry-failed", action="store_true", help="On resume, skip items that failed before.")
+    add_option(p, "--concurrency", 4, "Items in flight")
+    add_option(p, "--max-sub-questions", 4, "Planner's limit")
+    add_option(p, "--max-response-tokens", 4096, "Response budget in tokens")
+    add_option(p, "--answer-check", "em", "Answer reward for the filter: em, f1, recall, llm_judge …")
+    add_option(p, "--temperature", 0.7, "Teacher sampling temperature")
+    add_option(p, "--max-tokens", 512, "Tokens per teacher call")
+    add_option(p, "--max-attempts", 4, "Attempts per teacher call")
+    add_option(p, "--backoff", 1.0, "First backoff in seconds, doubled per retry")
+    add_option(p, "--no-cache", False, "Do not cache teacher calls on disk.")
+    add_option(p, "--no-retry-failed", False, "On resume, skip items that failed before.")
 
 
 def _register_synthesize(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "synthesize",
-        help="Synthesise search trajectories with a teacher and keep the correct ones.",
-        description="Planner / query rewriter / observer agents (or, with --mode policy, a served search "
-        "agent) solve each row with the retriever; trajectories that pass the tag grammar and the answer "
-        "check go to kept.jsonl, the others to rejected.jsonl with a reason; report.json sums it up.",
-    )
+    p = add_command(sub, "synthesize", _synthesize)
     _teacher_options(p, required=False)
     p.add_argument(
         "--teacher",
@@ -92,95 +70,59 @@ def _register_synthesize(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--samples", type=int, default=1, help="Trajectories per row (policy teacher; default: 1)."
     )
-    p.add_argument(
-        "--api",
-        choices=("completions", "chat"),
-        default="completions",
-        help="Policy mode API (default: completions).",
-    )
-    p.set_defaults(handler=_synthesize)
+    add_option(p, "--api", "completions", "Policy mode API", choices=("completions", "chat"))
 
 
 def _register_convert(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="Kept trajectories -> verl SFT parquet (messages column).")
+    p = add_command(sub, "convert", _convert)
     p.add_argument("inputs", nargs="+", help="kept.jsonl files or synthesis folders.")
     p.add_argument("--out", required=True, help="Output parquet.")
-    p.set_defaults(handler=_convert)
 
 
 def _register_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="SFT through verl (recipes/sft_ramp) and print the HF model folder.",
-        description="Runs the SFT recipe (recipes/sft_ramp) in a subprocess; trailing Hydra overrides are passed on.",
-    )
+    p = add_command(sub, "train", _train)
     p.add_argument("--data", required=True, help="SFT parquet (masksearch sft convert).")
     p.add_argument("--model", required=True, help="Student model (HF folder or hub id).")
     p.add_argument("--out", required=True, help="Output folder (checkpoints/, train.log, metrics.jsonl).")
-    p.add_argument("--batch-size", type=int, default=16, help="Global batch size (default: 16).")
-    p.add_argument("--micro-batch-size", type=int, default=2, help="Per-GPU micro batch (default: 2).")
-    p.add_argument("--epochs", type=int, default=1, help="Epochs (default: 1).")
+    add_option(p, "--batch-size", 16, "Global batch size")
+    add_option(p, "--micro-batch-size", 2, "Per-GPU micro batch")
+    add_option(p, "--epochs", 1, "Epochs")
     p.add_argument("--steps", type=int, default=None, help="Stop after this many steps.")
-    p.add_argument("--max-length", type=int, default=4096, help="Longest sequence in tokens (default: 4096).")
-    p.add_argument(
-        "--device", choices=("auto", "cpu", "gpu"), default="auto", help="CPU overrides (default: auto)."
-    )
+    add_option(p, "--max-length", 4096, "Longest sequence in tokens")
+    add_option(p, "--device", "auto", "CPU overrides", choices=("auto", "cpu", "gpu"))
     p.add_argument("overrides", nargs="*", help="Extra Hydra overrides (key=value).")
-    p.set_defaults(handler=_train)
 
 
 def _register_serve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "serve",
-        help="Serve an HF model over the OpenAI API (transformers; for CPU / offline loops).",
-        description="POST /v1/completions and /v1/chat/completions backed by transformers generate. "
-        "On GPUs prefer: vllm serve DIR --served-model-name NAME --port P",
-    )
+    p = add_command(sub, "serve", _serve)
     p.add_argument("--model", required=True, help="HF model folder.")
-    p.add_argument("--host", default="127.0.0.1", help="Bind address (default: 127.0.0.1).")
+    add_option(p, "--host", "127.0.0.1", "Bind address")
     p.add_argument("--port", type=int, required=True, help="TCP port.")
-    p.add_argument("--served-name", default=None, help="Model name in the API (default: the folder name).")
-    p.set_defaults(handler=_serve)
+    add_option(p, "--served-name", None, "Model name in the API", shown="the folder name")
 
 
 def _register_evolve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "evolve",
-        help="Self-evolving loop: synthesise -> train -> serve the trained model as the next teacher.",
-        description="Online: round 1's teacher is --endpoint/--model (LLM agents). Offline: round 0 is "
-        "--round0 (e.g. rules-teacher synthesis folders) and --round0-model the model trained on it; "
-        "every later teacher is the previous round's model, run in process, sampling "
-        "--samples trajectories per prompt, kept when the training reward gives acc = 1.",
-    )
+    p = add_command(sub, "evolve", _evolve)
     _teacher_options(p, required=False)
-    p.add_argument(
-        "--round0",
-        nargs="*",
-        default=[],
-        help="Round-0 synthesis folders merged into every round's data (default: none).",
+    add_option(
+        p, "--round0", [], "Round-0 synthesis folders merged into every round's data", shown="none", nargs="*"
     )
     p.add_argument("--round0-model", default=None, help="HF folder trained on --round0: round 1's teacher.")
-    p.add_argument(
-        "--samples", type=int, default=4, help="Trajectories per prompt from served teachers (default: 4)."
-    )
-    p.add_argument(
-        "--sample-temperature",
-        type=float,
-        default=1.0,
-        help="Sampling temperature of served teachers (default: 1.0).",
-    )
+    add_option(p, "--samples", 4, "Trajectories per prompt from served teachers")
+    add_option(p, "--sample-temperature", 1.0, "Sampling temperature of served teachers", shown="1.0")
     p.add_argument("--rounds", type=int, required=True, help="Number of rounds.")
     p.add_argument(
         "--student", required=True, help="Student model trained every round (HF folder or hub id)."
     )
-    p.add_argument("--batch-size", type=int, default=16, help="SFT global batch size (default: 16).")
-    p.add_argument("--epochs", type=int, default=1, help="SFT epochs per round (default: 1).")
-    p.add_argument("--steps", type=int, default=None, help="SFT steps per round (default: one pass).")
-    p.add_argument(
+    add_option(p, "--batch-size", 16, "SFT global batch size")
+    add_option(p, "--epochs", 1, "SFT epochs per round")
+    add_option(p, "--steps", None, "SFT steps per round", shown="one pass", type=int)
+    add_option(
+        p,
         "--serve-cmd",
-        default=None,
-        help="Command serving {model} on {port} as {name} (default: none, the model runs in process; "
-        "e.g. 'vllm serve {model} --port {port} --served-model-name {name}').",
+        None,
+        "Command serving {model} on {port} as {name}",
+        shown="none, the model runs in process; e.g. 'vllm serve {model} --port {port} --served-model-name {name}'",
     )
     p.add_argument(
         "--train-override",
@@ -188,7 +130,6 @@ def _register_evolve(sub: argparse._SubParsersAction) -> None:
         default=[],
         help="Hydra override for SFT (repeatable; default: none).",
     )
-    p.set_defaults(handler=_evolve)
 
 
 # ----------------------------------------------------------------------------------- handlers
@@ -251,6 +192,12 @@ def _print_json(value: Any) -> None:
 
 
 def _synthesize(args: argparse.Namespace) -> int:
+    """Synthesise search trajectories with a teacher and keep the correct ones.
+
+    Planner / query rewriter / observer agents (or, with --mode policy, a served search agent) solve each row
+    with the retriever; trajectories that pass the tag grammar and the answer check go to kept.jsonl, the
+    others to rejected.jsonl with a reason; report.json sums it up.
+    """
     from masksearch.sft.synthesize import synthesize
 
     config = _synthesis_config(args, args.mode)
@@ -276,6 +223,7 @@ def _synthesize(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    """Kept trajectories -> verl SFT parquet (messages column)."""
     from masksearch.sft.convert import write_sft_parquet
 
     try:
@@ -295,6 +243,10 @@ def _trainer(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
+    """SFT through verl (recipes/sft_ramp) and print the HF model folder.
+
+    Runs the SFT recipe (recipes/sft_ramp) in a subprocess; trailing Hydra overrides are passed on.
+    """
     train_sft = _trainer(args)
     if not Path(args.data).is_file():
         raise UserFacingError(f"--data {args.data}: no such file")
@@ -309,6 +261,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """Serve an HF model over the OpenAI API (transformers; for CPU / offline loops).
+
+    POST /v1/completions and /v1/chat/completions backed by transformers generate. On GPUs prefer: vllm serve
+    DIR --served-model-name NAME --port P
+    """
     from masksearch.sft.serve import serve
 
     if not (Path(args.model) / "config.json").is_file():
@@ -318,6 +275,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _evolve(args: argparse.Namespace) -> int:
+    """Self-evolving loop: synthesise -> train -> serve the trained model as the next teacher.
+
+    Online: round 1's teacher is --endpoint/--model (LLM agents). Offline: round 0 is --round0 (e.g.
+    rules-teacher synthesis folders) and --round0-model the model trained on it; every later teacher is the
+    previous round's model, run in process, sampling --samples trajectories per prompt, kept when the training
+    reward gives acc = 1.
+    """
     from masksearch.sft.evolve import evolve
 
     config = _synthesis_config(args, "agents")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from masksearch.core.cli_support import flag_values
+from masksearch.core.cli_support import add_command, add_option, flag_values
 from masksearch.core.errors import UserFacingError
 from masksearch.core.logs import module_logger
 
@@ -14,17 +14,7 @@ logger = module_logger(__name__)
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "view",
-        help="Write a static site to browse eval runs, verl rollout/validation dumps, SFT data and the learning report.",
-        description=(
-            "Read SRC (eval folders with trajectories.jsonl, verl trainer.rollout_data_dir / validation_data_dir "
-            "folders of <step>.jsonl, sft synthesize folders with kept/rejected.jsonl, a make-learn report.json, "
-            "or folders holding any of them up to 3 levels down) and write a self-contained site to --out: "
-            "index.html (filters, sorting, paging, per-run/per-step summaries) and one page per sample. "
-            "Opens from disk, no network. --serve serves the folder on 127.0.0.1."
-        ),
-    )
+    p = add_command(subparsers, "view", _run)
     p.add_argument(
         "sources", nargs="*", metavar="SRC", help="Eval runs, verl dump folders, SFT folders, report.json."
     )
@@ -39,21 +29,23 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--title", default="masksearch trajectories", help="Index page title (default: %(default)s)."
     )
-    p.add_argument(
-        "--overwrite", action="store_true", help="Replace a non-empty --out that is not a viewer site."
-    )
-    p.add_argument(
-        "--serve",
-        action="store_true",
-        help="After building (or without SRC: as is), serve --out on 127.0.0.1.",
-    )
+    add_option(p, "--overwrite", False, "Replace a non-empty --out that is not a viewer site.")
+    add_option(p, "--serve", False, "After building (or without SRC: as is), serve --out on 127.0.0.1.")
     p.add_argument(
         "--port", type=int, default=8765, help="Port for --serve (default 8765; 0 = any free port)."
     )
-    p.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Write a static site to browse eval runs, verl rollout/validation dumps, SFT data and the learning
+    report.
+
+    Read SRC (eval folders with trajectories.jsonl, verl trainer.rollout_data_dir / validation_data_dir
+    folders of <step>.jsonl, sft synthesize folders with kept/rejected.jsonl, a make-learn report.json, or
+    folders holding any of them up to 3 levels down) and write a self-contained site to --out: index.html
+    (filters, sorting, paging, per-run/per-step summaries) and one page per sample. Opens from disk, no
+    network. --serve serves the folder on 127.0.0.1.
+    """
     from masksearch.viewer.site import build_site, check_out_dir
 
     if not args.out:

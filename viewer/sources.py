@@ -44,6 +44,7 @@ from typing import Any
 
 from masksearch.core.errors import UserFacingError
 from masksearch.core.grammar import INFORMATION, count_searches, extract_answer, parse_turns
+from masksearch.core.jsonl import read_jsonl
 from masksearch.core.logs import module_logger
 from masksearch.core.tokens import MASK_TOKEN
 from masksearch.rewards import task_kind
@@ -291,19 +292,12 @@ def _derived_stats(response: str) -> dict[str, Any]:
 
 
 def _jsonl(path: Path, skipped: Counter[str]) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                skipped[f"{path.name}: unreadable line"] += 1
-                continue
-            if isinstance(record, dict):
-                yield record
-            else:
-                skipped[f"{path.name}: not an object"] += 1
+    """The objects of ``path`` (other programs write it: bad bytes are replaced), skips counted."""
+
+    def count(_line: int, reason: str) -> None:
+        skipped[f"{path.name}: {reason}"] += 1
+
+    return read_jsonl(path, on_skip=count, errors="replace")
 
 
 def _messages(value: Any) -> list[dict[str, str]]:

@@ -23,7 +23,6 @@ evaluated (the ids are eval's own, ``load_eval_dataset``'s). A stage on data wit
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 from collections import defaultdict
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.core.atomic import atomic_write_json, atomic_write_text
+from masksearch.core.jsonl import read_jsonl
 from masksearch.curriculum.metrics import ACC_BY_MASK_PREFIX, mask_num_of
 
 __all__ = [
@@ -55,18 +55,8 @@ MASK_KEYS = ("n", "format_ok", "em", "f1", "recall", "mean_searches")
 
 def read_sample_scores(eval_dir: str | Path, metric: str = "recall") -> dict[str, float]:
     """``sample id -> score`` from an eval run's ``trajectories.jsonl`` (the last line of an id wins)."""
-    scores: dict[str, float] = {}
-    path = Path(eval_dir) / "trajectories.jsonl"
-    if not path.is_file():
-        return scores
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and "id" in record:
-            scores[str(record["id"])] = float((record.get("scores") or {}).get(metric, 0.0))
-    return scores
+    records = read_jsonl(Path(eval_dir) / "trajectories.jsonl")
+    return {str(r["id"]): float((r.get("scores") or {}).get(metric, 0.0)) for r in records if "id" in r}
 
 
 def mask_counts_of(data: str | Path | None, n: int | None = None) -> dict[str, int]:

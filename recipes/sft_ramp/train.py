@@ -8,7 +8,6 @@ train`` and ``masksearch sft evolve`` get :func:`train_sft` from the ``masksearc
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from masksearch.core.jsonl import read_jsonl
 from masksearch.core.logs import module_logger
 
 logger = module_logger(__name__)
@@ -108,14 +108,8 @@ def train_sft(
         proc = subprocess.run(
             command, cwd=out, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout_s, check=False
         )
-    losses = []
-    if metrics.is_file():
-        for line in metrics.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if "train/loss" in row.get("data", {}):
-                losses.append(float(row["data"]["train/loss"]))
+    losses = [
+        float(row["data"]["train/loss"]) for row in read_jsonl(metrics) if "train/loss" in row.get("data", {})
+    ]
     hf_path = sft_checkpoint_to_hf(ckpt) if proc.returncode == 0 else None
     return TrainResult(proc.returncode, ckpt, hf_path, log_file, losses)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.core.atomic import atomic_write_text
+from masksearch.core.jsonl import UNREADABLE, read_jsonl
 from masksearch.core.logs import module_logger
 from masksearch.sft.synthesis.config import ENDPOINT_FAILED, KEPT_FILE, REJECTED_FILE
 
@@ -18,18 +19,12 @@ __all__ = ["prepare_resume", "read_records"]
 
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Records of a JSONL file; a torn last line (killed writer) is skipped."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except ValueError:
+
+    def warn(_line: int, reason: str) -> None:
+        if reason == UNREADABLE:
             logger.warning("%s: skipping an unreadable line (interrupted write?)", path)
-    return records
+
+    return list(read_jsonl(path, on_skip=warn))
 
 
 def _rewrite(path: Path, records: list[dict[str, Any]]) -> None:

@@ -1,0 +1,62 @@
+"""The one reader for the JSON-lines files runs append to: eval trajectories, SFT kept/rejected
+records, watchdog events, verl's metrics and rollout dumps.
+
+A writer killed mid-line leaves a torn last line, and a resumed run appends after it, so a reader
+skips what does not parse instead of failing the whole file; each caller decides whether a missing
+file is an error and whether a skipped line is worth a warning (``on_skip``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["NOT_AN_OBJECT", "UNREADABLE", "read_jsonl"]
+
+#: The reasons :func:`read_jsonl` gives ``on_skip``.
+UNREADABLE = "unreadable line"
+NOT_AN_OBJECT = "not an object"
+
+
+def read_jsonl(
+    path: str | os.PathLike[str],
+    *,
+    on_skip: Callable[[int, str], object] | None = None,
+    errors: str = "strict",
+) -> Iterator[dict[str, Any]]:
+    """The JSON objects of ``path``, one per line, in file order.
+
+    Blank lines are passed over; a line that is not JSON (a torn write) or not a JSON object is
+    skipped and, with ``on_skip``, reported as ``on_skip(line_number, UNREADABLE | NOT_AN_OBJECT)``
+    (numbers from 1). A missing file yields nothing. ``errors`` is the text decoding's
+    (``"replace"`` for files other programs write).
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "a.jsonl"
+    >>> _ = p.write_text('{"id": 1}\\n\\n[1]\\n{"id": 2}\\n{"id": 3', encoding="utf-8")
+    >>> list(read_jsonl(p, on_skip=lambda n, why: print(n, why)))
+    3 not an object
+    5 unreadable line
+    [{'id': 1}, {'id': 2}]
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8", errors=errors) as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                reason = UNREADABLE
+            else:
+                if isinstance(record, dict):
+                    yield record
+                    continue
+                reason = NOT_AN_OBJECT
+            if on_skip is not None:
+                on_skip(number, reason)
