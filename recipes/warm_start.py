@@ -103,7 +103,7 @@ class WarmStartRecipe:
         """The knobs the data and SFT stages depend on (``make learn``'s own list), and the skip."""
         knobs = stage_fingerprint(self.settings, "sft")
         # the base model is keyed by its files instead; the eval stage's sample count trains nothing
-        for name in ("model_path", "val_samples"):
+        for name in ("model_path", "val_samples", "base_val_samples"):
             knobs.pop(name, None)
         return {"knobs": knobs, "skip_passages": self.skip_passages}
 

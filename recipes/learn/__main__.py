@@ -2,4 +2,5 @@ import sys
 
 from masksearch.recipes.learn.main import main
 
-sys.exit(main())
+if __name__ == "__main__":  # a spawned stage process (main.in_child) imports this module too
+    sys.exit(main())

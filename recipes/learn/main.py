@@ -20,7 +20,7 @@ from masksearch.core.atomic import atomic_write_json
 from masksearch.core.errors import UserFacingError
 from masksearch.recipes.learn.settings import LearnSettings, settings_from_env
 
-__all__ = ["STAGES", "main", "run_pipeline"]
+__all__ = ["STAGES", "in_child", "main", "run_pipeline"]
 
 #: Stage names, in order.
 STAGES = (
@@ -36,6 +36,20 @@ STAGES = (
 )
 #: Paired recall differences reported (the last one is the headline: final vs SFT).
 PAIRS = (("base", "sft"), ("sft", "evolve"), ("evolve", "rl"), ("sft", "rl"))
+
+
+def in_child(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``fn(*args)`` in a fresh (spawned) process, for a stage that loads a model in process.
+
+    An eval's generator leaves ~10 GB resident in the process that ran it (allocator arenas are not
+    given back), which then sits beside the next stage's RL or SFT run on a 23 GiB machine; a child's
+    memory goes back to the OS when it ends. Its exception (a ``UserFacingError``) is raised here.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def _say(message: str) -> None:
@@ -66,7 +80,15 @@ def check_rl_budget(s: LearnSettings, echo: Callable[[str], None] = _say) -> Non
 #: The knobs each stage depends on (a stage also depends on every stage before it).
 STAGE_KNOBS = {
     "data": ("ramp_samples", "val_fraction", "max_masks", "corpus_limit"),
-    "eval_base": ("model_path", "max_turns", "topk", "max_obs_tokens", "max_response_length", "val_samples"),
+    "eval_base": (
+        "model_path",
+        "max_turns",
+        "topk",
+        "max_obs_tokens",
+        "max_response_length",
+        "val_samples",
+        "base_val_samples",
+    ),
     "sft": ("sft_rows", "sft_steps", "sft_batch", "sft_micro_batch", "sft_lr", "max_prompt_length"),
     "eval_sft": (),
     "evolve": (
@@ -78,7 +100,16 @@ STAGE_KNOBS = {
         "evolve_from",
     ),
     "eval_evolve": (),
-    "rl": ("rl_steps", "rl_batch", "group_size", "rl_lr", "format_weight", "curriculum", "rl_from"),
+    "rl": (
+        "rl_steps",
+        "rl_batch",
+        "group_size",
+        "rl_lr",
+        "rl_gen_batches",
+        "format_weight",
+        "curriculum",
+        "rl_from",
+    ),
     "eval_rl": (),
     "eval_rl_fanoutqa": ("fanout_samples",),
 }
@@ -113,10 +144,11 @@ class _Stages:
             except ValueError:
                 saved = None  # a torn marker: run the stage again
             if saved is not None:
-                old = saved.get("_knobs", fingerprint)
-                changed = sorted(k for k in fingerprint if old.get(k) != fingerprint[k])
+                # a knob added after that run is read as its default (what the run did without it)
+                old = {**LearnSettings().to_dict(), **saved.get("_knobs", fingerprint)}
+                changed = sorted(k for k in fingerprint if old[k] != fingerprint[k])
                 if changed:
-                    knobs = ", ".join(f"{k.upper()} {old.get(k)!r} -> {fingerprint[k]!r}" for k in changed)
+                    knobs = ", ".join(f"{k.upper()} {old[k]!r} -> {fingerprint[k]!r}" for k in changed)
                     raise UserFacingError(
                         f"stage {name} in {self.dir.parent} was run with other settings ({knobs}); "
                         "use another WORK_DIR, or delete that folder to start over"
@@ -162,14 +194,16 @@ def run_pipeline(s: LearnSettings) -> dict[str, Any]:
     evals = []
 
     def evaluate(name: str, model: Path, spec: str = val, n: int = s.val_samples) -> dict[str, Any]:
-        result = runs.run(f"eval_{name.replace('-', '_')}", lambda: st.stage_eval(s, name, model, spec, n))
+        result = runs.run(
+            f"eval_{name.replace('-', '_')}", lambda: in_child(st.stage_eval, s, name, model, spec, n)
+        )
         _say(_eval_line(result))
         return result
 
-    evals.append(evaluate("base", base))
+    evals.append(evaluate("base", base, n=min(s.val_samples, s.base_val_samples or s.val_samples)))
     sft = runs.run("sft", lambda: st.stage_sft(s))
     evals.append(evaluate("sft", Path(sft["model"])))
-    evolve = runs.run("evolve", lambda: st.stage_evolve(s, Path(sft["model"])))
+    evolve = runs.run("evolve", lambda: in_child(st.stage_evolve, s, Path(sft["model"])))
     evals.append(evaluate("evolve", Path(evolve["model"])))
     start = Path(evolve["model"] if s.rl_from == "evolve" else sft["model"])
     rl = runs.run("rl", lambda: st.stage_rl(s, start))

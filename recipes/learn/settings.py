@@ -41,6 +41,9 @@ class LearnSettings:
     max_prompt_length: int = 1024
     # evaluation
     val_samples: int = 100
+    # the base model never stops (every row decodes to the full budget) and scored 0 on every row of
+    # the README runs: its row anchors base -> SFT on the first BASE_VAL_SAMPLES rows (0 = VAL_SAMPLES)
+    base_val_samples: int = 100
     eval_batch: int = 50  # episodes decoded together: rows leave the batch when done
     fanout_samples: int = 20
     # SFT on the rules teacher
@@ -61,6 +64,7 @@ class LearnSettings:
     rl_batch: int = 2
     group_size: int = 4
     rl_lr: float = 1e-6
+    rl_gen_batches: int = 1  # DAPO dynamic sampling: generation batches a step may draw (1 = off)
     format_weight: float = 0.1
     curriculum: str = "staged"
     rl_from: str = "evolve"  # evolve | sft: which SFT checkpoint RL starts from
@@ -82,7 +86,7 @@ class LearnSettings:
 SCALES: dict[str, dict[str, Any]] = {
     "tiny": {
         "ramp_samples": 60, "val_fraction": 0.2, "corpus_limit": 400, "max_turns": 2, "max_masks": 1,
-        "max_obs_tokens": 160, "max_response_length": 320, "max_prompt_length": 1024, "val_samples": 4,
+        "max_obs_tokens": 160, "max_response_length": 320, "max_prompt_length": 1024, "val_samples": 4, "base_val_samples": 0,
         "eval_batch": 4, "fanout_samples": 2, "sft_rows": 6, "sft_steps": 1, "sft_batch": 2,
         "sft_micro_batch": 1, "evolve_prompts": 2, "evolve_samples": 1, "evolve_steps": 1,
         "rl_steps": 1, "rl_batch": 2, "group_size": 2,
@@ -90,7 +94,7 @@ SCALES: dict[str, dict[str, Any]] = {
     "default": {},
     "full": {
         "ramp_samples": 20000, "val_fraction": 0.02, "max_turns": 5, "topk": 0, "max_obs_tokens": 0,
-        "max_response_length": 3072, "val_samples": 400, "eval_batch": 32, "fanout_samples": 200,
+        "max_response_length": 3072, "val_samples": 400, "base_val_samples": 0, "eval_batch": 32, "fanout_samples": 200,
         "sft_rows": 4000, "sft_steps": 500, "sft_batch": 16, "sft_micro_batch": 2, "evolve_prompts": 2000,
         "evolve_samples": 4, "evolve_steps": 500, "rl_steps": 200, "rl_batch": 32, "group_size": 8,
     },

@@ -298,7 +298,7 @@ def _rl_overrides(s: LearnSettings, model: Path, out: Path) -> list[str]:
     masksearch = MaskSearchSettings(  # the env every stage ran, as the recipe's typed settings
         env=replace(s.env_config(), retriever_index=str(p["index"])),
         curriculum=CurriculumSettings(strategy=s.curriculum),
-        dynamic_sampling=DynamicSamplingSettings(max_gen_batches=1),
+        dynamic_sampling=DynamicSamplingSettings(max_gen_batches=s.rl_gen_batches),
     )
     return [
         f"data.train_files={p['train']}",

@@ -259,6 +259,17 @@ class TestRlStage:
         assert "masksearch.curriculum.strategy=none" in overrides  # pinned, not left to the YAML's staged
         assert "masksearch.dynamic_sampling.max_gen_batches=1" in overrides
 
+    def test_rl_gen_batches_turns_dynamic_sampling_on(self, tmp_path):
+        from masksearch.recipes.learn.main import stage_fingerprint
+        from masksearch.recipes.learn.stages import _rl_overrides
+
+        s = settings_from_env({"LEARN_SCALE": "tiny", "WORK_DIR": str(tmp_path), "RL_GEN_BATCHES": "3"})
+        assert "masksearch.dynamic_sampling.max_gen_batches=3" in _rl_overrides(
+            s, tmp_path / "m", tmp_path / "rl"
+        )
+        assert stage_fingerprint(s, "rl")["rl_gen_batches"] == 3  # a changed value re-runs RL, not SFT
+        assert "rl_gen_batches" not in stage_fingerprint(s, "sft")
+
     @staticmethod
     def _stage_rl(tmp_path, monkeypatch, result: dict | None, returncode: int):
         from masksearch.core.atomic import atomic_write_json
@@ -389,6 +400,22 @@ class TestLearnPipeline:
         proc = _learn(work, tiny_model_path, SFT_STEPS="2")
         assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
         assert "stage sft" in proc.stderr and "SFT_STEPS 1 -> 2" in proc.stderr
+
+
+def test_knob_added_after_a_run_is_read_as_its_default(tmp_path):
+    """A work dir from before a knob existed resumes when the knob keeps its default, else is refused."""
+    from masksearch.core.atomic import atomic_write_json
+    from masksearch.recipes.learn.main import _Stages, stage_fingerprint
+
+    s = settings_from_env({"WORK_DIR": str(tmp_path)})
+    old = stage_fingerprint(s, "eval_base")
+    old.pop("base_val_samples")  # the marker an older version wrote
+    (tmp_path / "stages").mkdir()
+    atomic_write_json(tmp_path / "stages" / "eval_base.json", {"n": 1, "_knobs": old})
+    assert _Stages(tmp_path, s).run("eval_base", lambda: pytest.fail("must be skipped"))["n"] == 1
+    changed = settings_from_env({"WORK_DIR": str(tmp_path), "BASE_VAL_SAMPLES": "7"})
+    with pytest.raises(UserFacingError, match="BASE_VAL_SAMPLES 100 -> 7"):
+        _Stages(tmp_path, changed).run("eval_base", dict)
 
 
 def test_refused_budget_is_one_line(tmp_path, tiny_model_path):

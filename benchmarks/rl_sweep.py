@@ -1,0 +1,169 @@
+"""RL sized by measurement (issue 22): RL settings from one SFT checkpoint, scored on held-out val.
+
+Builds ``make learn``'s data and SFT stages once (same code, same knobs: ``LEARN_SCALE`` and the
+``make learn`` environment variables apply), evaluates the SFT model greedily on ``--val-samples``
+val rows, then runs one RL stage per ``--config`` from that checkpoint and evaluates it on the same
+rows. Every RL run has its own folder under ``<work dir>/sweep/<name>`` (the data folder is shared by
+a symlink); finished stages are skipped on a rerun, exactly as in ``make learn``.
+
+Prints, and writes to ``<work dir>/sweep.md`` and ``sweep.json``, one row per config: its settings,
+RL wall time, recall after RL, the paired recall difference against the SFT start with its 95%
+bootstrap CI, and the difference by mask count.
+
+Usage (alone on the machine: each config is one RL run plus one eval)::
+
+    python benchmarks/rl_sweep.py --config lr1e-5:rl_lr=1e-5,rl_steps=8,rl_batch=4 \\
+        --config lr2e-6:rl_lr=2e-6,rl_steps=8,rl_batch=4 [--work-dir outputs/rl_sweep] [--val-samples 200]
+
+A config's keys are :class:`masksearch.recipes.learn.settings.LearnSettings` fields of the RL stage
+(``rl_steps rl_batch group_size rl_lr rl_gen_batches format_weight curriculum``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from masksearch.core.errors import UserFacingError
+from masksearch.recipes.learn import stages as st
+from masksearch.recipes.learn.main import STAGE_KNOBS, _Stages, in_child
+from masksearch.recipes.learn.report import mask_counts_of, paired_bootstrap, read_sample_scores
+from masksearch.recipes.learn.settings import LearnSettings, settings_from_env
+
+RL_KNOBS = tuple(k for k in STAGE_KNOBS["rl"] if k != "rl_from")
+
+
+def parse_config(text: str) -> tuple[str, dict[str, Any]]:
+    """``name:key=value,key=value`` -> ``(name, {key: typed value})``."""
+    name, _, body = text.partition(":")
+    kinds = {f.name: type(getattr(LearnSettings(), f.name)) for f in fields(LearnSettings)}
+    values: dict[str, Any] = {}
+    for item in filter(None, body.split(",")):
+        key, _, raw = item.partition("=")
+        if key not in RL_KNOBS:
+            raise SystemExit(f"--config {text}: {key!r} is not an RL knob ({', '.join(RL_KNOBS)})")
+        values[key] = kinds[key](raw)
+    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise SystemExit(f"--config {text}: give it a name (letters, digits, - _ .) before ':'")
+    return name, values
+
+
+def _paired(start_dir: str, after_dir: str, masks: dict[str, int]) -> dict[str, Any]:
+    before, after = read_sample_scores(start_dir), read_sample_scores(after_dir)
+    diff, (lo, hi), n = paired_bootstrap(before, after)
+    row: dict[str, Any] = {"n": n, "recall_diff": diff, "ci95": [lo, hi], "by_mask": {}}
+    for k in sorted(set(masks.values())):
+        ids = {i for i, m in masks.items() if m == k}
+        d, (klo, khi), kn = paired_bootstrap(
+            {i: v for i, v in before.items() if i in ids}, {i: v for i, v in after.items() if i in ids}
+        )
+        row["by_mask"][str(k)] = {"n": kn, "recall_diff": d, "ci95": [klo, khi]}
+    return row
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def write_table(root: Path, start: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """The sweep's table so far: ``sweep.md`` and ``sweep.json`` under ``root`` (rewritten after each config)."""
+    mask_keys = sorted({k for r in rows for k in r["by_mask"]}, key=int)
+    lines = [
+        f"SFT start: recall {100 * float(start['recall']):.1f}%, format_ok {100 * float(start['format_ok']):.1f}% "
+        f"on {start['n']} held-out val rows (greedy).",
+        "",
+        "| config | "
+        + " | ".join(RL_KNOBS)
+        + " | RL min | recall | Δ vs SFT (95% CI) | "
+        + " | ".join(f"Δ {k}-mask" for k in mask_keys)
+        + " |",
+        "|" + "---|" * (len(RL_KNOBS) + 4 + len(mask_keys)),
+    ]
+    for r in rows:
+        by = [
+            f"{_pts(r['by_mask'][k]['recall_diff'])} (n={r['by_mask'][k]['n']})" if k in r["by_mask"] else "–"
+            for k in mask_keys
+        ]
+        lines.append(
+            f"| {r['name']} | " + " | ".join(str(r["settings"][k]) for k in RL_KNOBS)
+            + f" | {r['rl_wall_s'] / 60:.1f} | {100 * float(r['recall']):.1f}% | {_pts(r['recall_diff'])} "
+            f"[{_pts(r['ci95'][0])}, {_pts(r['ci95'][1])}] | " + " | ".join(by) + " |"
+        )  # fmt: skip
+    table = "\n".join(lines)
+    (root / "sweep.md").write_text(table + "\n", encoding="utf-8")
+    (root / "sweep.json").write_text(
+        json.dumps({"start": start, "rows": rows}, indent=2, default=str), encoding="utf-8"
+    )
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", action="append", required=True, help="name:key=value,... (repeatable)")
+    ap.add_argument("--work-dir", default="outputs/rl_sweep")
+    ap.add_argument("--val-samples", type=int, default=200)
+    args = ap.parse_args(argv)
+    configs = [parse_config(c) for c in args.config]
+
+    env = {**os.environ, "WORK_DIR": args.work_dir, "VAL_SAMPLES": str(args.val_samples)}
+    base = settings_from_env(env)
+    root = base.root
+    runs = _Stages(root, base)
+    data = runs.run("data", lambda: st.stage_data(base))
+    sft = runs.run("sft", lambda: st.stage_sft(base))
+    start = runs.run(
+        "eval_sft",
+        lambda: in_child(st.stage_eval, base, "sft", Path(sft["model"]), data["val"], base.val_samples),
+    )
+    masks = mask_counts_of(data["val"], base.val_samples)
+    print(
+        f"[sweep] SFT start: recall {100 * float(start['recall']):.1f}% on {start['n']} val rows", flush=True
+    )
+
+    rows = []
+    for name, values in configs:
+        s = replace(base, work_dir=str(root / "sweep" / name), rl_from="sft", **values)
+        s.root.mkdir(parents=True, exist_ok=True)
+        link = s.root / "data"
+        if not link.exists():
+            link.symlink_to(root / "data", target_is_directory=True)
+        sub = _Stages(s.root, s)
+        started = time.perf_counter()
+        rl = sub.run("rl", lambda s=s: st.stage_rl(s, Path(sft["model"])))
+        after = sub.run(
+            "eval_rl",
+            lambda s=s, rl=rl: in_child(
+                st.stage_eval, s, "rl", Path(rl["model"]), data["val"], s.val_samples
+            ),
+        )
+        row = {
+            "name": name,
+            "settings": {k: getattr(s, k) for k in RL_KNOBS},
+            "rl_wall_s": rl.get("_wall_s", round(time.perf_counter() - started, 1)),
+            "recall": after["recall"],
+            "format_ok": after["format_ok"],
+            "searches": after["mean_searches"],
+            "rl_curve": rl.get("rl_curve"),
+            **_paired(start["out"], after["out"], masks),
+        }
+        rows.append(row)
+        print(
+            f"[sweep] {name}: recall {100 * float(row['recall']):.1f}% "
+            f"({_pts(row['recall_diff'])} pts, CI [{_pts(row['ci95'][0])}, {_pts(row['ci95'][1])}])",
+            flush=True,
+        )
+        table = write_table(root, start, rows)
+    print(table, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except UserFacingError as exc:
+        raise SystemExit(f"rl_sweep: error: {exc}") from None
