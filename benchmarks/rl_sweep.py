@@ -29,6 +29,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from masksearch.backends.cpu_profile import MALLOC_ARENA_MAX
 from masksearch.core.errors import UserFacingError
 from masksearch.recipes.learn import stages as st
 from masksearch.recipes.learn.main import STAGE_KNOBS, _Stages, in_child
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     configs = [parse_config(c) for c in args.config]
 
+    os.environ.setdefault("MALLOC_ARENA_MAX", str(MALLOC_ARENA_MAX))  # as make learn: children inherit it
     env = {**os.environ, "WORK_DIR": args.work_dir, "VAL_SAMPLES": str(args.val_samples)}
     base = settings_from_env(env)
     root = base.root

@@ -295,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARNING"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from masksearch.backends.cpu_profile import MALLOC_ARENA_MAX
+
+    # read by glibc when a process starts: the stages' children (evals, SFT, RL) inherit it
+    os.environ.setdefault("MALLOC_ARENA_MAX", str(MALLOC_ARENA_MAX))
     try:
         settings = settings_from_env()
         report = run_pipeline(settings)
