@@ -170,8 +170,24 @@ class RunResult:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "cause", None) or exc).strip().splitlines()
+    cause = getattr(exc, "cause", None) or exc
+    if any(cls.__name__ == "OutOfMemoryError" for cls in (*type(exc).__mro__, *type(cause).__mro__)):
+        return _oom_line(str(cause))
+    text = str(cause).strip().splitlines()
     return text[-1] if text else type(exc).__name__
+
+
+def _oom_line(message: str) -> str:
+    """Ray's OOM report (a page of text whose last line is a link) as the one line a user can act on."""
+    import re
+
+    usage = re.search(r"was ([\d.]+GB used / [\d.]+GB limit)", message)
+    where = f" ({usage.group(1)})" if usage else ""
+    return (
+        f"Ray's memory monitor killed workers: the node ran out of memory{where}; lower the rollouts per "
+        "step (data.train_batch_size x actor_rollout_ref.rollout.n), data.max_response_length or "
+        "actor_rollout_ref.rollout.engine_kwargs.hf.prefix_cache_mb, or give the node more memory"
+    )
 
 
 def _train(config, result: RunResult) -> None:

@@ -198,3 +198,40 @@ def test_curriculum_and_env_metrics_present(recipe_runs):
         assert row["data"]["env/searches_per_sample"] > 0
         assert "curriculum/mask_num_mean" in row["data"]
         assert "reward/acc/mean" in row["data"]
+
+
+class TestRayOutOfMemoryIsOneLine:
+    """Ray's OOM report is a page whose last line is a documentation link; the run result says what to do."""
+
+    REPORT = (
+        "Task was killed due to the node running low on memory.\n"
+        "Memory on the node (IP: 192.0.2.2, ID: 27d0) was 22.16GB used / 23.54GB limit (0.941447)\n"
+        "Object store memory usage: [...]\n"
+        "Refer to the documentation on how to address the out of memory issue: https://docs.ray.io/x"
+    )
+
+    def test_the_line_names_the_usage_and_the_knobs(self):
+        from masksearch.recipes.dapo_ramp.main import _one_line
+
+        class OutOfMemoryError(Exception):  # the name Ray's class has; the recipe does not import ray here
+            pass
+
+        line = _one_line(OutOfMemoryError(self.REPORT))
+        assert "\n" not in line and "docs.ray.io" not in line
+        assert "(22.16GB used / 23.54GB limit)" in line and "actor_rollout_ref.rollout.n" in line
+
+    def test_a_wrapped_oom_is_found_through_its_cause(self):
+        from masksearch.recipes.dapo_ramp.main import _one_line
+
+        class OutOfMemoryError(Exception):
+            pass
+
+        class RayTaskError(Exception):
+            def __init__(self, cause):
+                super().__init__("traceback text\nmore")
+                self.cause = cause
+
+        assert _one_line(RayTaskError(OutOfMemoryError(self.REPORT))).startswith(
+            "Ray's memory monitor killed"
+        )
+        assert _one_line(RayTaskError(ValueError("first\nlast line"))) == "last line"
