@@ -22,19 +22,18 @@ A config's keys are :class:`masksearch.recipes.learn.settings.LearnSettings` fie
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import time
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from masksearch.backends.cpu_profile import MALLOC_ARENA_MAX
+from masksearch.core.atomic import atomic_write_json, atomic_write_text
 from masksearch.core.errors import UserFacingError
 from masksearch.recipes.learn import stages as st
 from masksearch.recipes.learn.main import STAGE_KNOBS, _Stages, in_child
 from masksearch.recipes.learn.report import mask_counts_of, paired_bootstrap, read_sample_scores
-from masksearch.recipes.learn.settings import LearnSettings, settings_from_env
+from masksearch.recipes.learn.settings import LearnSettings, _parse, settings_from_env
 
 RL_KNOBS = tuple(k for k in STAGE_KNOBS["rl"] if k != "rl_from")
 
@@ -48,7 +47,7 @@ def parse_config(text: str) -> tuple[str, dict[str, Any]]:
         key, _, raw = item.partition("=")
         if key not in RL_KNOBS:
             raise SystemExit(f"--config {text}: {key!r} is not an RL knob ({', '.join(RL_KNOBS)})")
-        values[key] = kinds[key](raw)
+        values[key] = _parse(kinds[key], key.upper(), raw)  # make learn's one-line error for a bad value
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise SystemExit(f"--config {text}: give it a name (letters, digits, - _ .) before ':'")
     return name, values
@@ -96,10 +95,8 @@ def write_table(root: Path, start: dict[str, Any], rows: list[dict[str, Any]]) -
             f"[{_pts(r['ci95'][0])}, {_pts(r['ci95'][1])}] | " + " | ".join(by) + " |"
         )  # fmt: skip
     table = "\n".join(lines)
-    (root / "sweep.md").write_text(table + "\n", encoding="utf-8")
-    (root / "sweep.json").write_text(
-        json.dumps({"start": start, "rows": rows}, indent=2, default=str), encoding="utf-8"
-    )
+    atomic_write_text(root / "sweep.md", table + "\n")
+    atomic_write_json(root / "sweep.json", {"start": start, "rows": rows}, indent=2, default=str)
     return table
 
 
@@ -135,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
         if not link.exists():
             link.symlink_to(root / "data", target_is_directory=True)
         sub = _Stages(s.root, s)
-        started = time.perf_counter()
         rl = sub.run("rl", lambda s=s: st.stage_rl(s, Path(sft["model"])))
         after = sub.run(
             "eval_rl",
@@ -146,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {
             "name": name,
             "settings": {k: getattr(s, k) for k in RL_KNOBS},
-            "rl_wall_s": rl.get("_wall_s", round(time.perf_counter() - started, 1)),
+            "rl_wall_s": rl["_wall_s"],
             "recall": after["recall"],
             "format_ok": after["format_ok"],
             "searches": after["mean_searches"],

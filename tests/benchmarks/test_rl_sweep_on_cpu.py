@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from masksearch.core.errors import UserFacingError
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -35,7 +37,7 @@ def test_config_is_typed_by_the_learn_settings(sweep):
     ],
 )
 def test_bad_config_is_one_line(sweep, text, message):
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises((SystemExit, UserFacingError)) as info:
         sweep.parse_config(text)
     assert message in str(info.value)
 
