@@ -126,6 +126,10 @@ def stage_fingerprint(s: LearnSettings, name: str) -> dict[str, Any]:
     return {k: values[k] for k in keys}
 
 
+#: Keys of a stage marker that name files the later stages read (checked when the stage is skipped).
+OUTPUT_KEYS = ("corpus", "index", "train", "val", "model")
+
+
 class _Stages:
     """Markers under ``stages/``: a finished stage's summary, read back on resume."""
 
@@ -144,6 +148,14 @@ class _Stages:
             except ValueError:
                 saved = None  # a torn marker: run the stage again
             if saved is not None:
+                gone = [
+                    k for k in OUTPUT_KEYS if isinstance(saved.get(k), str) and not Path(saved[k]).exists()
+                ]
+                if gone:
+                    raise UserFacingError(
+                        f"stage {name} finished before, but its {gone[0]} {saved[gone[0]]} is gone; "
+                        f"delete {marker} and the later stages' markers in {self.dir} to rebuild them"
+                    )
                 # a knob added after that run is read as its default (what the run did without it)
                 old = {**LearnSettings().to_dict(), **saved.get("_knobs", fingerprint)}
                 changed = sorted(k for k in fingerprint if old[k] != fingerprint[k])
@@ -304,6 +316,13 @@ def main(argv: list[str] | None = None) -> int:
         report = run_pipeline(settings)
     except UserFacingError as exc:
         print(f"masksearch learn: error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:  # a file of WORK_DIR moved or deleted under a finished stage
+        print(
+            f"masksearch learn: error: {exc.filename or exc} is missing; if files of WORK_DIR were moved or "
+            "deleted, delete its stages/ folder (or the markers from the stage that wrote that file on) to rebuild",
+            file=sys.stderr,
+        )
         return 2
     md = (settings.root / "report.md").read_text(encoding="utf-8")
     print(md)

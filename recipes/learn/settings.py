@@ -1,7 +1,7 @@
 """The knobs of ``make learn``: environment variables, as in ``examples/run_dapo_ramp.sh``.
 
 ``LEARN_SCALE`` picks a preset (``tiny``: the CI plumbing test with the random tiny model;
-``default``: SmolLM2-135M on 2 CPU cores in under an hour; ``full``: bigger runs on better
+``default``: SmolLM2-135M on 2 CPU cores, about 2.3 hours on the 2026-12-07 machine; ``full``: bigger runs on better
 hardware); every knob below overrides its preset value. The search-environment settings
 (``MAX_TURNS``, ``TOPK``, ``MAX_OBS_TOKENS``) are chosen once here and handed to every stage —
 synthesis, evaluation and RL run the same env, so SFT trajectories are what RL rollouts look
@@ -30,7 +30,7 @@ class LearnSettings:
     model_path: str = ""  # empty: the embedded SmolLM2-135M-Instruct
     # data
     ramp_samples: int = 2000
-    val_fraction: float = 0.06
+    val_fraction: float = 0.11  # ~220 held-out rows of 2000: paired CIs need >= 200
     max_masks: int = 4
     corpus_limit: int = 0  # 0: the whole embedded corpus
     # env (one setting for every stage); 0 = SearchEnvConfig's default
@@ -40,7 +40,7 @@ class LearnSettings:
     max_response_length: int = 1024
     max_prompt_length: int = 1024
     # evaluation
-    val_samples: int = 100
+    val_samples: int = 200
     # the base model never stops (every row decodes to the full budget) and scored 0 on every row of
     # the README runs: its row anchors base -> SFT on the first BASE_VAL_SAMPLES rows (0 = VAL_SAMPLES)
     base_val_samples: int = 100
@@ -55,15 +55,17 @@ class LearnSettings:
     # self-evolve
     evolve_rounds: int = 1
     evolve_prompts: int = 16
-    evolve_samples: int = 2
-    evolve_temperature: float = 0.7
+    # 2 samples at T 0.7 kept 4 of 32 in the README run of 2026-12-01: more samples, a cooler teacher
+    evolve_samples: int = 4
+    evolve_temperature: float = 0.5
     evolve_steps: int = 6
     evolve_from: str = "sft"  # sft: the round's student continues from the SFT model; base: from scratch
     # RL
-    rl_steps: int = 4
-    rl_batch: int = 2
+    # 8 x 4 prompts: the staged curriculum spends 2 steps per mask count (4 x 2 at lr 1e-6 moved nothing)
+    rl_steps: int = 8
+    rl_batch: int = 4
     group_size: int = 4
-    rl_lr: float = 1e-6
+    rl_lr: float = 1e-5
     rl_gen_batches: int = 1  # DAPO dynamic sampling: generation batches a step may draw (1 = off)
     format_weight: float = 0.1
     curriculum: str = "staged"
@@ -96,7 +98,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "ramp_samples": 20000, "val_fraction": 0.02, "max_turns": 5, "topk": 0, "max_obs_tokens": 0,
         "max_response_length": 3072, "val_samples": 400, "base_val_samples": 0, "eval_batch": 32, "fanout_samples": 200,
         "sft_rows": 4000, "sft_steps": 500, "sft_batch": 16, "sft_micro_batch": 2, "evolve_prompts": 2000,
-        "evolve_samples": 4, "evolve_steps": 500, "rl_steps": 200, "rl_batch": 32, "group_size": 8,
+        "evolve_samples": 4, "evolve_steps": 500, "rl_steps": 200, "rl_batch": 32, "group_size": 8, "rl_lr": 1e-6,
     },
 }  # fmt: skip
 

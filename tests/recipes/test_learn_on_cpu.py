@@ -424,3 +424,44 @@ def test_refused_budget_is_one_line(tmp_path, tiny_model_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("masksearch learn: error: budget cannot fit")
     assert not (tmp_path / "data").exists()  # refused before any stage ran
+
+
+def test_a_skipped_stage_whose_outputs_are_gone_is_refused_in_one_line(tmp_path):
+    """A marker says "done" but a file it names was deleted: refused with what to delete, not a traceback later."""
+    from masksearch.core.atomic import atomic_write_json
+    from masksearch.recipes.learn.main import _Stages
+
+    s = settings_from_env({"WORK_DIR": str(tmp_path)})
+    ramp = tmp_path / "data" / "ramp"
+    marker = {
+        "train": str(ramp / "train.parquet"),
+        "val": str(ramp / "val.parquet"),
+        "_knobs": stage_fingerprint(s, "data"),
+    }
+    (tmp_path / "stages").mkdir()
+    atomic_write_json(tmp_path / "stages" / "data.json", marker)
+    with pytest.raises(
+        UserFacingError, match=r"stage data finished before, but its train .*train\.parquet is gone"
+    ):
+        _Stages(tmp_path, s).run("data", lambda: pytest.fail("must not run"))
+    ramp.mkdir(parents=True)
+    for name in ("train.parquet", "val.parquet"):
+        (ramp / name).write_bytes(b"")
+    assert (
+        _Stages(tmp_path, s).run("data", lambda: pytest.fail("must be skipped"))["train"] == marker["train"]
+    )
+
+
+def test_a_missing_file_mid_run_is_one_line(tmp_path, monkeypatch, capsys):
+    from masksearch.recipes.learn import main as learn_main
+
+    def gone(settings):
+        raise FileNotFoundError(
+            2, "No such file or directory", str(tmp_path / "data" / "ramp" / "train.parquet")
+        )
+
+    monkeypatch.setenv("WORK_DIR", str(tmp_path))
+    monkeypatch.setattr(learn_main, "run_pipeline", gone)
+    assert learn_main.main([]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "train.parquet is missing" in err and "stages/" in err
