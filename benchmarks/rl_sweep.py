@@ -6,7 +6,8 @@ val rows, then runs one RL stage per ``--config`` from that checkpoint and evalu
 rows. Every RL run has its own folder under ``<work dir>/sweep/<name>`` (the data folder is shared by
 a symlink); finished stages are skipped on a rerun, exactly as in ``make learn``.
 
-Prints, and writes to ``<work dir>/sweep.md`` and ``sweep.json``, one row per config: its settings,
+Prints, and writes to ``<work dir>/sweep.md`` and ``sweep.json``, one row per config (configs of earlier
+runs from the same SFT start are kept, so a sweep can be run one config at a time): its settings,
 RL wall time, recall after RL, the paired recall difference against the SFT start with its 95%
 bootstrap CI, and the difference by mask count.
 
@@ -100,6 +101,21 @@ def write_table(root: Path, start: dict[str, Any], rows: list[dict[str, Any]]) -
     return table
 
 
+def _earlier_rows(root: Path, start: dict[str, Any], names: set[str]) -> list[dict[str, Any]]:
+    """Rows of earlier sweeps from the same SFT start (``sweep.json``) that this one does not rerun:
+    the table accumulates configs run one at a time."""
+    import json
+
+    path = root / "sweep.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if (saved.get("start") or {}).get("out") != start.get("out"):
+        return []
+    return [r for r in saved.get("rows") or [] if isinstance(r, dict) and r.get("name") not in names]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", action="append", required=True, help="name:key=value,... (repeatable)")
@@ -124,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         f"[sweep] SFT start: recall {100 * float(start['recall']):.1f}% on {start['n']} val rows", flush=True
     )
 
-    rows = []
+    rows = _earlier_rows(root, start, {name for name, _ in configs})
     for name, values in configs:
         s = replace(base, work_dir=str(root / "sweep" / name), rl_from="sft", **values)
         s.root.mkdir(parents=True, exist_ok=True)

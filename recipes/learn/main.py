@@ -232,6 +232,7 @@ def run_pipeline(s: LearnSettings) -> dict[str, Any]:
             "timings": runs.timings,
             "final_model": rl["model"],
             "budget": rl.get("budget"),
+            "speed": {"sft": sft.get("tokens_per_s"), "rl_update": rl.get("update_tokens_per_s")},
         },
         health_events=rl.get("health_events"),
     )

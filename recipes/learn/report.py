@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import platform
+import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -452,6 +453,7 @@ def _markdown(report: Mapping[str, Any], extra: Mapping[str, Any], title: str, r
             + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
             + f"; total {total / 60:.1f} min.",
         ]
+    lines += _speed_lines(extra.get("speed") or {})
     if extra.get("final_model"):
         lines += [
             "",
@@ -469,6 +471,20 @@ def _markdown(report: Mapping[str, Any], extra: Mapping[str, Any], title: str, r
         "",
     ]
     return "\n".join(lines)
+
+
+def _speed_lines(speed: Mapping[str, Sequence[float] | None]) -> list[str]:
+    """SFT vs RL-update training speed, each the median tokens/s of its steps after the first
+    (allocator warm-up); nothing when a stage logged no speed (a run from before it was logged)."""
+    medians = {k: statistics.median(v[1:] or v) for k, v in speed.items() if v}
+    if set(medians) != {"sft", "rl_update"}:
+        return []
+    sft, rl = medians["sft"], medians["rl_update"]
+    return [
+        "",
+        f"Training speed (median tokens/s per step, first step left out): SFT {sft:.0f}, RL update {rl:.0f}; "
+        f"SFT / RL update = {sft / rl:.2f}x.",
+    ]
 
 
 def _health_lines(events: Sequence[Mapping[str, Any]] | None) -> list[str]:

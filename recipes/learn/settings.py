@@ -47,8 +47,10 @@ class LearnSettings:
     eval_batch: int = 50  # episodes decoded together: rows leave the batch when done
     fanout_samples: int = 20
     # SFT on the rules teacher
-    sft_rows: int = 128
-    sft_steps: int = 32  # one epoch of sft_rows at sft_batch
+    # 256 rows x 64 steps (one epoch): val recall 57.1% vs 40.1% for 128 x 32, in about the same time
+    # (one sequence per micro batch made SFT steps ~2.5x faster; issue 22)
+    sft_rows: int = 256
+    sft_steps: int = 64  # one epoch of sft_rows at sft_batch
     sft_batch: int = 4
     sft_micro_batch: int = 1
     sft_lr: float = 5e-5

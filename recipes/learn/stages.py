@@ -219,6 +219,7 @@ def stage_sft(s: LearnSettings) -> dict[str, Any]:
         "sft_rows": rows,
         "steps": s.sft_steps,
         "losses": result.losses,
+        "tokens_per_s": result.tokens_per_s,
         "model": str(result.hf_path),
     }
 
@@ -358,6 +359,17 @@ def read_rl_curve(metrics_file: Path) -> dict[str, list[float]]:
     return curve
 
 
+def read_update_speed(metrics_file: Path) -> list[float]:
+    """Tokens/s of the RL actor update at each step (``1000 / timing_per_token_ms/update_actor``)."""
+    from masksearch.core.jsonl import read_jsonl
+
+    if not metrics_file.is_file():
+        return []
+    key = "timing_per_token_ms/update_actor"
+    per_token_ms = [row.get("data", {}).get(key) for row in read_jsonl(metrics_file)]
+    return [1000.0 / float(ms) for ms in per_token_ms if isinstance(ms, int | float) and ms > 0]
+
+
 def stage_rl(s: LearnSettings, start_model: Path) -> dict[str, Any]:
     """DAPO on RAMP from the SFT checkpoint (``python -m masksearch.recipes.dapo_ramp``), then the
     final actor as an HF folder. How the run ended comes from the ``run_result.json`` it writes."""
@@ -399,6 +411,7 @@ def stage_rl(s: LearnSettings, start_model: Path) -> dict[str, Any]:
         "model": str(final),
         "budget": budget,
         "rl_curve": read_rl_curve(metrics),
+        "update_tokens_per_s": read_update_speed(metrics),
         # the watchdog's events (recipes/health.py): None = it was off, [] = no rule tripped
         "health_events": read_events(out / "checkpoints"),
         "wall_s": round(time.perf_counter() - started, 1),

@@ -24,6 +24,11 @@ def sft_cpu_overrides() -> list[str]:
         # activations of a 135M model fit in RAM; recomputing them costs ~17% of each forward+backward
         # on CPU (the RL profile turned it off in issue 14; SFT still had verl's default `true`, issue 22)
         "model.enable_gradient_checkpointing=false",
+        # one sequence per forward/backward: verl's default packs the whole batch (use_dynamic_bsz,
+        # 8192 tokens) into one row, and CPU sdpa has no varlen kernel, so attention then spans the
+        # packed row under a block-diagonal mask, quadratic in its length (4 x ~1.1k tokens: ~0.6x the
+        # RL update's tokens/s, which runs one sequence per micro batch; issue 22)
+        "data.use_dynamic_bsz=false",
         "trainer.device=cpu",
         "trainer.nnodes=1",
         "trainer.n_gpus_per_node=1",

@@ -17,8 +17,10 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import hydra
 
@@ -52,6 +54,31 @@ def process_group_backend(device_name: str, ccl_backend: str) -> str:
     return f"cpu:gloo,{device_name}:{ccl_backend}"
 
 
+def log_step_speed(client: Any) -> None:
+    """Add ``perf/time_per_step`` and ``perf/throughput`` (tokens/s) to each SFT step's metrics.
+
+    verl's SFT trainer logs no step time (its ``train_time`` stays 0); these are the RL trainer's
+    names, so SFT and the RL update can be compared from their metric files (issue 22). Wraps
+    ``client.train_batch`` (the ``TrainingWorker`` the trainer calls once per step).
+    """
+    from verl.utils import tensordict_utils as tu
+
+    train_batch = client.train_batch
+
+    def timed_train_batch(data: Any) -> Any:
+        start = time.perf_counter()
+        output = train_batch(data=data)
+        seconds = time.perf_counter() - start
+        if output is not None:
+            metrics = tu.get(output, "metrics")
+            tokens = sum(tu.get(data, key="global_token_num"))
+            metrics["perf/time_per_step"] = seconds
+            metrics["perf/throughput"] = tokens / seconds if seconds > 0 else 0.0
+        return output
+
+    client.train_batch = timed_train_batch
+
+
 def run_sft(config) -> None:
     import torch.distributed
     from verl.trainer.sft_trainer import SFTTrainer
@@ -63,7 +90,9 @@ def run_sft(config) -> None:
     if get_device_name() != "cpu":
         get_torch_device().set_device(int(os.environ["LOCAL_RANK"]))
     try:
-        SFTTrainer(config=config).fit()
+        trainer = SFTTrainer(config=config)
+        log_step_speed(trainer.training_client)
+        trainer.fit()
     finally:
         destroy_global_process_group()
 

@@ -33,6 +33,8 @@ class TrainResult:
         hf_path: the HF model folder (``sft_checkpoint_to_hf``), ``None`` if the run failed.
         losses: ``train/loss`` per step, from verl's file logger.
         log_file: the trainer's stdout + stderr.
+        tokens_per_s: ``perf/throughput`` per step (tokens of the batch / seconds of its
+            forward, backward and optimizer step), the RL trainer's metric.
     """
 
     returncode: int
@@ -40,6 +42,7 @@ class TrainResult:
     hf_path: Path | None
     log_file: Path
     losses: list[float] = field(default_factory=list)
+    tokens_per_s: list[float] = field(default_factory=list)
 
 
 def _rows(path: str | os.PathLike) -> int:
@@ -108,8 +111,8 @@ def train_sft(
         proc = subprocess.run(
             command, cwd=out, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout_s, check=False
         )
-    losses = [
-        float(row["data"]["train/loss"]) for row in read_jsonl(metrics) if "train/loss" in row.get("data", {})
-    ]
+    rows = [row.get("data", {}) for row in read_jsonl(metrics)]
+    losses = [float(row["train/loss"]) for row in rows if "train/loss" in row]
+    speed = [float(row["perf/throughput"]) for row in rows if "perf/throughput" in row]
     hf_path = sft_checkpoint_to_hf(ckpt) if proc.returncode == 0 else None
-    return TrainResult(proc.returncode, ckpt, hf_path, log_file, losses)
+    return TrainResult(proc.returncode, ckpt, hf_path, log_file, losses, speed)

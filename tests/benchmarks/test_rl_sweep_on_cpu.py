@@ -78,3 +78,12 @@ def test_paired_differences_by_mask_count(sweep, tmp_path):
     assert (
         row["by_mask"]["1"]["recall_diff"] == pytest.approx(0.5) and row["by_mask"]["2"]["recall_diff"] == 0.0
     )
+
+
+def test_earlier_rows_from_the_same_start_are_kept(sweep, tmp_path):
+    start = {"out": "/w/eval/sft", "recall": 0.4}
+    rows = [{"name": "a"}, {"name": "b"}]
+    (tmp_path / "sweep.json").write_text(json.dumps({"start": start, "rows": rows}), encoding="utf-8")
+    assert sweep._earlier_rows(tmp_path, start, {"b"}) == [{"name": "a"}]  # b is rerun: its new row wins
+    assert sweep._earlier_rows(tmp_path, {**start, "out": "/other/eval/sft"}, set()) == []  # another start
+    assert sweep._earlier_rows(tmp_path / "none", start, set()) == []

@@ -185,7 +185,10 @@ class TestReportByMaskCount:
         curve = {"step": [1, 2, 3, 4], "reward/acc/mean": [0.1, 0.2, 0.3, 0.4],
                  "reward/format_ok/mean": [1.0] * 4, "env/searches_per_sample": [1.0, 1.0, 1.5, 2.0],
                  "reward/acc/mask_2": [nan, 0.0, 0.5, 1.0], "reward/acc/mask_1": [0.2, 0.4, 0.6, 0.8]}  # fmt: skip
-        report = write_report(root, stages, [("base", "sft")], curve, extra={"machine": "test"})
+        speed = {"sft": [10.0, 90.0, 110.0], "rl_update": [50.0, 100.0]}  # first step: warm-up, left out
+        report = write_report(
+            root, stages, [("base", "sft")], curve, extra={"machine": "test", "speed": speed}
+        )
         on_disk = json.loads((root / "report.json").read_text())
         assert on_disk == json.loads(json.dumps(report))
         assert list(on_disk) == ["stages", "deltas", "rl_curve", "by_mask_count", "health_events"]
@@ -205,6 +208,7 @@ class TestReportByMaskCount:
         assert "rl-fanoutqa |" not in md.split("by mask count")[1].split("\n\n")[1]
         assert "1 mask 0.200 → 0.800 (4 step(s)); 2 masks 0.000 → 1.000 (3 step(s))" in md
         assert str(root) not in md
+        assert "SFT 100, RL update 100; SFT / RL update = 1.00x." in md
         assert "Training health (RL watchdog): off." in md and on_disk["health_events"] is None
         assert (root / "learning.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -224,9 +228,18 @@ class TestReportByMaskCount:
     def test_report_without_mask_counts_has_no_table(self, tmp_path):
         root = tmp_path / "work"
         stages = [_stage(root, "rl-fanoutqa", "fanoutqa:dev", {"x": 1.0})]
-        report = write_report(root, stages, [], {"step": []}, extra={"machine": "test"})
+        report = write_report(
+            root,
+            stages,
+            [],
+            {"step": []},
+            extra={"machine": "test", "speed": {"sft": [], "rl_update": [9.0]}},
+        )
         assert report["by_mask_count"] == {"rl-fanoutqa": {}}
-        assert "by mask count" not in (root / "report.md").read_text()
+        md = (root / "report.md").read_text()
+        assert (
+            "by mask count" not in md and "Training speed" not in md
+        )  # an SFT run from before it was logged
 
 
 def test_read_rl_curve_picks_up_the_mask_counts_logged(tmp_path):
@@ -244,6 +257,17 @@ def test_read_rl_curve_picks_up_the_mask_counts_logged(tmp_path):
     assert curve["step"] == [1, 2, 3] and curve["reward/acc/mask_1"][:2] == [0.5, 0.0]
     mask_3 = curve["reward/acc/mask_3"]
     assert mask_3[1] == 1.0 and mask_3[0] != mask_3[0] and mask_3[2] != mask_3[2]  # NaN where absent
+
+
+def test_read_update_speed_is_tokens_per_second_of_each_step(tmp_path):
+    from masksearch.recipes.learn.stages import read_update_speed
+
+    rows = [{"step": 1, "data": {"timing_per_token_ms/update_actor": 8.0}}, {"step": 2, "data": {}},
+            {"step": 3, "data": {"timing_per_token_ms/update_actor": 10.0}}]  # fmt: skip
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert read_update_speed(path) == [125.0, 100.0]
+    assert read_update_speed(tmp_path / "missing.jsonl") == []
 
 
 class TestRlStage:
@@ -388,6 +412,7 @@ class TestLearnPipeline:
         text = (work / "report.md").read_text()
         assert str(work) not in text and str(Path.home()) not in text
         assert "Final model (HF folder, in the work folder): `rl/" in text
+        assert "Training speed (median tokens/s per step, first step left out): SFT " in text
 
     def test_rerun_skips_finished_stages(self, learned):
         _, _, again, again_s = learned

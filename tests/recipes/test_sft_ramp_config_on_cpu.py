@@ -41,6 +41,8 @@ class TestConfig:
         assert cfg.engine.mixed_precision.param_dtype == "fp32"
         assert cfg.model.override_config.attn_implementation == "sdpa"
         assert cfg.model.enable_gradient_checkpointing is False  # verl's default is True
+        # one sequence per micro batch: verl's default packs the batch into one row (CPU sdpa: quadratic)
+        assert cfg.data.use_dynamic_bsz is False and _compose().data.use_dynamic_bsz is True
 
     def test_pin(self):
         import verl

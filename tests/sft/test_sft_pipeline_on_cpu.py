@@ -76,6 +76,8 @@ def test_sft_through_verl(
     )
     assert result.returncode == 0, result.log_file.read_text()[-3000:]
     assert len(result.losses) == 2 and all(math.isfinite(x) and x > 0 for x in result.losses)
+    # step speed (verl logs none for SFT): the RL trainer's perf/throughput, one per step
+    assert len(result.tokens_per_s) == 2 and all(x > 0 for x in result.tokens_per_s)
     (tmp_path / "losses.json").write_text(json.dumps(result.losses))
     hf = sft_checkpoint_to_hf(result.checkpoint_dir)
     assert hf == result.hf_path == result.checkpoint_dir / "global_step_2" / "huggingface"
