@@ -76,7 +76,20 @@ def collapse_runs(workspace, tiny_search_overrides, run_verl):
         *ROLLBACK,
     ]
     entry, env = "masksearch.recipes.dapo_ramp", {"MASKSEARCH_BUDGET_CHECK": "warn"}
-    collapse = run_verl(workspace, overrides, name="collapse", entry=entry, env=env, kill_when=_rolled_back)
+    log = workspace / "collapse.log"  # where run_verl sends the run's console
+
+    def rollback_logged(steps: list[dict]) -> bool:
+        # the trainer runs in a Ray actor: its console reaches the driver's log through Ray's log
+        # monitor, after the metrics row it wrote itself; kill only once both are there
+        return (
+            _rolled_back(steps)
+            and log.is_file()
+            and "health: rollback at step" in log.read_text("utf-8", "replace")
+        )
+
+    collapse = run_verl(
+        workspace, overrides, name="collapse", entry=entry, env=env, kill_when=rollback_logged
+    )
     assert _rolled_back(collapse.steps), collapse.log[-6000:]
     stop = [  # every step has responses at the length budget: the first resumed step stops
         f"{H}.length_at_budget.action=stop",
