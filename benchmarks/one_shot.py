@@ -1,8 +1,8 @@
 """The one-shot example in the prompt once the model is SFT-trained (issue 22, deliverable 3).
 
 Every RAMP prompt carries a worked example in its system message (``data/prompts.py``): base
-SmolLM2 writes no tags without it. It costs ~170 of ~430 prompt tokens in every rollout, every RL
-forward and backward and every eval episode. Once SFT has taught the format, is it still needed?
+SmolLM2 writes no tags without it. It costs 158 of 405 prompt tokens (mean over 60 val rows) in every
+rollout, every RL forward and backward and every eval episode. Once SFT has taught the format, is it still needed?
 
 This evaluates one SFT model greedily on the same held-out val rows twice, in one run, with the
 run's env settings (``make learn``'s eval stage): prompts as built (with the example) and the same
@@ -30,7 +30,7 @@ from typing import Any
 
 from masksearch.data.prompts import RAMP_EXAMPLE
 from masksearch.recipes.learn import stages as st
-from masksearch.recipes.learn.report import mask_counts_of, paired_bootstrap, read_sample_scores
+from masksearch.recipes.learn.report import mask_counts_of, paired_by_mask, read_sample_scores
 from masksearch.recipes.learn.settings import settings_from_env
 
 EXAMPLE_SUFFIX = "\n\n" + RAMP_EXAMPLE
@@ -100,15 +100,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{result['wall_s']:.0f} s", flush=True)  # fmt: skip
     before = _by_row(read_sample_scores(rows["with"]["out"]))
     after = _by_row(read_sample_scores(rows["without"]["out"]))
-    diff, (lo, hi), n = paired_bootstrap(before, after)
     masks = {sid.rsplit(":", 2)[-2]: k for sid, k in mask_counts_of(str(val), args.val_samples).items()}
-    by_mask = {}
-    for k in sorted(set(masks.values())):
-        ids = [i for i, m in masks.items() if m == k]
-        d, (a, b), m = paired_bootstrap(
-            {i: before[i] for i in ids if i in before}, {i: after[i] for i in ids if i in after}
-        )
-        by_mask[str(k)] = {"n": m, "recall_diff": d, "ci95": [a, b]}
+    paired = paired_by_mask(before, after, masks)
+    diff, (lo, hi), n, by_mask = paired["recall_diff"], paired["ci95"], paired["n"], paired["by_mask"]
     summary = {"model": str(model), "n": n, "recall_diff": diff, "ci95": [lo, hi], "by_mask": by_mask, **rows}
     print(f"without - with example, recall: {100 * diff:+.1f} points, 95% CI [{100 * lo:+.1f}, {100 * hi:+.1f}] "
           f"on {n} rows; by mask: "

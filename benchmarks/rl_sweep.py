@@ -33,7 +33,7 @@ from masksearch.core.atomic import atomic_write_json, atomic_write_text
 from masksearch.core.errors import UserFacingError
 from masksearch.recipes.learn import stages as st
 from masksearch.recipes.learn.main import STAGE_KNOBS, _Stages, in_child
-from masksearch.recipes.learn.report import mask_counts_of, paired_bootstrap, read_sample_scores
+from masksearch.recipes.learn.report import mask_counts_of, paired_by_mask, read_sample_scores
 from masksearch.recipes.learn.settings import LearnSettings, _parse, settings_from_env
 
 RL_KNOBS = tuple(k for k in STAGE_KNOBS["rl"] if k != "rl_from")
@@ -55,16 +55,7 @@ def parse_config(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def _paired(start_dir: str, after_dir: str, masks: dict[str, int]) -> dict[str, Any]:
-    before, after = read_sample_scores(start_dir), read_sample_scores(after_dir)
-    diff, (lo, hi), n = paired_bootstrap(before, after)
-    row: dict[str, Any] = {"n": n, "recall_diff": diff, "ci95": [lo, hi], "by_mask": {}}
-    for k in sorted(set(masks.values())):
-        ids = {i for i, m in masks.items() if m == k}
-        d, (klo, khi), kn = paired_bootstrap(
-            {i: v for i, v in before.items() if i in ids}, {i: v for i, v in after.items() if i in ids}
-        )
-        row["by_mask"][str(k)] = {"n": kn, "recall_diff": d, "ci95": [klo, khi]}
-    return row
+    return paired_by_mask(read_sample_scores(start_dir), read_sample_scores(after_dir), masks)
 
 
 def _pts(x: float) -> str:

@@ -42,6 +42,7 @@ __all__ = [
     "by_mask_count",
     "mask_counts_of",
     "paired_bootstrap",
+    "paired_by_mask",
     "plot_learning",
     "quarter_means",
     "read_sample_scores",
@@ -127,6 +128,29 @@ def paired_bootstrap(
     means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])
     return float(d.mean()), (float(lo), float(hi)), len(ids)
+
+
+def paired_by_mask(
+    before: Mapping[str, float], after: Mapping[str, float], masks: Mapping[str, int]
+) -> dict[str, Any]:
+    """:func:`paired_bootstrap` over all common ids and within each mask count of ``masks`` (id -> count).
+
+    Returns ``{"n", "recall_diff", "ci95": [lo, hi], "by_mask": {"<k>": {"n", "recall_diff", "ci95"}}}``:
+    the one shape the benchmarks (RL sweep, one-shot) write.
+
+    >>> row = paired_by_mask({"a": 0.0, "b": 1.0}, {"a": 1.0, "b": 1.0}, {"a": 1, "b": 2})
+    >>> row["recall_diff"], row["by_mask"]["1"]["recall_diff"], row["by_mask"]["2"]["n"]
+    (0.5, 1.0, 1)
+    """
+    diff, (lo, hi), n = paired_bootstrap(before, after)
+    row: dict[str, Any] = {"n": n, "recall_diff": diff, "ci95": [lo, hi], "by_mask": {}}
+    for k in sorted(set(masks.values())):
+        ids = {i for i, m in masks.items() if m == k}
+        d, (klo, khi), kn = paired_bootstrap(
+            {i: v for i, v in before.items() if i in ids}, {i: v for i, v in after.items() if i in ids}
+        )
+        row["by_mask"][str(k)] = {"n": kn, "recall_diff": d, "ci95": [klo, khi]}
+    return row
 
 
 def quarter_means(values: Sequence[float]) -> tuple[float, float]:

@@ -20,6 +20,7 @@ from masksearch.recipes.learn.report import (
     by_mask_count,
     mask_counts_of,
     paired_bootstrap,
+    paired_by_mask,
     portable_path,
     quarter_means,
     write_report,
@@ -66,6 +67,15 @@ class TestReportArithmetic:
         diff, (lo, hi), n = paired_bootstrap(before, after)
         assert n == 100 and diff == 0.5 and lo < 0.5 < hi and hi - lo < 0.3
         assert paired_bootstrap({}, after)[2] == 0
+
+    def test_paired_by_mask_splits_the_same_pairs_by_mask_count(self):
+        before = {str(i): 0.0 for i in range(40)}
+        after = {str(i): (1.0 if i < 10 else 0.0) for i in range(40)}
+        masks = {str(i): 1 + i // 10 for i in range(40)}  # ids 0-9 have 1 mask (all improved), ...
+        row = paired_by_mask(before, after, masks)
+        assert (row["n"], row["recall_diff"]) == (40, 0.25) and row["ci95"][0] < 0.25 < row["ci95"][1]
+        assert [row["by_mask"][k]["recall_diff"] for k in "1234"] == [1.0, 0.0, 0.0, 0.0]
+        assert [row["by_mask"][k]["n"] for k in "1234"] == [10, 10, 10, 10]
 
     def test_portable_paths(self, tmp_path):
         assert portable_path(tmp_path / "sft" / "ckpt", tmp_path) == "sft/ckpt"
