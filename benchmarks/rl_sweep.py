@@ -24,17 +24,16 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from masksearch.backends.cpu_profile import MALLOC_ARENA_MAX
 from masksearch.core.atomic import atomic_write_json, atomic_write_text
 from masksearch.core.errors import UserFacingError
 from masksearch.recipes.learn import stages as st
-from masksearch.recipes.learn.main import STAGE_KNOBS, _Stages, in_child
+from masksearch.recipes.learn.main import STAGE_KNOBS, _Stages, in_child, set_child_env_defaults
 from masksearch.recipes.learn.report import mask_counts_of, paired_by_mask, read_sample_scores
-from masksearch.recipes.learn.settings import LearnSettings, _parse, settings_from_env
+from masksearch.recipes.learn.settings import parse_knob, settings_from_env
 
 RL_KNOBS = tuple(k for k in STAGE_KNOBS["rl"] if k != "rl_from")
 
@@ -42,13 +41,12 @@ RL_KNOBS = tuple(k for k in STAGE_KNOBS["rl"] if k != "rl_from")
 def parse_config(text: str) -> tuple[str, dict[str, Any]]:
     """``name:key=value,key=value`` -> ``(name, {key: typed value})``."""
     name, _, body = text.partition(":")
-    kinds = {f.name: type(getattr(LearnSettings(), f.name)) for f in fields(LearnSettings)}
     values: dict[str, Any] = {}
     for item in filter(None, body.split(",")):
         key, _, raw = item.partition("=")
         if key not in RL_KNOBS:
             raise SystemExit(f"--config {text}: {key!r} is not an RL knob ({', '.join(RL_KNOBS)})")
-        values[key] = _parse(kinds[key], key.upper(), raw)  # make learn's one-line error for a bad value
+        values[key] = parse_knob(key, raw)  # make learn's one-line error for a bad value
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise SystemExit(f"--config {text}: give it a name (letters, digits, - _ .) before ':'")
     return name, values
@@ -115,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     configs = [parse_config(c) for c in args.config]
 
-    os.environ.setdefault("MALLOC_ARENA_MAX", str(MALLOC_ARENA_MAX))  # as make learn: children inherit it
+    set_child_env_defaults()  # as make learn: the stages' children inherit them
     env = {**os.environ, "WORK_DIR": args.work_dir, "VAL_SAMPLES": str(args.val_samples)}
     base = settings_from_env(env)
     root = base.root

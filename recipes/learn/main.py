@@ -281,6 +281,15 @@ def update_readme(root: Path, readme: Path, picture: Path) -> None:
     readme.write_text(text[:start] + block + text[end:], encoding="utf-8")
 
 
+def set_child_env_defaults() -> None:
+    """What every stage's child process (evals, SFT, RL) inherits unless the user set it: offline
+    hub, and glibc's ``MALLOC_ARENA_MAX`` (read when a process starts, so set before the children)."""
+    from masksearch.backends.cpu_profile import MALLOC_ARENA_MAX
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("MALLOC_ARENA_MAX", str(MALLOC_ARENA_MAX))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry: knobs from the environment (``masksearch.recipes.learn.settings``); no arguments."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -307,11 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     logging.basicConfig(level=os.getenv("MASKSEARCH_LOGGING_LEVEL", "WARNING"))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from masksearch.backends.cpu_profile import MALLOC_ARENA_MAX
-
-    # read by glibc when a process starts: the stages' children (evals, SFT, RL) inherit it
-    os.environ.setdefault("MALLOC_ARENA_MAX", str(MALLOC_ARENA_MAX))
+    set_child_env_defaults()
     try:
         settings = settings_from_env()
         report = run_pipeline(settings)

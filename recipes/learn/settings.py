@@ -19,7 +19,7 @@ from typing import Any
 from masksearch.core.errors import UserFacingError
 from masksearch.env.config import SearchEnvConfig
 
-__all__ = ["SCALES", "LearnSettings", "settings_from_env"]
+__all__ = ["SCALES", "LearnSettings", "parse_knob", "settings_from_env"]
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,12 @@ def _parse(kind: type, name: str, raw: str) -> Any:
             f"{name}={raw!r}: expected {'an integer' if kind is int else 'a number'}"
         ) from None
     return raw
+
+
+def parse_knob(field: str, raw: str) -> Any:
+    """The typed value of the knob ``field`` (a :class:`LearnSettings` field) read from ``raw``;
+    a bad number is the same one-line error ``make learn`` gives for its environment variable."""
+    return _parse(type(getattr(LearnSettings(), field)), field.upper(), raw)
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> LearnSettings:
