@@ -235,7 +235,7 @@ def plot_learning(report: Mapping[str, Any], out: str | Path, title: str) -> Pat
         _step_ticks(ax, steps)
         lines = ax.get_legend_handles_labels()
         more = twin.get_legend_handles_labels()
-        ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right", fontsize=8)
+        ax.legend(lines[0] + more[0], lines[1] + more[1], loc="best", fontsize=8)
     else:
         ax.text(0.5, 0.5, "no RL steps logged", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("RL step")
@@ -269,7 +269,7 @@ def _plot_acc_by_mask_count(ax: Any, curve: Mapping[str, Any], plt: Any) -> None
         ax.set_ylim(-0.05, 1.05)
         ax.set_ylabel("training reward acc (mean over rollouts)")
         _step_ticks(ax, steps)
-        ax.legend(loc="lower right", fontsize=8, title="prompt has", title_fontsize=8)
+        ax.legend(loc="best", fontsize=8, title="prompt has", title_fontsize=8)
     else:
         ax.text(0.5, 0.5, "no acc by mask count logged", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("RL step")
