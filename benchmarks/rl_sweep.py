@@ -33,7 +33,7 @@ from masksearch.core.errors import UserFacingError
 from masksearch.recipes.learn import stages as st
 from masksearch.recipes.learn.main import STAGE_KNOBS, _Stages, in_child, set_child_env_defaults
 from masksearch.recipes.learn.report import mask_counts_of, paired_by_mask, read_sample_scores
-from masksearch.recipes.learn.settings import parse_knob, settings_from_env
+from masksearch.recipes.learn.settings import LearnSettings, parse_knob, settings_from_env
 
 RL_KNOBS = tuple(k for k in STAGE_KNOBS["rl"] if k != "rl_from")
 
@@ -60,6 +60,11 @@ def _pts(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
+def _setting(row: dict[str, Any], key: str) -> Any:
+    """A row's value of ``key``; rows saved before a knob existed ran at its default."""
+    return row["settings"].get(key, getattr(LearnSettings(), key))
+
+
 def write_table(root: Path, start: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """The sweep's table so far: ``sweep.md`` and ``sweep.json`` under ``root`` (rewritten after each config)."""
     mask_keys = sorted({k for r in rows for k in r["by_mask"]}, key=int)
@@ -80,7 +85,7 @@ def write_table(root: Path, start: dict[str, Any], rows: list[dict[str, Any]]) -
             for k in mask_keys
         ]
         lines.append(
-            f"| {r['name']} | " + " | ".join(str(r["settings"][k]) for k in RL_KNOBS)
+            f"| {r['name']} | " + " | ".join(str(_setting(r, k)) for k in RL_KNOBS)
             + f" | {r['rl_wall_s'] / 60:.1f} | {100 * float(r['recall']):.1f}% | {_pts(r['recall_diff'])} "
             f"[{_pts(r['ci95'][0])}, {_pts(r['ci95'][1])}] | " + " | ".join(by) + " |"
         )  # fmt: skip

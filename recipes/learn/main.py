@@ -107,6 +107,7 @@ STAGE_KNOBS = {
         "rl_lr",
         "rl_gen_batches",
         "format_weight",
+        "rl_temperature",
         "curriculum",
         "rl_from",
     ),

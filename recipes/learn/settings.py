@@ -70,6 +70,7 @@ class LearnSettings:
     rl_lr: float = 1e-5
     rl_gen_batches: int = 1  # DAPO dynamic sampling: generation batches a step may draw (1 = off)
     format_weight: float = 0.1
+    rl_temperature: float = 1.0  # rollout sampling temperature of RL (DAPO samples at 1.0)
     curriculum: str = "staged"
     rl_from: str = "evolve"  # evolve | sft: which SFT checkpoint RL starts from
     scale: str = "default"

@@ -309,6 +309,7 @@ def _rl_overrides(s: LearnSettings, model: Path, out: Path) -> list[str]:
         f"data.max_response_length={s.max_response_length}",
         f"actor_rollout_ref.model.path={model}",
         f"actor_rollout_ref.rollout.n={s.group_size}",
+        f"actor_rollout_ref.rollout.temperature={s.rl_temperature}",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={s.rl_batch}",
         f"actor_rollout_ref.actor.optim.lr={s.rl_lr}",
         *masksearch.overrides("env", "curriculum", "dynamic_sampling"),

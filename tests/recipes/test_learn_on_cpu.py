@@ -304,6 +304,16 @@ class TestRlStage:
         assert stage_fingerprint(s, "rl")["rl_gen_batches"] == 3  # a changed value re-runs RL, not SFT
         assert "rl_gen_batches" not in stage_fingerprint(s, "sft")
 
+    def test_rl_temperature_reaches_the_rollout(self, tmp_path):
+        from masksearch.recipes.learn.main import stage_fingerprint
+        from masksearch.recipes.learn.stages import _rl_overrides
+
+        s = settings_from_env({"LEARN_SCALE": "tiny", "WORK_DIR": str(tmp_path), "RL_TEMPERATURE": "0.7"})
+        assert "actor_rollout_ref.rollout.temperature=0.7" in _rl_overrides(
+            s, tmp_path / "m", tmp_path / "rl"
+        )
+        assert stage_fingerprint(s, "rl")["rl_temperature"] == 0.7
+
     @staticmethod
     def _stage_rl(tmp_path, monkeypatch, result: dict | None, returncode: int):
         from masksearch.core.atomic import atomic_write_json
