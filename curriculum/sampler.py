@@ -14,6 +14,10 @@ Strategies (a *level* is a distinct mask count present in the data, sorted ascen
 - ``mixed``: a soft ``staged``: position ``pos`` takes the level whose block holds
   ``pos / span + width * z`` (``z`` standard normal), so the mask count shifts from easy to hard
   over the span with blurred block edges. ``width=0`` is ``staged``; a large width mixes freely.
+- ``balanced``: no easy-to-hard order: position ``pos`` takes level ``pos mod n_levels``, so every
+  ``n_levels`` consecutive rows (every batch of a multiple of that size) hold each level once, until
+  a level runs out. For small batches, where a random draw (``none``) gives lumpy mask counts and
+  the policy follows the counts of its latest batches (issue 22's RL sweep).
 
 The *span* is the training the run will do: ``total_samples`` (the trainer passes
 ``total_training_steps x train_batch_size``), so a 12-step run and a 100-step run both go from 1 to
@@ -52,7 +56,7 @@ from masksearch.core.logs import module_logger
 
 logger = module_logger(__name__)
 
-STRATEGIES = ("staged", "linear", "mixed")
+STRATEGIES = ("staged", "linear", "mixed", "balanced")
 _STATE_VERSION = 2  # 2: staged/mixed span the run (total_samples); the epoch's drawn prefix
 
 
@@ -69,7 +73,8 @@ class CurriculumSettings:
     """``masksearch.curriculum``: the order the ``masksearch`` trainer mode draws training rows in.
 
     Attributes:
-        strategy: ``none`` (verl's own sampler), ``staged``, ``linear`` or ``mixed`` (module docstring).
+        strategy: ``none`` (verl's own sampler), ``staged``, ``linear``, ``mixed`` or ``balanced``
+            (module docstring).
         total_samples: the span; ``None``: the run's ``total_training_steps x train_batch_size``.
         seed: ``None``: ``data.seed`` (1 when that is unset).
         zero_mask_level, width: as in :class:`CurriculumSampler`.
@@ -90,7 +95,7 @@ class CurriculumSampler(Sampler[int]):
 
     Args:
         mask_nums: ``extra_info.mask_num`` of every dataset row, in dataset order.
-        strategy: ``"staged"``, ``"linear"`` or ``"mixed"``.
+        strategy: ``"staged"``, ``"linear"``, ``"mixed"`` or ``"balanced"``.
         seed: seeds every shuffle; the same seed gives the same order.
         total_samples: samples the run will draw (the trainer passes steps x batch size): the span
             over which ``staged``/``mixed`` go from easy to hard, the ``linear`` ceiling rises and
@@ -221,6 +226,8 @@ class CurriculumSampler(Sampler[int]):
         for pos in range(len(prefix), len(self)):
             if self.strategy == "linear":
                 r = self._linear_level(remaining, self.progress_at(consumed_before, pos), draws[pos])
+            elif self.strategy == "balanced":
+                r = self._nearest_level_left(pos % n_levels, remaining)
             else:
                 f = pos / span + (self.width * jitter[pos] if self.strategy == "mixed" else 0.0)
                 r = self._nearest_level_left(self._level_at(f), remaining)

@@ -9,7 +9,7 @@ Differences from ``PPOTrainerSync``, and nothing else:
   (``reward/acc/mean``, ``reward/format_ok/mean``, ...) and of the search environment's per-sample
   counters (``env/...``). verl aggregates reward keys for validation only; on the training curves it
   logs ``critic/score/*``;
-* the mask-count curriculum (``+masksearch.curriculum.strategy=staged|linear|mixed``): verl 0.9.1
+* the mask-count curriculum (``+masksearch.curriculum.strategy=staged|linear|mixed|balanced``): verl 0.9.1
   has no data-sampler hook, so ``_init_dataloader`` rebuilds the train dataloader with our sampler.
   Its position rides on verl's own dataloader checkpoint (``global_step_N/data.pt``);
 * ``curriculum/mask_num_*`` metrics of the prompts drawn for each step, so the curriculum is visible;

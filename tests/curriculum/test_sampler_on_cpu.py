@@ -35,7 +35,7 @@ def _mean(xs) -> float:
 
 
 class TestOrder:
-    @pytest.mark.parametrize("strategy", ["staged", "linear", "mixed"])
+    @pytest.mark.parametrize("strategy", ["staged", "linear", "mixed", "balanced"])
     def test_each_epoch_is_a_permutation_and_seeded(self, strategy):
         m = mask_nums()
         s = CurriculumSampler(m, strategy=strategy, seed=1)
@@ -45,6 +45,15 @@ class TestOrder:
         assert first != list(CurriculumSampler(m, strategy=strategy, seed=2))
         assert first != second  # a new epoch reshuffles
         assert s.epoch == 1 and s.samples_drawn == 2 * len(m)
+
+    def test_balanced_gives_every_batch_each_level_until_one_runs_out(self):
+        m = mask_nums(200)  # unbalanced 4:3:2:1: the 4-mask rows run out first
+        levels = [m[i] for i in CurriculumSampler(m, strategy="balanced", seed=0, total_samples=40)]
+        fewest = min(m.count(level) for level in (1, 2, 3, 4))
+        for start in range(0, 4 * fewest, 4):  # every window of 4 (a batch of 4 prompts) holds 1, 2, 3, 4
+            assert sorted(levels[start : start + 4]) == [1, 2, 3, 4], start
+        assert 4 not in levels[4 * fewest :]  # then the others go on, still a permutation
+        assert sorted(levels) == sorted(m)
 
     def test_staged_is_monotone_in_mask_num(self):
         m = mask_nums()
@@ -112,7 +121,7 @@ class TestOrder:
 
 
 class TestResume:
-    @pytest.mark.parametrize("strategy", ["staged", "linear", "mixed"])
+    @pytest.mark.parametrize("strategy", ["staged", "linear", "mixed", "balanced"])
     @pytest.mark.parametrize("stop_at", [0, 37, 200, 263])  # start, mid epoch 1, epoch end, mid epoch 2
     def test_state_dict_round_trip(self, strategy, stop_at):
         m = mask_nums()
@@ -170,7 +179,7 @@ def _take(it_holder: dict, dl: StatefulDataLoader, n: int) -> list[list[int]]:
 
 
 class TestStatefulDataLoader:
-    @pytest.mark.parametrize("strategy", ["staged", "linear", "mixed"])
+    @pytest.mark.parametrize("strategy", ["staged", "linear", "mixed", "balanced"])
     @pytest.mark.parametrize("stop_after", [5, 12])  # mid epoch 1; mid epoch 2 (an epoch is 12 batches)
     def test_resume_continues_exactly(self, strategy, stop_after):
         m = mask_nums(100)
@@ -269,7 +278,7 @@ class TestScheduleSpansTheRun:
 class TestResumeWithAnotherSpan:
     """A run resumed with a longer ``total_training_steps`` re-plans the rest of its epoch."""
 
-    @pytest.mark.parametrize("strategy", ["staged", "mixed", "linear"])
+    @pytest.mark.parametrize("strategy", ["staged", "mixed", "linear", "balanced"])
     def test_no_repeat_no_skip_and_the_extension_stays_hard(self, strategy):
         m = mask_nums(24, weights=(1, 1, 1, 1))
         first = CurriculumSampler(m, strategy=strategy, seed=3, total_samples=8)
@@ -284,7 +293,7 @@ class TestResumeWithAnotherSpan:
         if strategy == "staged":  # positions 8..11 of 12: the end of the re-planned run, hardest levels
             assert [m[i] for i in rest[:4]] == sorted(m[i] for i in rest[:4]) and m[rest[3]] == 4
 
-    @pytest.mark.parametrize("strategy", ["staged", "mixed", "linear"])
+    @pytest.mark.parametrize("strategy", ["staged", "mixed", "linear", "balanced"])
     def test_the_same_span_resumes_exactly(self, strategy):
         m = mask_nums(60)
         ref = list(CurriculumSampler(m, strategy=strategy, seed=1, total_samples=40))
