@@ -33,7 +33,7 @@ from masksearch.core.errors import UserFacingError
 from masksearch.recipes.learn import stages as st
 from masksearch.recipes.learn.main import STAGE_KNOBS, _Stages, in_child, set_child_env_defaults
 from masksearch.recipes.learn.report import mask_counts_of, paired_by_mask, read_sample_scores
-from masksearch.recipes.learn.settings import LearnSettings, parse_knob, settings_from_env
+from masksearch.recipes.learn.settings import parse_knob, settings_from_env
 
 RL_KNOBS = tuple(k for k in STAGE_KNOBS["rl"] if k != "rl_from")
 
@@ -60,9 +60,13 @@ def _pts(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
+#: What runs saved before a knob existed ran at (not today's default, which may have moved since).
+BEFORE_KNOB: dict[str, Any] = {"rl_temperature": 1.0}
+
+
 def _setting(row: dict[str, Any], key: str) -> Any:
-    """A row's value of ``key``; rows saved before a knob existed ran at its default."""
-    return row["settings"].get(key, getattr(LearnSettings(), key))
+    """A row's value of ``key``; a row saved before the knob existed shows what it ran at."""
+    return row["settings"].get(key, BEFORE_KNOB.get(key, "?"))
 
 
 def write_table(root: Path, start: dict[str, Any], rows: list[dict[str, Any]]) -> str:

@@ -64,15 +64,13 @@ def test_table_has_a_row_per_config_and_a_column_per_mask_count(sweep, tmp_path)
     assert json.loads((tmp_path / "sweep.json").read_text(encoding="utf-8"))["rows"][0]["name"] == "a"
 
 
-def test_a_row_saved_before_a_knob_existed_shows_its_default(sweep, tmp_path):
-    from masksearch.recipes.learn.settings import LearnSettings
-
+def test_a_row_saved_before_a_knob_existed_shows_what_it_ran_at(sweep, tmp_path):
     start = {"recall": 0.4, "format_ok": 0.9, "n": 3}
     old = {"name": "old", "settings": {k: 2 for k in sweep.RL_KNOBS if k != "rl_temperature"},
            "rl_wall_s": 60.0, "recall": 0.5, "recall_diff": 0.1, "ci95": [0.0, 0.2], "by_mask": {}}  # fmt: skip
     line = sweep.write_table(tmp_path, start, [old]).splitlines()[-1]
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[1 + sweep.RL_KNOBS.index("rl_temperature")] == str(LearnSettings().rl_temperature)
+    assert cells[1 + sweep.RL_KNOBS.index("rl_temperature")] == "1.0"  # the recipe's T before the knob
 
 
 def test_paired_differences_by_mask_count(sweep, tmp_path):
