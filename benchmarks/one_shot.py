@@ -53,7 +53,7 @@ def without_example(src: Path, dst: Path) -> int:
     return changed
 
 
-def _by_row(scores: dict[str, float]) -> dict[str, float]:
+def _by_row(scores: dict[str, Any]) -> dict[str, Any]:
     """Eval ids are ``<file>:<row>:<fingerprint of the prompt>``: pair the two prompt variants by row."""
     return {sid.rsplit(":", 2)[-2]: v for sid, v in scores.items()}
 
@@ -100,10 +100,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{result['wall_s']:.0f} s", flush=True)  # fmt: skip
     before = _by_row(read_sample_scores(rows["with"]["out"]))
     after = _by_row(read_sample_scores(rows["without"]["out"]))
-    masks = {sid.rsplit(":", 2)[-2]: k for sid, k in mask_counts_of(str(val), args.val_samples).items()}
-    paired = paired_by_mask(before, after, masks)
+    paired = paired_by_mask(before, after, _by_row(mask_counts_of(str(val), args.val_samples)))
     diff, (lo, hi), n, by_mask = paired["recall_diff"], paired["ci95"], paired["n"], paired["by_mask"]
-    summary = {"model": str(model), "n": n, "recall_diff": diff, "ci95": [lo, hi], "by_mask": by_mask, **rows}
+    summary = {"model": str(model), **paired, **rows}
     print(f"without - with example, recall: {100 * diff:+.1f} points, 95% CI [{100 * lo:+.1f}, {100 * hi:+.1f}] "
           f"on {n} rows; by mask: "
           + ", ".join(f"{k}: {100 * v['recall_diff']:+.1f} (n={v['n']})" for k, v in by_mask.items()))  # fmt: skip
