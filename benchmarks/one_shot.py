@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="default: the work dir's SFT model")
     args = parser.parse_args(argv)
     s = replace(settings_from_env(), work_dir=str(args.work_dir))
-    val = s.root / "data" / "ramp" / "val.parquet"
+    val = st.paths(s)["val"]
     sft_marker = s.root / "stages" / "sft.json"
     if not val.is_file() or (args.model is None and not sft_marker.is_file()):
         print(f"one_shot: error: {s.root} has no finished data and sft stages (run make learn there first)")

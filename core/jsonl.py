@@ -4,6 +4,10 @@ records, watchdog events, verl's metrics and rollout dumps.
 A writer killed mid-line leaves a torn last line, and a resumed run appends after it, so a reader
 skips what does not parse instead of failing the whole file; each caller decides whether a missing
 file is an error and whether a skipped line is worth a warning (``on_skip``).
+
+verl's file logger does not append: it opens its file with ``"wb"``, so a resumed run would erase
+the steps logged before the kill. :func:`set_aside` keeps them (the file becomes ``<name>.part1``,
+``.part2``, ...) and :func:`read_jsonl_parts` reads the parts and the file back as one log.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NOT_AN_OBJECT", "UNREADABLE", "read_jsonl"]
+__all__ = ["NOT_AN_OBJECT", "UNREADABLE", "read_jsonl", "read_jsonl_parts", "set_aside"]
 
 #: The reasons :func:`read_jsonl` gives ``on_skip``.
 UNREADABLE = "unreadable line"
@@ -60,3 +64,49 @@ def read_jsonl(
                 reason = NOT_AN_OBJECT
             if on_skip is not None:
                 on_skip(number, reason)
+
+
+def _parts(path: Path) -> list[tuple[int, Path]]:
+    """``(k, <name>.part<k>)`` beside ``path``, by k."""
+    import glob
+
+    prefix = f"{path.name}.part"
+    found = []
+    for part in path.parent.glob(f"{glob.escape(prefix)}*"):
+        tail = part.name[len(prefix) :]
+        if tail.isdigit():
+            found.append((int(tail), part))
+    return sorted(found)
+
+
+def set_aside(path: str | os.PathLike[str]) -> Path | None:
+    """Before a writer that truncates ``path`` starts again: a non-empty ``path`` is renamed to
+    ``<name>.part<k>`` (the next free k) and that name returned; ``None`` when there was nothing to keep.
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "m.jsonl"
+    >>> _ = p.write_text('{"step": 1}\\n', encoding="utf-8")
+    >>> set_aside(p).name, set_aside(p)
+    ('m.jsonl.part1', None)
+    >>> _ = p.write_text('{"step": 2}\\n', encoding="utf-8")
+    >>> [r["step"] for r in read_jsonl_parts(p)]
+    [1, 2]
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            return None
+    except FileNotFoundError:
+        return None
+    parts = _parts(path)
+    target = path.with_name(f"{path.name}.part{(parts[-1][0] if parts else 0) + 1}")
+    path.rename(target)
+    return target
+
+
+def read_jsonl_parts(path: str | os.PathLike[str], **kwargs: Any) -> Iterator[dict[str, Any]]:
+    """:func:`read_jsonl` of the parts :func:`set_aside` kept (oldest first), then of ``path``."""
+    path = Path(path)
+    for _, part in _parts(path):
+        yield from read_jsonl(part, **kwargs)
+    yield from read_jsonl(path, **kwargs)

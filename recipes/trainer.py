@@ -23,14 +23,19 @@ Differences from ``PPOTrainerSync``, and nothing else:
   (default 0.5) for ``masksearch.env.max_retrieval_error_steps`` (default 3) consecutive steps, with
   a message naming the retriever: a dead retriever must not train the policy on error text;
 * the training-health watchdog (``masksearch.health``, :mod:`masksearch.recipes.health_guard`):
-  ``health/*`` metrics every step, and ``warn``, ``stop`` or ``rollback`` when a rule trips.
+  ``health/*`` metrics every step, and ``warn``, ``stop`` or ``rollback`` when a rule trips;
+* a resumed run keeps the steps verl's ``file`` logger wrote before the kill: that logger opens its
+  file with ``"wb"``, so the earlier file is set aside as ``<name>.part<k>`` first
+  (:func:`masksearch.core.jsonl.read_jsonl_parts` reads the whole run back).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import transfer_queue as tq
@@ -39,6 +44,7 @@ from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils.dataset.rl_dataset import collate_fn
 
+from masksearch.core.jsonl import set_aside
 from masksearch.core.numbers import finite_number
 from masksearch.curriculum.metrics import acc_by_mask_num_metrics, mask_num_batch_metrics, mask_num_of
 from masksearch.curriculum.sampler import build_curriculum_sampler, mask_nums_from_dataset
@@ -163,6 +169,31 @@ def _mask_nums_of(batch) -> list[int]:
     return [int(i["mask_num"]) for i in infos if isinstance(i, Mapping) and i.get("mask_num") is not None]
 
 
+def file_logger_path(project_name: str, experiment_name: str) -> Path:
+    """Where verl 0.9.1's ``FileLogger`` writes (``verl.utils.tracking``; pinned by a test)."""
+    explicit = os.getenv("VERL_FILE_LOGGER_PATH")
+    if explicit:
+        return Path(explicit)
+    root = os.path.expanduser(os.getenv("VERL_FILE_LOGGER_ROOT", "."))
+    return Path(root) / project_name / f"{experiment_name}.jsonl"
+
+
+def keep_file_logger_history(config) -> Path | None:
+    """Set aside the ``file`` logger's earlier file (a resumed run's first steps) before verl truncates it."""
+    backends = config.trainer.get("logger") or []
+    if isinstance(backends, str):
+        backends = [backends]
+    if "file" not in backends:
+        return None
+    path = file_logger_path(config.trainer.project_name, config.trainer.experiment_name)
+    kept = set_aside(path)
+    if kept is not None:
+        logger.warning(
+            "metrics of the earlier attempt kept in %s (verl's file logger starts %s over)", kept, path
+        )
+    return kept
+
+
 @register_trainer(TRAINER_MODE)
 class MaskSearchTrainer(PPOTrainerSync):
     """verl's sync trainer plus the curriculum sampler and the metrics verl does not log for training."""
@@ -172,6 +203,10 @@ class MaskSearchTrainer(PPOTrainerSync):
     def __init__(self, config):
         super().__init__(config)
         HealthGuard.of(self)  # a bad masksearch.* key fails now (loads the settings), not after a step
+
+    def fit(self, agent_loop_manager):
+        keep_file_logger_history(self.config)  # verl's Tracking (created in fit) truncates the file
+        return super().fit(agent_loop_manager)
 
     def _load_checkpoint(self):
         super()._load_checkpoint()

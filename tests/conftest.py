@@ -298,7 +298,8 @@ def run_verl():
         kill_when: Callable[[list[dict]], bool] | None = None,
     ) -> VerlRun:
         workdir.mkdir(parents=True, exist_ok=True)
-        metrics_file = workdir / f"{name}.metrics.jsonl"
+        # a run may log into another run's file (``env``), as a resumed `make learn` stage does
+        metrics_file = Path((env or {}).get("VERL_FILE_LOGGER_PATH") or workdir / f"{name}.metrics.jsonl")
         tensorboard_dir = workdir / "tensorboard"
         checkpoint_dir = workdir / "checkpoints"
         run_env = {

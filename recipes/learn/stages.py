@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.core.errors import UserFacingError
+from masksearch.core.jsonl import read_jsonl_parts
 from masksearch.core.logs import module_logger
 from masksearch.recipes.health import read_events
 from masksearch.recipes.learn.settings import LearnSettings
@@ -44,7 +45,9 @@ def base_model(s: LearnSettings) -> Path:
     return embedded_model_path()
 
 
-def _paths(s: LearnSettings) -> dict[str, Path]:
+def paths(s: LearnSettings) -> dict[str, Path]:
+    """Where the data stage writes the corpus, its BM25 index and the RAMP parquets under ``WORK_DIR``
+    (every stage and the benchmarks read them from here)."""
     r = s.root
     return {
         "corpus": r / "data" / "corpus.jsonl",
@@ -60,7 +63,7 @@ def _search_client(s: LearnSettings) -> Any:
 
     from masksearch.env.retrieval import get_search_client
 
-    return get_search_client(replace(s.env_config(), retriever_index=str(_paths(s)["index"])))
+    return get_search_client(replace(s.env_config(), retriever_index=str(paths(s)["index"])))
 
 
 # ------------------------------------------------------------------------------------ data
@@ -78,7 +81,7 @@ def stage_data(s: LearnSettings, *, corpus: Path | None = None, skip_passages: i
     from masksearch.data.spans import make_extractor
     from masksearch.search_tool.retrievers import build_index
 
-    p = _paths(s)
+    p = paths(s)
     if corpus is None:
         corpus = p["corpus"]
         if not corpus.is_file():
@@ -113,7 +116,7 @@ def stage_eval(s: LearnSettings, name: str, model: Path, data: str, max_samples:
     from masksearch.eval.runner import EvalSettings, run_eval
 
     out = s.root / "eval" / name
-    config = replace(s.env_config(), retriever_index=str(_paths(s)["index"]))
+    config = replace(s.env_config(), retriever_index=str(paths(s)["index"]))
     device, dtype = default_device()
     generator = HFGenerator(str(model), temperature=0.0, seed=0, device=device, torch_dtype=dtype)
     settings = EvalSettings(
@@ -192,7 +195,7 @@ def stage_sft(s: LearnSettings) -> dict[str, Any]:
     from masksearch.sft.convert import write_sft_parquet
     from masksearch.sft.synthesize import synthesize
 
-    p = _paths(s)
+    p = paths(s)
     out = s.root / "sft"
     config = _synthesis_config(s, "rules", concurrency=1, limit=s.sft_rows)
     tokenizer = _tokenizer(s)
@@ -239,7 +242,7 @@ def stage_evolve(s: LearnSettings, sft_model: Path) -> dict[str, Any]:
 
     from masksearch.sft.evolve import evolve
 
-    p = _paths(s)
+    p = paths(s)
     out = s.root / "evolve"
     out.mkdir(parents=True, exist_ok=True)
     prompts = out / "prompts.parquet"
@@ -283,7 +286,7 @@ def _student_val(s: LearnSettings, model: Path, round_dir: Path) -> dict[str, An
     """A round's student on the val set; the last round's run is the ``eval_evolve`` stage's (resumed)."""
     round_no = int(round_dir.name.rpartition("_")[2] or 0)
     name = "evolve" if round_no == s.evolve_rounds else f"evolve-round{round_no}"
-    result = stage_eval(s, name, model, str(_paths(s)["val"]), s.val_samples)
+    result = stage_eval(s, name, model, str(paths(s)["val"]), s.val_samples)
     return {k: result[k] for k in ("n", "format_ok", "em", "f1", "recall", "mean_searches")}
 
 
@@ -295,7 +298,7 @@ def _rl_overrides(s: LearnSettings, model: Path, out: Path) -> list[str]:
     from masksearch.recipes.dynamic_sampling import DynamicSamplingSettings
     from masksearch.recipes.settings import MaskSearchSettings
 
-    p = _paths(s)
+    p = paths(s)
     masksearch = MaskSearchSettings(  # the env every stage ran, as the recipe's typed settings
         env=replace(s.env_config(), retriever_index=str(p["index"])),
         curriculum=CurriculumSettings(strategy=s.curriculum),
@@ -334,15 +337,9 @@ def read_rl_curve(metrics_file: Path) -> dict[str, list[float]]:
 
     keys = ("reward/acc/mean", "reward/format_ok/mean", "env/searches_per_sample")
     curve: dict[str, list[float]] = {"step": [], **{k: [] for k in keys}}
-    if not metrics_file.is_file():
-        return curve
     by_step: dict[int, dict[str, Any]] = {}
-    for line in metrics_file.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        data = row.get("data") if isinstance(row, dict) else None
+    for row in read_jsonl_parts(metrics_file):  # with the parts a resumed run set aside
+        data = row.get("data")
         if isinstance(data, dict) and any(k in data for k in keys):
             by_step[int(row.get("step", len(by_step) + 1))] = data  # a resumed step: the last wins
     masks: set[int] = set()
@@ -362,12 +359,8 @@ def read_rl_curve(metrics_file: Path) -> dict[str, list[float]]:
 
 def read_update_speed(metrics_file: Path) -> list[float]:
     """Tokens/s of the RL actor update at each step (``1000 / timing_per_token_ms/update_actor``)."""
-    from masksearch.core.jsonl import read_jsonl
-
-    if not metrics_file.is_file():
-        return []
     key = "timing_per_token_ms/update_actor"
-    per_token_ms = [row.get("data", {}).get(key) for row in read_jsonl(metrics_file)]
+    per_token_ms = [row.get("data", {}).get(key) for row in read_jsonl_parts(metrics_file)]
     return [1000.0 / float(ms) for ms in per_token_ms if isinstance(ms, int | float) and ms > 0]
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from masksearch.core.jsonl import read_jsonl
+from masksearch.core.jsonl import read_jsonl_parts, set_aside
 from masksearch.core.logs import module_logger
 
 logger = module_logger(__name__)
@@ -105,13 +105,14 @@ def train_sft(
         *([f"trainer.total_training_steps={steps}"] if steps else []),
         *overrides,
     ]
+    set_aside(metrics)  # verl's file logger starts its file over: a resumed run keeps the earlier steps
     env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(metrics), "PYTHONUNBUFFERED": "1"}
     logger.info("sft train: %s", " ".join(command))
     with log_file.open("w", encoding="utf-8") as fh:
         proc = subprocess.run(
             command, cwd=out, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout_s, check=False
         )
-    rows = [row.get("data", {}) for row in read_jsonl(metrics)]
+    rows = [row.get("data", {}) for row in read_jsonl_parts(metrics)]
     losses = [float(row["train/loss"]) for row in rows if "train/loss" in row]
     speed = [float(row["perf/throughput"]) for row in rows if "perf/throughput" in row]
     hf_path = sft_checkpoint_to_hf(ckpt) if proc.returncode == 0 else None

@@ -1,4 +1,5 @@
-"""core.jsonl.read_jsonl: the objects of a JSON-lines file; blank, torn and non-object lines skipped."""
+"""core.jsonl.read_jsonl: the objects of a JSON-lines file; blank, torn and non-object lines skipped.
+set_aside / read_jsonl_parts: the lines a truncating writer (verl's file logger) would erase on resume."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from masksearch.core.jsonl import NOT_AN_OBJECT, UNREADABLE, read_jsonl
+from masksearch.core.jsonl import NOT_AN_OBJECT, UNREADABLE, read_jsonl, read_jsonl_parts, set_aside
 
 
 def _read(path: Path, **kwargs) -> tuple[list[dict], list[tuple[int, str]]]:
@@ -102,3 +103,30 @@ def test_docstring_example_runs():
     import masksearch.core.jsonl as module
 
     assert doctest.testmod(module).failed == 0
+
+
+class TestSetAside:
+    def test_each_restart_keeps_the_earlier_lines_in_order(self, tmp_path):
+        log = tmp_path / "metrics.jsonl"
+        for step in (1, 2, 3):  # three attempts, each truncating the file as verl's logger does
+            kept = set_aside(log)
+            assert kept == (None if step == 1 else tmp_path / f"metrics.jsonl.part{step - 1}")
+            log.write_text(json.dumps({"step": step}) + "\n", encoding="utf-8")
+        assert [r["step"] for r in read_jsonl_parts(log)] == [1, 2, 3]
+        assert [r["step"] for r in read_jsonl(log)] == [3]
+
+    def test_nothing_to_keep(self, tmp_path):
+        log = tmp_path / "metrics.jsonl"
+        assert set_aside(log) is None  # no file
+        log.write_text("", encoding="utf-8")
+        assert set_aside(log) is None and log.exists()  # an empty file stays
+        assert list(read_jsonl_parts(log)) == []
+
+    def test_parts_sort_by_number_and_other_files_are_not_parts(self, tmp_path):
+        log = tmp_path / "m[1].jsonl"  # glob characters in the name
+        for k in (10, 2, 1):
+            (tmp_path / f"m[1].jsonl.part{k}").write_text(json.dumps({"k": k}) + "\n", encoding="utf-8")
+        (tmp_path / "m[1].jsonl.partial").write_text('{"k": "no"}\n', encoding="utf-8")
+        log.write_text('{"k": "now"}\n', encoding="utf-8")
+        assert [r["k"] for r in read_jsonl_parts(log)] == [1, 2, 10, "now"]
+        assert set_aside(log) == tmp_path / "m[1].jsonl.part11"

@@ -128,7 +128,10 @@ def recipe_runs(tmp_path_factory, build_search_workspace, tiny_search_overrides,
     killed = run_verl(root, overrides, name="killed", entry=entry, kill_when=lambda steps: len(steps) >= 1)
     assert killed.step_numbers() == [1], killed.log[-6000:]
     assert (killed.checkpoint_dir / "global_step_1").is_dir()
-    rerun = run_verl(root, overrides, name="rerun", entry=entry)
+    # the rerun logs into the killed run's metrics file, as a resumed `make learn` RL stage does
+    rerun = run_verl(
+        root, overrides, name="rerun", entry=entry, env={"VERL_FILE_LOGGER_PATH": str(killed.metrics_file)}
+    )
     assert rerun.returncode == 0, rerun.log[-8000:]
     print(f"\nrecipe e2e wall: killed run {killed.wall_s:.0f}s, rerun {rerun.wall_s:.0f}s")
     return killed, rerun
@@ -148,6 +151,17 @@ def test_rerun_of_the_same_command_resumes(recipe_runs):
     _, rerun = recipe_runs
     assert rerun.step_numbers() == [2]
     assert (rerun.checkpoint_dir / "global_step_2" / "actor").is_dir()
+
+
+def test_the_resumed_run_keeps_the_killed_runs_metrics(recipe_runs):
+    """verl's file logger opens its file with "wb"; the trainer sets the earlier file aside first."""
+    from masksearch.core.jsonl import read_jsonl_parts
+
+    killed, rerun = recipe_runs
+    assert rerun.metrics_file == killed.metrics_file
+    kept = killed.metrics_file.with_name(killed.metrics_file.name + ".part1")
+    assert kept.is_file() and "metrics of the earlier attempt kept in" in rerun.log
+    assert [int(r["step"]) for r in read_jsonl_parts(killed.metrics_file)] == [1, 2]
 
 
 def test_disk_holds_the_latest_checkpoint_and_no_stray_hydra_folder(recipe_runs):

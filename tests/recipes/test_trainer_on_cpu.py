@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -308,3 +309,51 @@ class TestStallGuard:
         assert built  # the poll-interval helper above builds the same way
         with pytest.raises(ValueError, match="stall_timeout_s must be >= 0"):
             TestReplayBufferPoll._built(monkeypatch, {"sampler": {"stall_timeout_s": -1}})
+
+
+class TestFileLoggerHistory:
+    def test_verl_file_logger_truncates_and_where_it_writes(self, tmp_path, monkeypatch):
+        """Pins what set_aside exists for: verl's ``FileLogger`` opens its file with "wb" (a resumed run
+        starts the file over), at ``VERL_FILE_LOGGER_PATH`` or ``<VERL_FILE_LOGGER_ROOT>/<project>/<experiment>.jsonl``."""
+        from verl.utils.tracking import FileLogger
+
+        from masksearch.core.jsonl import read_jsonl
+        from masksearch.recipes.trainer import file_logger_path
+
+        log = tmp_path / "metrics.jsonl"
+        log.write_text('{"step": 1, "data": {}}\n', encoding="utf-8")
+        monkeypatch.setenv("VERL_FILE_LOGGER_PATH", str(log))
+        logger = FileLogger("p", "e")
+        logger.log({"x": 1.0}, step=2)
+        logger.finish()
+        assert [r["step"] for r in read_jsonl(log)] == [2]
+        assert file_logger_path("p", "e") == log
+        monkeypatch.delenv("VERL_FILE_LOGGER_PATH")
+        monkeypatch.setenv("VERL_FILE_LOGGER_ROOT", str(tmp_path / "root"))
+        logger = FileLogger("p", "e")
+        logger.finish()
+        assert Path(logger.filepath) == file_logger_path("p", "e") == tmp_path / "root" / "p" / "e.jsonl"
+
+    def test_a_resumed_run_sets_the_earlier_file_aside(self, tmp_path, monkeypatch):
+        from masksearch.core.jsonl import read_jsonl_parts
+
+        log = tmp_path / "metrics.jsonl"
+        log.write_text('{"step": 1, "data": {}}\n', encoding="utf-8")
+        monkeypatch.setenv("VERL_FILE_LOGGER_PATH", str(log))
+        config = OmegaConf.create(
+            {"trainer": {"logger": ["console", "file"], "project_name": "p", "experiment_name": "e"}}
+        )
+        assert trainer.keep_file_logger_history(config) == tmp_path / "metrics.jsonl.part1"
+        log.write_text('{"step": 2, "data": {}}\n', encoding="utf-8")  # what the resumed run logs
+        assert [r["step"] for r in read_jsonl_parts(log)] == [1, 2]
+        config.trainer.logger = "console"  # no file logger: nothing touched
+        assert trainer.keep_file_logger_history(config) is None and log.is_file()
+
+    def test_fit_sets_aside_before_verls_fit(self):
+        """The hook sits in ``fit`` because verl 0.9.1 creates its ``Tracking`` (the logger) there."""
+        import inspect
+
+        from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+        assert "Tracking(" in inspect.getsource(PPOTrainer.fit)
+        assert "fit" in vars(trainer.MaskSearchTrainer)
