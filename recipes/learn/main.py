@@ -216,8 +216,12 @@ def run_pipeline(s: LearnSettings) -> dict[str, Any]:
     evals.append(evaluate("base", base, n=min(s.val_samples, s.base_val_samples or s.val_samples)))
     sft = runs.run("sft", lambda: st.stage_sft(s))
     evals.append(evaluate("sft", Path(sft["model"])))
-    evolve = runs.run("evolve", lambda: in_child(st.stage_evolve, s, Path(sft["model"])))
-    evals.append(evaluate("evolve", Path(evolve["model"])))
+    evolve: dict[str, Any] = {}
+    if s.evolve_rounds > 0:
+        evolve = runs.run("evolve", lambda: in_child(st.stage_evolve, s, Path(sft["model"])))
+        evals.append(evaluate("evolve", Path(evolve["model"])))
+    else:  # RL starts from SFT (settings refuse RL_FROM=evolve without a round): ~30 min less here
+        _say("evolve, eval_evolve: skipped (EVOLVE_ROUNDS=0)")
     start = Path(evolve["model"] if s.rl_from == "evolve" else sft["model"])
     rl = runs.run("rl", lambda: st.stage_rl(s, start))
     evals.append(evaluate("rl", Path(rl["model"])))

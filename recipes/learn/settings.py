@@ -55,7 +55,7 @@ class LearnSettings:
     sft_micro_batch: int = 1
     sft_lr: float = 5e-5
     # self-evolve
-    evolve_rounds: int = 1
+    evolve_rounds: int = 1  # 0: no self-evolve stage (with RL_FROM=sft; ~30 min less on 2 cores)
     evolve_prompts: int = 16
     # 2 samples at T 0.7 kept 4 of 32 in the README run of 2026-12-01: more samples, a cooler teacher
     evolve_samples: int = 4
@@ -149,6 +149,11 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> LearnSettings
     settings = replace(settings, **changes)
     if settings.rl_from not in ("evolve", "sft"):
         raise UserFacingError(f"RL_FROM={settings.rl_from}: choose evolve or sft")
+    if settings.evolve_rounds < 0 or (settings.evolve_rounds == 0 and settings.rl_from == "evolve"):
+        raise UserFacingError(
+            f"EVOLVE_ROUNDS={settings.evolve_rounds}: 0 skips self-evolve (RL then starts from SFT: "
+            "RL_FROM=sft), 1 or more runs that many rounds"
+        )
     if settings.evolve_from not in ("sft", "base"):
         raise UserFacingError(f"EVOLVE_FROM={settings.evolve_from}: choose sft or base")
     if settings.val_samples < 1 or settings.sft_steps < 1 or settings.rl_steps < 1:

@@ -48,6 +48,8 @@ class TestSettings:
             ({"LEARN_SCALE": "huge"}, "choose one of tiny, default, full"),
             ({"SFT_STEPS": "many"}, "SFT_STEPS='many': expected an integer"),
             ({"RL_FROM": "base"}, "choose evolve or sft"),
+            ({"EVOLVE_ROUNDS": "0", "RL_FROM": "evolve"}, "EVOLVE_ROUNDS=0: 0 skips self-evolve"),
+            ({"EVOLVE_ROUNDS": "-1"}, "EVOLVE_ROUNDS=-1"),
         ],
     )
     def test_bad_knobs_are_one_line_errors(self, environ, message):
@@ -510,3 +512,54 @@ def test_a_missing_file_mid_run_is_one_line(tmp_path, monkeypatch, capsys):
     assert learn_main.main([]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "train.parquet is missing" in err and "stages/" in err
+
+
+def test_evolve_rounds_0_runs_no_evolve_stage_and_rl_starts_from_sft(tmp_path, monkeypatch):
+    """The stage order of ``run_pipeline`` with every stage stubbed (the real ones: the slow e2e)."""
+    from masksearch.recipes.learn import main as learn_main
+    from masksearch.recipes.learn import report as learn_report
+    from masksearch.recipes.learn import stages
+
+    ran: list[str] = []
+
+    def stage(name, **out):
+        def fn(*args, **kwargs):
+            ran.append(name)
+            return {"model": str(tmp_path / name), **out}
+
+        return fn
+
+    def evaluate(s, name, model, spec, n):
+        ran.append(f"eval_{name}:{Path(model).name}")
+        return {"name": name, "n": n, "format_ok": 1.0, "em": 0.0, "recall": 0.5, "mean_searches": 1.0}
+
+    monkeypatch.setattr(learn_main, "in_child", lambda fn, *args: fn(*args))
+    monkeypatch.setattr(stages, "stage_data", stage("data", val=str(tmp_path / "val.parquet")))
+    monkeypatch.setattr(stages, "base_model", lambda s: tmp_path / "base")
+    monkeypatch.setattr(stages, "stage_sft", stage("sft"))
+    monkeypatch.setattr(stages, "stage_evolve", stage("evolve"))
+
+    def rl(s, start):
+        ran.append(f"rl:{Path(start).name}")
+        return {"model": str(tmp_path / "rl"), "rl_curve": {}}
+
+    monkeypatch.setattr(stages, "stage_rl", rl)
+    monkeypatch.setattr(stages, "stage_eval", evaluate)
+    monkeypatch.setattr(
+        learn_report, "write_report", lambda root, evals, pairs, curve, **kw: {"stages": evals}
+    )
+    s = settings_from_env({"WORK_DIR": str(tmp_path / "a"), "EVOLVE_ROUNDS": "0"})
+    report = learn_main.run_pipeline(s)
+    assert ran == [
+        "data",
+        "eval_base:base",
+        "sft",
+        "eval_sft:sft",
+        "rl:sft",
+        "eval_rl:rl",
+        "eval_rl-fanoutqa:rl",
+    ]
+    assert [e["name"] for e in report["stages"]] == ["base", "sft", "rl", "rl-fanoutqa"]
+    ran.clear()
+    learn_main.run_pipeline(settings_from_env({"WORK_DIR": str(tmp_path / "b"), "RL_FROM": "evolve"}))
+    assert ran[4:7] == ["evolve", "eval_evolve:evolve", "rl:evolve"]
