@@ -7,7 +7,8 @@ file is an error and whether a skipped line is worth a warning (``on_skip``).
 
 verl's file logger does not append: it opens its file with ``"wb"``, so a resumed run would erase
 the steps logged before the kill. :func:`set_aside` keeps them (the file becomes ``<name>.part1``,
-``.part2``, ...) and :func:`read_jsonl_parts` reads the parts and the file back as one log.
+``.part2``, ...) and :func:`read_jsonl_parts` reads the parts and the file back as one log; a run
+from scratch :func:`discard_parts` first, as verl starts the file over.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NOT_AN_OBJECT", "UNREADABLE", "read_jsonl", "read_jsonl_parts", "set_aside"]
+__all__ = ["NOT_AN_OBJECT", "UNREADABLE", "discard_parts", "read_jsonl", "read_jsonl_parts", "set_aside"]
 
 #: The reasons :func:`read_jsonl` gives ``on_skip``.
 UNREADABLE = "unreadable line"
@@ -102,6 +103,15 @@ def set_aside(path: str | os.PathLike[str]) -> Path | None:
     target = path.with_name(f"{path.name}.part{(parts[-1][0] if parts else 0) + 1}")
     path.rename(target)
     return target
+
+
+def discard_parts(path: str | os.PathLike[str]) -> int:
+    """Before a run from scratch writes ``path``: delete the parts an earlier run's resumes kept (they
+    would be read back before the new run's lines); returns how many."""
+    parts = _parts(Path(path))
+    for _, part in parts:
+        part.unlink(missing_ok=True)
+    return len(parts)
 
 
 def read_jsonl_parts(path: str | os.PathLike[str], **kwargs: Any) -> Iterator[dict[str, Any]]:

@@ -25,7 +25,7 @@ Differences from ``PPOTrainerSync``, and nothing else:
 * the training-health watchdog (``masksearch.health``, :mod:`masksearch.recipes.health_guard`):
   ``health/*`` metrics every step, and ``warn``, ``stop`` or ``rollback`` when a rule trips;
 * a resumed run keeps the steps verl's ``file`` logger wrote before the kill: that logger opens its
-  file with ``"wb"``, so the earlier file is set aside as ``<name>.part<k>`` first
+  file with ``"wb"``, so on resume the earlier file is set aside as ``<name>.part<k>`` first
   (:func:`masksearch.core.jsonl.read_jsonl_parts` reads the whole run back).
 """
 
@@ -44,7 +44,7 @@ from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils.dataset.rl_dataset import collate_fn
 
-from masksearch.core.jsonl import set_aside
+from masksearch.core.jsonl import discard_parts, set_aside
 from masksearch.core.numbers import finite_number
 from masksearch.curriculum.metrics import acc_by_mask_num_metrics, mask_num_batch_metrics, mask_num_of
 from masksearch.curriculum.sampler import build_curriculum_sampler, mask_nums_from_dataset
@@ -178,14 +178,18 @@ def file_logger_path(project_name: str, experiment_name: str) -> Path:
     return Path(root) / project_name / f"{experiment_name}.jsonl"
 
 
-def keep_file_logger_history(config) -> Path | None:
-    """Set aside the ``file`` logger's earlier file (a resumed run's first steps) before verl truncates it."""
+def keep_file_logger_history(config, *, resumed: bool = True) -> Path | None:
+    """Set aside the ``file`` logger's earlier file (a resumed run's first steps) before verl truncates it;
+    for a run from scratch (``resumed=False``) drop the parts earlier runs kept, as verl starts the file over."""
     backends = config.trainer.get("logger") or []
     if isinstance(backends, str):
         backends = [backends]
     if "file" not in backends:
         return None
     path = file_logger_path(config.trainer.project_name, config.trainer.experiment_name)
+    if not resumed:
+        discard_parts(path)
+        return None
     kept = set_aside(path)
     if kept is not None:
         logger.warning(
@@ -205,7 +209,9 @@ class MaskSearchTrainer(PPOTrainerSync):
         HealthGuard.of(self)  # a bad masksearch.* key fails now (loads the settings), not after a step
 
     def fit(self, agent_loop_manager):
-        keep_file_logger_history(self.config)  # verl's Tracking (created in fit) truncates the file
+        # verl loaded the checkpoint before fit (global_steps > 0: resumed); its Tracking, created in
+        # fit, truncates the file logger's file
+        keep_file_logger_history(self.config, resumed=getattr(self, "global_steps", 0) > 0)
         return super().fit(agent_loop_manager)
 
     def _load_checkpoint(self):

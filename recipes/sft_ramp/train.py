@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from masksearch.core.jsonl import read_jsonl_parts, set_aside
+from masksearch.core.jsonl import discard_parts, read_jsonl_parts, set_aside
 from masksearch.core.logs import module_logger
 
 logger = module_logger(__name__)
@@ -77,6 +77,7 @@ def train_sft(
     batch, so a larger batch would mean zero steps). ``overrides`` come last and win.
     """
     from masksearch.recipes.sft_ramp import sft_checkpoint_to_hf, sft_cpu_overrides
+    from masksearch.recipes.sft_ramp.checkpoint import TRACKER_FILE
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -105,7 +106,10 @@ def train_sft(
         *([f"trainer.total_training_steps={steps}"] if steps else []),
         *overrides,
     ]
-    set_aside(metrics)  # verl's file logger starts its file over: a resumed run keeps the earlier steps
+    if (ckpt / TRACKER_FILE).is_file():  # verl resumes from it and its file logger starts over:
+        set_aside(metrics)  # keep the earlier attempt's steps
+    else:
+        discard_parts(metrics)  # a run from scratch: no earlier attempt's steps belong to it
     env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(metrics), "PYTHONUNBUFFERED": "1"}
     logger.info("sft train: %s", " ".join(command))
     with log_file.open("w", encoding="utf-8") as fh:

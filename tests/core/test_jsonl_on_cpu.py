@@ -11,7 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from masksearch.core.jsonl import NOT_AN_OBJECT, UNREADABLE, read_jsonl, read_jsonl_parts, set_aside
+from masksearch.core.jsonl import (
+    NOT_AN_OBJECT,
+    UNREADABLE,
+    discard_parts,
+    read_jsonl,
+    read_jsonl_parts,
+    set_aside,
+)
 
 
 def _read(path: Path, **kwargs) -> tuple[list[dict], list[tuple[int, str]]]:
@@ -130,3 +137,5 @@ class TestSetAside:
         log.write_text('{"k": "now"}\n', encoding="utf-8")
         assert [r["k"] for r in read_jsonl_parts(log)] == [1, 2, 10, "now"]
         assert set_aside(log) == tmp_path / "m[1].jsonl.part11"
+        assert discard_parts(log) == 4 and not list(tmp_path.glob("*.part[0-9]*"))
+        assert (tmp_path / "m[1].jsonl.partial").is_file()  # not a part: kept

@@ -349,11 +349,29 @@ class TestFileLoggerHistory:
         config.trainer.logger = "console"  # no file logger: nothing touched
         assert trainer.keep_file_logger_history(config) is None and log.is_file()
 
-    def test_fit_sets_aside_before_verls_fit(self):
-        """The hook sits in ``fit`` because verl 0.9.1 creates its ``Tracking`` (the logger) there."""
+    def test_verl_loads_the_checkpoint_before_fit_and_creates_its_logger_in_fit(self):
+        """Why the hook sits in ``fit`` and reads ``global_steps`` (verl 0.9.1's order)."""
         import inspect
 
         from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
+        assert "self._load_checkpoint()" in inspect.getsource(PPOTrainer._setup)
         assert "Tracking(" in inspect.getsource(PPOTrainer.fit)
-        assert "fit" in vars(trainer.MaskSearchTrainer)
+        assert PPOTrainer in trainer.MaskSearchTrainer.__mro__
+
+    def test_fit_sets_aside_on_resume_only(self, tmp_path, monkeypatch):
+        from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+        log = tmp_path / "metrics.jsonl"
+        monkeypatch.setenv("VERL_FILE_LOGGER_PATH", str(log))
+        monkeypatch.setattr(PPOTrainer, "fit", lambda self, manager: "verl's fit")
+        run = object.__new__(trainer.MaskSearchTrainer)  # no workers: only fit's own part runs
+        run.config = OmegaConf.create(
+            {"trainer": {"logger": ["file"], "project_name": "p", "experiment_name": "e"}}
+        )
+        # resumed: the earlier file is kept; then from scratch: verl starts over, the kept part is dropped
+        for global_steps, kept in ((3, True), (0, False)):
+            log.write_text('{"step": 1, "data": {}}\n', encoding="utf-8")
+            run.global_steps = global_steps
+            assert run.fit(None) == "verl's fit"
+            assert (tmp_path / "metrics.jsonl.part1").is_file() is kept
